@@ -1,0 +1,69 @@
+/**
+ * Native core on the built-in ViT (dim 128, depth 4, heads 4, patch 4, 28×28, 10 classes,
+ * batch 128): plain forward, linearized forward, standard and linearized train steps (loss,
+ * gradients and an SGD update), double-backward JVP. Targets: linearized forward ≤ 1.6× plain
+ * forward, linearized train step ≤ 1.4× standard step.
+ */
+import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
+import type { BenchContext } from './run';
+import { fmt, mediansInterleaved } from './stats';
+
+function normal(n: number, seed: number): Float32Array {
+  let a = seed >>> 0;
+  const u = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
+}
+
+export async function benchCore(ctx: BenchContext): Promise<Record<string, unknown>> {
+  setNumThreads(ctx.threads);
+  const config = { arch: 'vit', imageSize: 28, patchSize: 4, inChannels: 1, dim: 128, depth: 4, heads: 4, mlpDim: 256, numClasses: 10 } as const;
+  const batch = 128;
+  const model = Model.create(config, { seed: 0 });
+  const x = Tensor.from(normal(batch * 784, 1), [batch, 1, 28, 28]);
+  const y = Tensor.fromLabels(Array.from({ length: batch }, (_, i) => i % 10));
+  const theta0 = model.parameters();
+  const tangent: StateDict = new Map();
+  let s = 2;
+  for (const [n, p] of theta0) tangent.set(n, Tensor.from(normal(p.numel, s++).map((v) => v * 1e-2), p.shape));
+  const theta = await combineStates(theta0, [tangent], [1]);
+  const lin = model.linearize();
+  const sgd = async (params: StateDict, grads: StateDict): Promise<void> => {
+    const next = await combineStates(params, [grads], [-1e-3]);
+    for (const t of next.values()) t.dispose();
+    for (const t of grads.values()) t.dispose();
+  };
+  const reps = ctx.quick ? 5 : 15;
+  const ms = await mediansInterleaved(
+    {
+      forward: async () => (await model.forward(x, theta)).dispose(),
+      linearizedForward: async () => (await lin.forward(x, theta)).dispose(),
+      standardTrainStep: async () => sgd(theta, (await model.lossAndGrad(x, y, { params: theta })).grads),
+      linearizedTrainStep: async () => sgd(theta, (await lin.lossAndGrad(x, y, { params: theta })).grads),
+      jvp: async () => {
+        const r = await model.jvp(x, tangent);
+        r.primal.dispose();
+        r.tangent.dispose();
+      },
+      doubleBackwardJvp: async () => (await model.jvpDoubleBackward(x, tangent)).dispose(),
+    },
+    reps,
+  );
+  const ratios = {
+    linearizedForwardOverForward: ms.linearizedForward! / ms.forward!,
+    linearizedStepOverStandardStep: ms.linearizedTrainStep! / ms.standardTrainStep!,
+    doubleBackwardOverForwardAdJvp: ms.doubleBackwardJvp! / ms.jvp!,
+  };
+  const targets = { linearizedForwardOverForward: 1.6, linearizedStepOverStandardStep: 1.4 };
+  ctx.log(`ViT dim 128, depth 4, heads 4, patch 4, 28×28, batch ${batch}, ${model.numel} params, ${ctx.threads} threads, median of ${reps}`);
+  for (const [k, v] of Object.entries(ms)) ctx.log(`  ${k.padEnd(22)} ${fmt(v)}`);
+  for (const [k, v] of Object.entries(ratios)) {
+    const target = (targets as Record<string, number>)[k];
+    ctx.log(`  ${k.padEnd(32)} ${v.toFixed(2)}×${target ? `  (target ≤ ${target}×: ${v <= target ? 'met' : 'MISSED'})` : ''}`);
+  }
+  return { model: config, batch, params: model.numel, threads: ctx.threads, reps, medianMs: ms, ratios, targets };
+}

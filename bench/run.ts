@@ -1,0 +1,52 @@
+/**
+ * `npm run bench`: speed and memory figures, measured in one run and printed and written as
+ * JSON (bench/results/latest.json). Targets are ratios measured in the same run, never timed
+ * tests. Options: --threads N (default 2), --quick, --only NAME[,NAME].
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { benchCore } from './core';
+
+export interface BenchContext {
+  threads: number;
+  quick: boolean;
+  log: (s: string) => void;
+}
+
+export type Suite = (ctx: BenchContext) => Promise<Record<string, unknown>>;
+
+const SUITES: Record<string, Suite> = {
+  core: benchCore,
+};
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+async function main(): Promise<void> {
+  const threads = Number(arg('--threads') ?? 2);
+  const quick = process.argv.includes('--quick');
+  const only = arg('--only')?.split(',');
+  const ctx: BenchContext = { threads, quick, log: (s) => console.log(s) };
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    host: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version },
+    threads,
+    quick,
+  };
+  for (const [name, suite] of Object.entries(SUITES)) {
+    if (only && !only.includes(name)) continue;
+    console.log(`\n== ${name} (${threads} threads) ==`);
+    results[name] = await suite(ctx);
+  }
+  const out = path.resolve(__dirname, '..', '..', 'bench', 'results');
+  fs.mkdirSync(out, { recursive: true });
+  const file = path.join(out, 'latest.json');
+  fs.writeFileSync(`${file}.tmp`, JSON.stringify(results, null, 2));
+  fs.renameSync(`${file}.tmp`, file);
+  console.log(`\nwrote ${path.relative(process.cwd(), file)}`);
+}
+
+void main();

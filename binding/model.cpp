@@ -1,0 +1,312 @@
+// Model handles: built-in architectures and TorchScript modules; forward, JVP, linearized
+// forward, VJP and training-step primitives, each an AsyncWorker returning a Promise.
+#include "addon_data.h"
+
+namespace tangent_js {
+namespace {
+
+using tangent::ErrorKind;
+
+std::vector<int64_t> IntList(const Napi::Object& cfg, const char* key, std::vector<int64_t> dflt) {
+  if (!cfg.Has(key) || cfg.Get(key).IsUndefined()) return dflt;
+  auto arr = cfg.Get(key).As<Napi::Array>();
+  std::vector<int64_t> out(arr.Length());
+  for (uint32_t i = 0; i < out.size(); ++i) out[i] = arr.Get(i).As<Napi::Number>().Int64Value();
+  return out;
+}
+
+int64_t Int(const Napi::Object& cfg, const char* key, int64_t dflt) {
+  if (!cfg.Has(key) || cfg.Get(key).IsUndefined()) return dflt;
+  return cfg.Get(key).As<Napi::Number>().Int64Value();
+}
+
+Napi::Array WrapPairs(Napi::Env env, const tangent::NamedTensors& named, bool owned) {
+  auto arr = Napi::Array::New(env, named.size());
+  for (uint32_t i = 0; i < named.size(); ++i) {
+    auto pair = Napi::Array::New(env, 2);
+    pair.Set(0u, named[i].first);
+    pair.Set(1u, WrapTensor(env, named[i].second, owned));
+    arr.Set(i, pair);
+  }
+  return arr;
+}
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::FunctionReference* ctor;
+
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceAccessor<&ModelWrap::Kind>("kind"),
+                        InstanceAccessor<&ModelWrap::Disposed>("disposed"),
+                        InstanceMethod<&ModelWrap::Parameters>("parameters"),
+                        InstanceMethod<&ModelWrap::Buffers>("buffers"),
+                        InstanceMethod<&ModelWrap::Forward>("forward"),
+                        InstanceMethod<&ModelWrap::Jvp>("jvp"),
+                        InstanceMethod<&ModelWrap::JvpDoubleBackward>("jvpDoubleBackward"),
+                        InstanceMethod<&ModelWrap::Vjp>("vjp"),
+                        InstanceMethod<&ModelWrap::LinearizedForward>("linearizedForward"),
+                        InstanceMethod<&ModelWrap::LossAndGrad>("lossAndGrad"),
+                        InstanceMethod<&ModelWrap::Evaluate>("evaluate"),
+                        InstanceMethod<&ModelWrap::Dispose>("dispose")});
+  }
+
+  explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+    if (info[0].IsExternal()) model_ = *info[0].As<Napi::External<tangent::ModelPtr>>().Data();
+  }
+
+  static Napi::Object Wrap(Napi::Env env, tangent::ModelPtr m) {
+    return ctor->New({Napi::External<tangent::ModelPtr>::New(env, &m)});
+  }
+
+ private:
+  tangent::ModelPtr model(Napi::Env env) const {
+    if (!model_) throw MakeError(env, "DisposedError", "model has been disposed");
+    return model_;
+  }
+
+  // A resolved state from a {name: Tensor} object, or the model's own when null/undefined.
+  static std::vector<at::Tensor> State(Napi::Env env, const tangent::Model& m, const Napi::Value& v,
+                                       const std::string& what) {
+    if (v.IsNull() || v.IsUndefined()) return m.own_state();
+    return m.resolve(UnwrapNamed(env, v, what));
+  }
+
+  // A tangent aligned with the parameters; names not given are zero.
+  static std::vector<at::Tensor> Tangent(Napi::Env env, const tangent::Model& m, const Napi::Value& v) {
+    std::vector<at::Tensor> out(m.num_parameters());
+    for (auto& kv : UnwrapNamed(env, v, "tangent")) {
+      size_t i = 0;
+      while (i < out.size() && m.parameters()[i].first != kv.first) ++i;
+      tangent::check(i < out.size(), ErrorKind::Parameter, "tangent names unknown parameter '",
+                     kv.first, "'");
+      out[i] = kv.second;
+    }
+    return out;
+  }
+
+  static tangent::Head HeadOf(Napi::Env env, const Napi::Value& v) {
+    tangent::Head h;
+    if (v.IsNull() || v.IsUndefined()) return h;
+    auto o = v.As<Napi::Object>();
+    h.weight = UnwrapTensor(env, o.Get("weight"), "head.weight");
+    if (o.Has("bias") && !o.Get("bias").IsUndefined() && !o.Get("bias").IsNull())
+      h.bias = UnwrapTensor(env, o.Get("bias"), "head.bias");
+    h.normalize = o.Has("normalize") && o.Get("normalize").ToBoolean();
+    return h;
+  }
+
+  static tangent::Mode ModeOf(const Napi::Value& v) {
+    const std::string s = v.As<Napi::String>();
+    if (s == "standard") return tangent::Mode::Standard;
+    tangent::check(s == "linear", ErrorKind::Argument, "mode must be 'standard' or 'linear', got '", s, "'");
+    return tangent::Mode::Linear;
+  }
+
+  Napi::Value Kind(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), model(info.Env())->kind());
+  }
+  Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !model_); }
+  Napi::Value Parameters(const Napi::CallbackInfo& info) {
+    return WrapPairs(info.Env(), model(info.Env())->parameters(), false);
+  }
+  Napi::Value Buffers(const Napi::CallbackInfo& info) {
+    return WrapPairs(info.Env(), model(info.Env())->buffers(), false);
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.reset();
+    return info.Env().Undefined();
+  }
+
+  // forward(x, params?) -> Promise<Tensor>
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      auto m = model(env);
+      at::Tensor x = UnwrapTensor(env, info[0], "input");
+      auto state = State(env, *m, info[1], "params");
+      auto out = std::make_shared<at::Tensor>();
+      return Task::Run(env, "tangent.forward",
+                       [m, x, state, out] { *out = tangent::forward_eval(*m, x, state); },
+                       [out](Napi::Env env) -> Napi::Value { return WrapTensor(env, *out); });
+    });
+  }
+
+  // jvp(x, params0?, tangent) -> Promise<{primal, tangent}>
+  Napi::Value Jvp(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      auto m = model(env);
+      at::Tensor x = UnwrapTensor(env, info[0], "input");
+      auto state0 = State(env, *m, info[1], "params0");
+      auto tan = Tangent(env, *m, info[2]);
+      auto out = std::make_shared<tangent::JvpResult>();
+      return Task::Run(env, "tangent.jvp", [m, x, state0, tan, out] { *out = tangent::jvp(*m, x, state0, tan); },
+                       [out](Napi::Env env) -> Napi::Value {
+                         auto o = Napi::Object::New(env);
+                         o.Set("primal", WrapTensor(env, out->primal));
+                         o.Set("tangent", WrapTensor(env, out->tangent));
+                         return o;
+                       });
+    });
+  }
+
+  Napi::Value JvpDoubleBackward(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      auto m = model(env);
+      at::Tensor x = UnwrapTensor(env, info[0], "input");
+      auto state0 = State(env, *m, info[1], "params0");
+      auto tan = Tangent(env, *m, info[2]);
+      auto out = std::make_shared<at::Tensor>();
+      return Task::Run(env, "tangent.jvpDoubleBackward",
+                       [m, x, state0, tan, out] { *out = tangent::jvp_double_backward(*m, x, state0, tan); },
+                       [out](Napi::Env env) -> Napi::Value { return WrapTensor(env, *out); });
+    });
+  }
+
+  // vjp(x, params?, cotangent) -> Promise<[name, Tensor][]>
+  Napi::Value Vjp(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      auto m = model(env);
+      at::Tensor x = UnwrapTensor(env, info[0], "input");
+      auto state = State(env, *m, info[1], "params");
+      at::Tensor g = UnwrapTensor(env, info[2], "cotangent");
+      auto out = std::make_shared<tangent::NamedTensors>();
+      return Task::Run(env, "tangent.vjp",
+                       [m, x, state, g, out] {
+                         auto grads = tangent::vjp(*m, x, state, g);
+                         for (size_t i = 0; i < grads.size(); ++i)
+                           out->emplace_back(m->parameters()[i].first, grads[i]);
+                       },
+                       [out](Napi::Env env) -> Napi::Value { return WrapPairs(env, *out, true); });
+    });
+  }
+
+  // linearizedForward(x, params0?, params) -> Promise<Tensor>
+  Napi::Value LinearizedForward(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      auto m = model(env);
+      at::Tensor x = UnwrapTensor(env, info[0], "input");
+      auto state0 = State(env, *m, info[1], "params0");
+      auto state = State(env, *m, info[2], "params");
+      auto out = std::make_shared<at::Tensor>();
+      return Task::Run(env, "tangent.linearizedForward",
+                       [m, x, state0, state, out] { *out = tangent::linearized_forward(*m, x, state0, state); },
+                       [out](Napi::Env env) -> Napi::Value { return WrapTensor(env, *out); });
+    });
+  }
+
+  // lossAndGrad(mode, x, y, params?, params0?, head?) -> Promise<{loss, correct, grads}>
+  Napi::Value LossAndGrad(const Napi::CallbackInfo& info) { return Step(info, true); }
+  // evaluate(mode, x, y, params?, params0?, head?) -> Promise<{loss, correct}>
+  Napi::Value Evaluate(const Napi::CallbackInfo& info) { return Step(info, false); }
+
+  Napi::Value Step(const Napi::CallbackInfo& info, bool grads) {
+    auto env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      auto m = model(env);
+      const auto mode = ModeOf(info[0]);
+      at::Tensor x = UnwrapTensor(env, info[1], "input");
+      at::Tensor y = UnwrapTensor(env, info[2], "labels");
+      auto state = State(env, *m, info[3], "params");
+      auto state0 = State(env, *m, info[4], "params0");
+      auto head = HeadOf(env, info[5]);
+      auto out = std::make_shared<tangent::StepResult>();
+      return Task::Run(
+          env, grads ? "tangent.lossAndGrad" : "tangent.evaluate",
+          [m, mode, x, y, state, state0, head, out, grads] {
+            *out = grads ? tangent::loss_and_grad(*m, mode, x, y, state, state0, head)
+                         : tangent::evaluate(*m, mode, x, y, state, state0, head);
+          },
+          [m, out, grads](Napi::Env env) -> Napi::Value {
+            auto o = Napi::Object::New(env);
+            o.Set("loss", out->loss);
+            o.Set("correct", static_cast<double>(out->correct));
+            if (grads) {
+              tangent::NamedTensors named;
+              for (size_t i = 0; i < out->grads.size(); ++i)
+                named.emplace_back(m->parameters()[i].first, out->grads[i]);
+              o.Set("grads", WrapPairs(env, named, true));
+            }
+            return o;
+          });
+    });
+  }
+
+  tangent::ModelPtr model_;
+};
+
+Napi::FunctionReference* ModelWrap::ctor = nullptr;
+
+// createModel(kind, config, seed, dtype, device) -> NativeModel
+Napi::Value CreateModel(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const std::string kind = info[0].As<Napi::String>();
+    auto cfg = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    const uint64_t seed = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
+    const auto dtype = ParseDType(info[3].As<Napi::String>());
+    const auto device = ParseDevice(info[4].As<Napi::String>());
+    tangent::check(at::isFloatingType(dtype), ErrorKind::DType, "model dtype must be floating point, got ",
+                   DTypeName(dtype));
+    tangent::ModelPtr m;
+    if (kind == "mlp") {
+      tangent::MlpConfig c;
+      c.input_dim = Int(cfg, "inputDim", c.input_dim);
+      c.hidden = IntList(cfg, "hidden", c.hidden);
+      c.output_dim = Int(cfg, "outputDim", c.output_dim);
+      if (cfg.Has("activation") && cfg.Get("activation").IsString()) c.activation = cfg.Get("activation").As<Napi::String>();
+      m = tangent::make_mlp(c, seed, dtype, device);
+    } else if (kind == "cnn") {
+      tangent::CnnConfig c;
+      c.in_channels = Int(cfg, "inChannels", c.in_channels);
+      c.image_size = Int(cfg, "imageSize", c.image_size);
+      c.channels = IntList(cfg, "channels", c.channels);
+      c.output_dim = Int(cfg, "outputDim", c.output_dim);
+      m = tangent::make_cnn(c, seed, dtype, device);
+    } else if (kind == "vit") {
+      tangent::VitConfig c;
+      c.image_size = Int(cfg, "imageSize", c.image_size);
+      c.patch_size = Int(cfg, "patchSize", c.patch_size);
+      c.in_channels = Int(cfg, "inChannels", c.in_channels);
+      c.dim = Int(cfg, "dim", c.dim);
+      c.depth = Int(cfg, "depth", c.depth);
+      c.heads = Int(cfg, "heads", c.heads);
+      c.mlp_dim = Int(cfg, "mlpDim", c.mlp_dim);
+      c.num_classes = Int(cfg, "numClasses", c.num_classes);
+      m = tangent::make_vit(c, seed, dtype, device);
+    } else {
+      tangent::fail(ErrorKind::Argument, "unknown architecture '", kind, "' (expected mlp, cnn or vit)");
+    }
+    return ModelWrap::Wrap(env, m);
+  });
+}
+
+// loadTorchScript(path, device) -> Promise<NativeModel>
+Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const std::string path = info[0].As<Napi::String>();
+    const auto device = ParseDevice(info[1].As<Napi::String>());
+    auto out = std::make_shared<tangent::ModelPtr>();
+    return Task::Run(env, "tangent.loadTorchScript",
+                     [path, device, out] { *out = tangent::load_torchscript(path, device); },
+                     [out](Napi::Env env) -> Napi::Value { return ModelWrap::Wrap(env, *out); });
+  });
+}
+
+}  // namespace
+
+Napi::Object InitModel(Napi::Env env, Napi::Object exports) {
+  auto ctor = ModelWrap::Define(env);
+  ModelWrap::ctor = new Napi::FunctionReference(Napi::Persistent(ctor));
+  exports.Set("Model", ctor);
+  exports.Set("createModel", Napi::Function::New(env, CreateModel));
+  exports.Set("loadTorchScript", Napi::Function::New(env, LoadTorchScript));
+  return exports;
+}
+
+}  // namespace tangent_js

@@ -1,0 +1,163 @@
+/**
+ * The raw native surface, typed apart from the public API (as onnxruntime-node does), and its
+ * loader. Nothing here validates arguments: lib/ does that before calling in.
+ */
+import * as path from 'node:path';
+import { NativeLoadError, nativeErrorClasses } from './errors';
+
+export type DType =
+  | 'float32'
+  | 'float64'
+  | 'float16'
+  | 'bfloat16'
+  | 'int64'
+  | 'int32'
+  | 'int16'
+  | 'int8'
+  | 'uint8'
+  | 'bool';
+
+export type NamedNative = Array<[string, NativeTensor]>;
+
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: DType;
+  readonly device: string;
+  readonly disposed: boolean;
+  readonly nbytes: number;
+  data(): ArrayBufferView;
+  clone(): NativeTensor;
+  to(device: string | null, dtype: DType | null): Promise<NativeTensor>;
+  dispose(): void;
+}
+
+export interface NativeTensorCtor {
+  new (data: ArrayBufferView, shape: number[], dtype: DType): NativeTensor;
+}
+
+export interface NativeHead {
+  weight: NativeTensor;
+  bias?: NativeTensor | null;
+  normalize?: boolean;
+}
+
+export type NativeParams = Record<string, NativeTensor> | null;
+
+export interface NativeStep {
+  loss: number;
+  correct: number;
+  grads?: NamedNative;
+}
+
+export interface NativeModel {
+  readonly kind: string;
+  readonly disposed: boolean;
+  parameters(): NamedNative;
+  buffers(): NamedNative;
+  forward(x: NativeTensor, params: NativeParams): Promise<NativeTensor>;
+  jvp(
+    x: NativeTensor,
+    params0: NativeParams,
+    tangent: Record<string, NativeTensor>,
+  ): Promise<{ primal: NativeTensor; tangent: NativeTensor }>;
+  jvpDoubleBackward(
+    x: NativeTensor,
+    params0: NativeParams,
+    tangent: Record<string, NativeTensor>,
+  ): Promise<NativeTensor>;
+  vjp(x: NativeTensor, params: NativeParams, cotangent: NativeTensor): Promise<NamedNative>;
+  linearizedForward(x: NativeTensor, params0: NativeParams, params: NativeParams): Promise<NativeTensor>;
+  lossAndGrad(
+    mode: 'standard' | 'linear',
+    x: NativeTensor,
+    y: NativeTensor,
+    params: NativeParams,
+    params0: NativeParams,
+    head: NativeHead | null,
+  ): Promise<NativeStep>;
+  evaluate(
+    mode: 'standard' | 'linear',
+    x: NativeTensor,
+    y: NativeTensor,
+    params: NativeParams,
+    params0: NativeParams,
+    head: NativeHead | null,
+  ): Promise<NativeStep>;
+  dispose(): void;
+}
+
+export interface NativeInfo {
+  torchVersion: string;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  parallelInfo: string;
+}
+
+export interface NativeBinding {
+  Tensor: NativeTensorCtor;
+  setErrorClasses(classes: Record<string, unknown>): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  info(): NativeInfo;
+  createModel(kind: string, config: object, seed: number, dtype: DType, device: string): NativeModel;
+  loadTorchScript(path: string, device: string): Promise<NativeModel>;
+  combine(
+    bases: Array<NativeTensor | null>,
+    inputs: NativeTensor[][],
+    coeffs: number[],
+    compute: DType,
+    out: DType,
+    naive?: boolean,
+  ): Promise<NativeTensor[]>;
+}
+
+import * as fs from 'node:fs';
+
+/** The package root (this file runs from lib/ in development and from dist/lib/ when built). */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'tangent-edit')
+      return dir;
+    const up = path.dirname(dir);
+    if (up === dir) return path.resolve(__dirname, '..', '..');
+    dir = up;
+  }
+}
+
+const ROOT = packageRoot();
+
+function load(): NativeBinding {
+  let binding: NativeBinding;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const gypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    binding = gypBuild(ROOT) as NativeBinding;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    const missingTorch = /libtorch|libc10|libtorch_cpu/.test(reason);
+    throw new NativeLoadError(
+      [
+        `tangent-edit: cannot load the native addon from ${ROOT}/build/Release: ${reason}`,
+        missingTorch
+          ? 'libtorch shared libraries were not found at run time. On Debian/Ubuntu: ' +
+            'apt-get install libtorch-dev libopenblas0-pthread; for another libtorch, add its lib/ ' +
+            'directory to LD_LIBRARY_PATH.'
+          : 'The addon is not built (or was built for another Node). Run `npm run setup` (installs ' +
+            'libtorch-dev, libopenblas0-pthread, cmake and g++ when root, then builds), or build by ' +
+            'hand: `npx cmake-js compile --out build` (set Torch_DIR for a non-Debian libtorch).',
+      ].join('\n'),
+    );
+  }
+  binding.setErrorClasses(nativeErrorClasses);
+  return binding;
+}
+
+let cached: NativeBinding | undefined;
+
+/** The native binding, loaded on first use. */
+export function native(): NativeBinding {
+  cached ??= load();
+  return cached;
+}

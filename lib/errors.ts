@@ -1,0 +1,69 @@
+/**
+ * Typed errors. Every error tangent-edit raises is a `TangentError` with a stable `code`; the
+ * native layer raises the same classes (registered with it at load), so `instanceof` works for
+ * errors from C++ too.
+ */
+export class TangentError extends Error {
+  readonly code: string = 'ERR_TANGENT';
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A bad argument or option (names the option and the value). */
+export class ArgumentError extends TangentError {
+  override readonly code = 'ERR_TANGENT_ARGUMENT';
+}
+/** A tensor, input or parameter of the wrong shape (names both shapes). */
+export class ShapeError extends TangentError {
+  override readonly code = 'ERR_TANGENT_SHAPE';
+}
+/** A tensor of the wrong dtype, or an unknown dtype. */
+export class DTypeError extends TangentError {
+  override readonly code = 'ERR_TANGENT_DTYPE';
+}
+/** An unknown or unavailable device, or tensors on different devices. */
+export class DeviceError extends TangentError {
+  override readonly code = 'ERR_TANGENT_DEVICE';
+}
+/** A missing, extra or duplicated parameter name. */
+export class ParameterError extends TangentError {
+  override readonly code = 'ERR_TANGENT_PARAMETER';
+}
+/** Use of a tensor or model after dispose(). */
+export class DisposedError extends TangentError {
+  override readonly code = 'ERR_TANGENT_DISPOSED';
+}
+/** An error raised inside libtorch (message without the C++ backtrace). */
+export class TorchError extends TangentError {
+  override readonly code = 'ERR_TANGENT_TORCH';
+}
+/** An object used in a state that does not allow it. */
+export class StateError extends TangentError {
+  override readonly code = 'ERR_TANGENT_STATE';
+}
+/** An unreadable, malformed or mismatched checkpoint (names the file and tensor). */
+export class CheckpointError extends TangentError {
+  override readonly code: string = 'ERR_TANGENT_CHECKPOINT';
+  constructor(message: string, readonly file?: string, readonly tensor?: string) {
+    super(message);
+  }
+}
+/** The native addon could not be loaded (says what to install). */
+export class NativeLoadError extends TangentError {
+  override readonly code = 'ERR_TANGENT_NATIVE_LOAD';
+}
+
+/** The classes the native layer instantiates, by the names it uses. */
+export const nativeErrorClasses = {
+  ArgumentError,
+  ShapeError,
+  DTypeError,
+  DeviceError,
+  ParameterError,
+  DisposedError,
+  TorchError,
+  StateError,
+  CheckpointError,
+};

@@ -1,0 +1,20 @@
+export * from './errors';
+export { Tensor, DTYPES, DTYPE_SIZE, isFloatDType, numel, type DType, type Device, type TypedArrayFor } from './tensor';
+export {
+  Model,
+  LinearizedModel,
+  type ModelConfig,
+  type MlpConfig,
+  type CnnConfig,
+  type VitConfig,
+  type ModelOptions,
+  type Params,
+  type StateDict,
+  type Head,
+  type StepResult,
+  type GradResult,
+  type Mode,
+} from './model';
+export { setNumThreads, getNumThreads, runtimeInfo } from './runtime';
+export { combine, combineStates, type CombineOptions } from './ops';
+export * as data from './data';

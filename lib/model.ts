@@ -1,0 +1,348 @@
+/**
+ * Models with a functional forward: `forward(x, params?)` runs with any named parameter set and
+ * never mutates the model, so many parameter sets (θ0, θ_t, θ0 + Σ α τ) share one model. Also
+ * JVPs by forward-mode AD, the linearized model f_lin(x; θ) = f(x; θ0) + J(θ − θ0), and the
+ * loss/gradient primitives of standard and linear fine-tuning.
+ */
+import * as fs from 'node:fs';
+import { native, type NamedNative, type NativeHead, type NativeModel, type NativeParams } from './binding';
+import { ArgumentError, DeviceError, DisposedError, DTypeError, ParameterError, ShapeError } from './errors';
+import { assertDevice, shapeStr, Tensor, type Device, type DType } from './tensor';
+
+export interface MlpConfig {
+  arch: 'mlp';
+  inputDim: number;
+  hidden?: number[];
+  outputDim: number;
+  activation?: 'relu' | 'gelu' | 'tanh';
+}
+export interface CnnConfig {
+  arch: 'cnn';
+  inChannels: number;
+  imageSize: number;
+  /** Each a 3×3 stride-2 convolution + GELU; then global average pooling and a linear layer. */
+  channels?: number[];
+  outputDim: number;
+}
+export interface VitConfig {
+  arch: 'vit';
+  imageSize: number;
+  patchSize: number;
+  inChannels: number;
+  dim: number;
+  depth: number;
+  heads: number;
+  mlpDim: number;
+  /** 0: the model outputs the final class-token features (use with a separate head). */
+  numClasses: number;
+}
+export type ModelConfig = MlpConfig | CnnConfig | VitConfig;
+
+export interface ModelOptions {
+  seed?: number;
+  dtype?: 'float32' | 'float64';
+  device?: Device;
+}
+
+/** Named parameters: a Map or a plain object of name → Tensor. */
+export type Params = ReadonlyMap<string, Tensor> | Readonly<Record<string, Tensor>>;
+export type StateDict = Map<string, Tensor>;
+
+/** A frozen classification head: logits = weight · (normalize ? f/‖f‖ : f) + bias. */
+export interface Head {
+  weight: Tensor;
+  bias?: Tensor;
+  normalize?: boolean;
+}
+
+export interface ParamSpec {
+  shape: number[];
+  dtype: DType;
+  device: string;
+}
+
+export interface StepResult {
+  /** Mean cross-entropy over the batch. */
+  loss: number;
+  /** Number of samples whose argmax logit equals the label. */
+  correct: number;
+}
+export interface GradResult extends StepResult {
+  /** ∂loss/∂θ per parameter name. */
+  grads: StateDict;
+}
+
+export type Mode = 'standard' | 'linear';
+
+function entries(p: Params): Array<[string, Tensor]> {
+  return p instanceof Map ? [...p.entries()] : Object.entries(p as Record<string, Tensor>);
+}
+
+function wrapPairs(pairs: NamedNative): StateDict {
+  return new Map(pairs.map(([n, t]) => [n, Tensor.wrap(t)]));
+}
+
+function positiveInt(v: unknown, name: string, min = 1): void {
+  if (!Number.isSafeInteger(v) || (v as number) < min)
+    throw new ArgumentError(`${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+}
+
+function validateConfig(c: ModelConfig): void {
+  if (typeof c !== 'object' || c === null) throw new ArgumentError('model config must be an object');
+  switch (c.arch) {
+    case 'mlp':
+      positiveInt(c.inputDim, 'mlp.inputDim');
+      positiveInt(c.outputDim, 'mlp.outputDim');
+      (c.hidden ?? []).forEach((h, i) => positiveInt(h, `mlp.hidden[${i}]`));
+      if (c.activation !== undefined && !['relu', 'gelu', 'tanh'].includes(c.activation))
+        throw new ArgumentError(`mlp.activation must be relu, gelu or tanh, got ${JSON.stringify(c.activation)}`);
+      return;
+    case 'cnn':
+      positiveInt(c.inChannels, 'cnn.inChannels');
+      positiveInt(c.imageSize, 'cnn.imageSize');
+      positiveInt(c.outputDim, 'cnn.outputDim');
+      (c.channels ?? []).forEach((h, i) => positiveInt(h, `cnn.channels[${i}]`));
+      return;
+    case 'vit':
+      for (const k of ['imageSize', 'patchSize', 'inChannels', 'dim', 'heads', 'mlpDim'] as const)
+        positiveInt(c[k], `vit.${k}`);
+      positiveInt(c.depth, 'vit.depth', 0);
+      positiveInt(c.numClasses, 'vit.numClasses', 0);
+      if (c.imageSize % c.patchSize !== 0)
+        throw new ArgumentError(`vit.imageSize ${c.imageSize} is not a multiple of vit.patchSize ${c.patchSize}`);
+      if (c.dim % c.heads !== 0) throw new ArgumentError(`vit.dim ${c.dim} is not a multiple of vit.heads ${c.heads}`);
+      return;
+    default:
+      throw new ArgumentError(`unknown arch ${JSON.stringify((c as { arch: unknown }).arch)} (expected mlp, cnn or vit)`);
+  }
+}
+
+export class Model implements Disposable {
+  private handle: NativeModel | null;
+  private paramCache: StateDict | null = null;
+  /** Name → shape/dtype/device of every parameter, in declaration order. */
+  readonly spec: ReadonlyMap<string, ParamSpec>;
+  /** Names of the non-trainable buffers (TorchScript modules). */
+  readonly bufferNames: ReadonlySet<string>;
+
+  private constructor(
+    handle: NativeModel,
+    readonly config: ModelConfig | { arch: 'torchscript'; path: string },
+  ) {
+    this.handle = handle;
+    const spec = new Map<string, ParamSpec>();
+    for (const [name, t] of handle.parameters()) spec.set(name, { shape: t.shape, dtype: t.dtype, device: t.device });
+    this.spec = spec;
+    this.bufferNames = new Set(handle.buffers().map(([n]) => n));
+  }
+
+  /** A built-in architecture (mlp, cnn, vit), initialised from a seed. */
+  static create(config: ModelConfig, opts: ModelOptions = {}): Model {
+    validateConfig(config);
+    const seed = opts.seed ?? 0;
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new ArgumentError(`seed must be a non-negative integer, got ${seed}`);
+    const dtype = opts.dtype ?? 'float32';
+    if (dtype !== 'float32' && dtype !== 'float64')
+      throw new DTypeError(`model dtype must be float32 or float64, got ${JSON.stringify(dtype)}`);
+    const device = opts.device ?? 'cpu';
+    assertDevice(device, 'model device');
+    return new Model(native().createModel(config.arch, config, seed, dtype, device), config);
+  }
+
+  /** A TorchScript module saved by torch.jit.save (forward must take one tensor). */
+  static async load(path: string, opts: { device?: Device } = {}): Promise<Model> {
+    const device = opts.device ?? 'cpu';
+    assertDevice(device, 'model device');
+    if (!fs.existsSync(path)) throw new ArgumentError(`TorchScript file not found: ${path}`);
+    return new Model(await native().loadTorchScript(path, device), { arch: 'torchscript', path });
+  }
+
+  get kind(): string {
+    return this.native.kind;
+  }
+
+  /** @internal */
+  get native(): NativeModel {
+    if (this.handle === null) throw new DisposedError('model has been disposed');
+    return this.handle;
+  }
+
+  /** The model's own parameters θ0 (shared with the model, not copies). */
+  parameters(): StateDict {
+    if (this.paramCache === null || [...this.paramCache.values()].some((t) => t.disposed))
+      this.paramCache = wrapPairs(this.native.parameters());
+    return this.paramCache;
+  }
+
+  buffers(): StateDict {
+    return wrapPairs(this.native.buffers());
+  }
+
+  /** Total number of trainable scalars. */
+  get numel(): number {
+    let n = 0;
+    for (const s of this.spec.values()) n += s.shape.reduce((a, b) => a * b, 1);
+    return n;
+  }
+
+  /**
+   * Check a parameter set against the model before crossing into C++: every name known,
+   * shapes, dtypes and devices equal; with `complete`, every parameter present.
+   */
+  checkParams(params: Params, what = 'params', complete = true): Record<string, import('./binding').NativeTensor> {
+    const out: Record<string, import('./binding').NativeTensor> = {};
+    for (const [name, t] of entries(params)) {
+      if (!(t instanceof Tensor)) throw new ArgumentError(`${what}: '${name}' is not a Tensor`);
+      const s = this.spec.get(name);
+      if (s === undefined) {
+        if (this.bufferNames.has(name)) {
+          out[name] = t.native;
+          continue;
+        }
+        throw new ParameterError(`${what}: unknown parameter '${name}' for ${this.kind} model`);
+      }
+      const n = t.native;
+      if (n.shape.length !== s.shape.length || n.shape.some((v, i) => v !== s.shape[i]))
+        throw new ShapeError(`${what}: parameter '${name}' has shape ${shapeStr(n.shape)}, model expects ${shapeStr(s.shape)}`);
+      if (n.dtype !== s.dtype)
+        throw new DTypeError(`${what}: parameter '${name}' has dtype ${n.dtype}, model expects ${s.dtype}`);
+      if (n.device !== s.device)
+        throw new DeviceError(`${what}: parameter '${name}' is on ${n.device}, model is on ${s.device}`);
+      out[name] = n;
+    }
+    if (complete)
+      for (const name of this.spec.keys())
+        if (!(name in out)) throw new ParameterError(`${what}: missing parameter '${name}'`);
+    return out;
+  }
+
+  private nativeParams(p: Params | undefined, what: string): NativeParams {
+    return p === undefined ? null : this.checkParams(p, what);
+  }
+
+  private static input(x: Tensor, what = 'input'): import('./binding').NativeTensor {
+    if (!(x instanceof Tensor)) throw new ArgumentError(`${what} must be a Tensor`);
+    return x.native;
+  }
+
+  private static head(h: Head | undefined): NativeHead | null {
+    if (h === undefined) return null;
+    if (!(h.weight instanceof Tensor)) throw new ArgumentError('head.weight must be a Tensor');
+    if (h.weight.shape.length !== 2) throw new ShapeError(`head.weight must be [classes, features], got ${shapeStr(h.weight.shape)}`);
+    if (h.bias !== undefined && (h.bias.shape.length !== 1 || h.bias.shape[0] !== h.weight.shape[0]))
+      throw new ShapeError(`head.bias must be [${h.weight.shape[0]}], got ${shapeStr(h.bias.shape)}`);
+    return { weight: h.weight.native, bias: h.bias?.native ?? null, normalize: h.normalize ?? false };
+  }
+
+  /** f(x; params), no autograd bookkeeping. `params` defaults to the model's own. */
+  async forward(x: Tensor, params?: Params): Promise<Tensor> {
+    return Tensor.wrap(await this.native.forward(Model.input(x), this.nativeParams(params, 'params')));
+  }
+
+  /**
+   * (f(x; θ0), J_θ f(x; θ0) · tangent) by forward-mode AD. Parameters absent from `tangent` have
+   * zero tangent. θ0 defaults to the model's own parameters.
+   */
+  async jvp(x: Tensor, tangent: Params, opts: { params0?: Params } = {}): Promise<{ primal: Tensor; tangent: Tensor }> {
+    const t = this.checkParams(tangent, 'tangent', false);
+    const r = await this.native.jvp(Model.input(x), this.nativeParams(opts.params0, 'params0'), t);
+    return { primal: Tensor.wrap(r.primal), tangent: Tensor.wrap(r.tangent) };
+  }
+
+  /** The same JVP by double backward (reverse-over-reverse); slower, for cross-checks. */
+  async jvpDoubleBackward(x: Tensor, tangent: Params, opts: { params0?: Params } = {}): Promise<Tensor> {
+    const t = this.checkParams(tangent, 'tangent', false);
+    return Tensor.wrap(await this.native.jvpDoubleBackward(Model.input(x), this.nativeParams(opts.params0, 'params0'), t));
+  }
+
+  /** Jᵀ · cotangent at `params`: one gradient per parameter. */
+  async vjp(x: Tensor, cotangent: Tensor, opts: { params?: Params } = {}): Promise<StateDict> {
+    return wrapPairs(
+      await this.native.vjp(Model.input(x), this.nativeParams(opts.params, 'params'), Model.input(cotangent, 'cotangent')),
+    );
+  }
+
+  /** The linearized model at θ0 (default: this model's own parameters). Holds θ0 by reference. */
+  linearize(params0?: Params): LinearizedModel {
+    if (params0 !== undefined) this.checkParams(params0, 'params0');
+    return new LinearizedModel(this, params0);
+  }
+
+  /** Cross-entropy of head(f(x; params)) on int64 labels `y`, and its gradient w.r.t. θ. */
+  async lossAndGrad(x: Tensor, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<GradResult> {
+    return this.step('standard', x, y, opts.params, undefined, opts.head, true) as Promise<GradResult>;
+  }
+
+  /** Loss and correct count of head(f(x; params)), without gradients. */
+  async evaluate(x: Tensor, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<StepResult> {
+    return this.step('standard', x, y, opts.params, undefined, opts.head, false);
+  }
+
+  /** @internal */
+  async step(
+    mode: Mode,
+    x: Tensor,
+    y: Tensor,
+    params: Params | undefined,
+    params0: Params | undefined,
+    head: Head | undefined,
+    grads: boolean,
+  ): Promise<StepResult | GradResult> {
+    const nx = Model.input(x);
+    const ny = Model.input(y, 'labels');
+    if (ny.dtype !== 'int64') throw new DTypeError(`labels must be int64, got ${ny.dtype}`);
+    const args = [mode, nx, ny, this.nativeParams(params, 'params'), this.nativeParams(params0, 'params0'), Model.head(head)] as const;
+    const r = grads ? await this.native.lossAndGrad(...args) : await this.native.evaluate(...args);
+    return grads ? { loss: r.loss, correct: r.correct, grads: wrapPairs(r.grads ?? []) } : { loss: r.loss, correct: r.correct };
+  }
+
+  /** Release the native model (its parameters become unusable). */
+  dispose(): void {
+    this.handle?.dispose();
+    this.handle = null;
+    this.paramCache = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/**
+ * f_lin(x; θ) = f(x; θ0) + J_θ f(x; θ0) · (θ − θ0), computed with one JVP at θ0 along θ − θ0.
+ * Holds θ0 once, by reference (the model's own parameters unless given).
+ */
+export class LinearizedModel {
+  constructor(
+    readonly model: Model,
+    readonly params0?: Params,
+  ) {}
+
+  /** θ0 as a state dict. */
+  get theta0(): Params {
+    return this.params0 ?? this.model.parameters();
+  }
+
+  /** f_lin(x; params); params default to θ0, where f_lin equals f exactly. */
+  async forward(x: Tensor, params?: Params): Promise<Tensor> {
+    const m = this.model;
+    const p0 = this.params0 === undefined ? null : m.checkParams(this.params0, 'params0');
+    const p = params === undefined ? p0 : m.checkParams(params, 'params');
+    if (!(x instanceof Tensor)) throw new ArgumentError('input must be a Tensor');
+    return Tensor.wrap(await m.native.linearizedForward(x.native, p0, p));
+  }
+
+  /** J_θ f(x; θ0) · tangent, and f(x; θ0). */
+  jvp(x: Tensor, tangent: Params): Promise<{ primal: Tensor; tangent: Tensor }> {
+    return this.model.jvp(x, tangent, { params0: this.params0 });
+  }
+
+  /** Cross-entropy of head(f_lin(x; θ)) and its gradient w.r.t. θ (backward through the JVP). */
+  async lossAndGrad(x: Tensor, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<GradResult> {
+    return this.model.step('linear', x, y, opts.params ?? this.params0, this.params0, opts.head, true) as Promise<GradResult>;
+  }
+
+  async evaluate(x: Tensor, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<StepResult> {
+    return this.model.step('linear', x, y, opts.params ?? this.params0, this.params0, opts.head, false);
+  }
+}

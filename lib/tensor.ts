@@ -1,0 +1,237 @@
+/**
+ * Tensor: a handle on a libtorch tensor. Made from a TypedArray without copying (the tensor
+ * keeps the array's memory alive), read back as a TypedArray, moved with `to()`, released with
+ * `dispose()` or a `using` declaration. Bytes a tensor owns natively are reported to V8 as
+ * external memory, so the garbage collector sees them.
+ */
+import { native, type DType, type NativeTensor } from './binding';
+import { ArgumentError, DisposedError, DTypeError, ShapeError } from './errors';
+
+export type { DType } from './binding';
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+
+/** The TypedArray that holds each dtype's values (float16/bfloat16: raw bits). */
+export interface TypedArrayFor {
+  float32: Float32Array;
+  float64: Float64Array;
+  float16: Uint16Array;
+  bfloat16: Uint16Array;
+  int64: BigInt64Array;
+  int32: Int32Array;
+  int16: Int16Array;
+  int8: Int8Array;
+  uint8: Uint8Array;
+  bool: Uint8Array;
+}
+
+export type AnyTypedArray = TypedArrayFor[DType];
+
+export const DTYPES: readonly DType[] = [
+  'float32',
+  'float64',
+  'float16',
+  'bfloat16',
+  'int64',
+  'int32',
+  'int16',
+  'int8',
+  'uint8',
+  'bool',
+];
+
+const ARRAY_OF: Record<DType, string> = {
+  float32: 'Float32Array',
+  float64: 'Float64Array',
+  float16: 'Uint16Array',
+  bfloat16: 'Uint16Array',
+  int64: 'BigInt64Array',
+  int32: 'Int32Array',
+  int16: 'Int16Array',
+  int8: 'Int8Array',
+  uint8: 'Uint8Array',
+  bool: 'Uint8Array',
+};
+
+/** Bytes per element of each dtype. */
+export const DTYPE_SIZE: Record<DType, number> = {
+  float32: 4,
+  float64: 8,
+  float16: 2,
+  bfloat16: 2,
+  int64: 8,
+  int32: 4,
+  int16: 2,
+  int8: 1,
+  uint8: 1,
+  bool: 1,
+};
+
+export function isFloatDType(d: DType): boolean {
+  return d === 'float32' || d === 'float64' || d === 'float16' || d === 'bfloat16';
+}
+
+export function assertDType(d: unknown, what = 'dtype'): asserts d is DType {
+  if (typeof d !== 'string' || !(DTYPES as readonly string[]).includes(d))
+    throw new DTypeError(`${what}: unknown dtype ${JSON.stringify(d)} (expected one of ${DTYPES.join(', ')})`);
+}
+
+export function assertDevice(d: unknown, what = 'device'): asserts d is Device {
+  if (typeof d !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(d))
+    throw new ArgumentError(`${what}: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(d)}`);
+}
+
+function inferDType(a: ArrayBufferView): DType | undefined {
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Float64Array) return 'float64';
+  if (a instanceof BigInt64Array) return 'int64';
+  if (a instanceof Int32Array) return 'int32';
+  if (a instanceof Int16Array) return 'int16';
+  if (a instanceof Int8Array) return 'int8';
+  if (a instanceof Uint8Array || a instanceof Uint8ClampedArray) return 'uint8';
+  return undefined; // Uint16Array: float16 or bfloat16, must be said
+}
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export function shapeStr(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+export function assertShape(shape: unknown, what = 'shape'): asserts shape is number[] {
+  if (!Array.isArray(shape) || !shape.every((s) => Number.isSafeInteger(s) && s >= 0))
+    throw new ShapeError(`${what} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+}
+
+export class Tensor implements Disposable {
+  /** @internal */
+  private handle: NativeTensor | null;
+
+  private constructor(handle: NativeTensor) {
+    this.handle = handle;
+  }
+
+  /** @internal Wrap a native handle. */
+  static wrap(handle: NativeTensor): Tensor {
+    return new Tensor(handle);
+  }
+
+  /**
+   * A CPU tensor over `data`'s memory, without copying: writes to the array are seen by the
+   * tensor. The dtype is inferred from the array type, except for Uint16Array (float16 or
+   * bfloat16 bits) where it must be given.
+   */
+  static from<D extends DType>(data: TypedArrayFor[D], shape: readonly number[], dtype?: D): Tensor {
+    if (!ArrayBuffer.isView(data) || data instanceof DataView)
+      throw new ArgumentError('Tensor.from: data must be a TypedArray');
+    assertShape(shape, 'Tensor.from: shape');
+    const d = dtype ?? inferDType(data);
+    if (d === undefined)
+      throw new DTypeError('Tensor.from: a Uint16Array holds float16 or bfloat16 bits; pass the dtype');
+    assertDType(d, 'Tensor.from');
+    const expected = ARRAY_OF[d];
+    const got = data.constructor.name;
+    if (got !== expected && !(expected === 'Uint8Array' && got === 'Uint8ClampedArray'))
+      throw new DTypeError(`Tensor.from: dtype ${d} needs a ${expected}, got a ${got}`);
+    const n = numel(shape);
+    const len = (data as { length: number }).length;
+    if (n !== len)
+      throw new ShapeError(`Tensor.from: shape ${shapeStr(shape)} holds ${n} elements, the ${got} has ${len}`);
+    return new Tensor(new (native().Tensor)(data, [...shape], d));
+  }
+
+  /** A float32 tensor from plain numbers (copied). */
+  static fromArray(values: ArrayLike<number>, shape: readonly number[], dtype: 'float32' | 'float64' = 'float32'): Tensor {
+    const data = dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values);
+    return Tensor.from(data, shape, dtype);
+  }
+
+  /** An int64 tensor from plain integers (copied), e.g. class labels. */
+  static fromLabels(values: ArrayLike<number>): Tensor {
+    const data = new BigInt64Array(values.length);
+    for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]!);
+    return Tensor.from(data, [values.length], 'int64');
+  }
+
+  /** @internal The native handle; throws DisposedError after dispose(). */
+  get native(): NativeTensor {
+    if (this.handle === null) throw new DisposedError('tensor has been disposed');
+    return this.handle;
+  }
+
+  get shape(): number[] {
+    return this.native.shape;
+  }
+  get dtype(): DType {
+    return this.native.dtype;
+  }
+  get device(): string {
+    return this.native.device;
+  }
+  get numel(): number {
+    return numel(this.shape);
+  }
+  get nbytes(): number {
+    return this.native.nbytes;
+  }
+  get disposed(): boolean {
+    return this.handle === null;
+  }
+
+  /**
+   * The values as a TypedArray: the very array the tensor was made from if it still shares it,
+   * otherwise a copy. CPU tensors only (await `to('cpu')` first).
+   */
+  data<D extends DType = DType>(): TypedArrayFor[D] {
+    return this.native.data() as TypedArrayFor[D];
+  }
+
+  /** Values as plain numbers (int64 converted with Number()). */
+  toArray(): number[] {
+    const d = this.data();
+    return Array.from(d as ArrayLike<number | bigint>, (v) => Number(v));
+  }
+
+  /** A contiguous copy that owns its memory. */
+  clone(): Tensor {
+    return new Tensor(this.native.clone());
+  }
+
+  /** A copy on another device and/or in another dtype (this tensor itself if nothing changes). */
+  async to(target: Device | DType | { device?: Device; dtype?: DType }): Promise<Tensor> {
+    let device: Device | null = null;
+    let dtype: DType | null = null;
+    if (typeof target === 'string') {
+      if ((DTYPES as readonly string[]).includes(target)) dtype = target as DType;
+      else {
+        assertDevice(target, 'Tensor.to');
+        device = target;
+      }
+    } else {
+      if (target.device !== undefined) {
+        assertDevice(target.device, 'Tensor.to: device');
+        device = target.device;
+      }
+      if (target.dtype !== undefined) {
+        assertDType(target.dtype, 'Tensor.to: dtype');
+        dtype = target.dtype;
+      }
+    }
+    return new Tensor(await this.native.to(device, dtype));
+  }
+
+  /** Release the native tensor now (idempotent). Using the tensor afterwards throws DisposedError. */
+  dispose(): void {
+    this.handle?.dispose();
+    this.handle = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return this.handle === null ? 'Tensor(disposed)' : `Tensor(${shapeStr(this.shape)}, ${this.dtype}, ${this.device})`;
+  }
+}

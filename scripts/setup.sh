@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by `npm test`, `npm run demo` and `npm run bench`: system packages
+# (when root), npm dependencies, the native addon and the TypeScript build. Each step is skipped
+# when its output is present and newer than its inputs, so a second run takes about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf 'setup: %s\n' "$*"; }
+
+# 1. System packages: libtorch (C++ headers, cmake config, libs), a fast BLAS, the toolchain.
+pkgs=(libtorch-dev libopenblas0-pthread cmake g++ make)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  elif [ -z "${Torch_DIR:-}${CMAKE_PREFIX_PATH:-}" ]; then
+    say "missing system packages: ${missing[*]}"
+    say "install them (sudo apt-get install ${missing[*]}) or set Torch_DIR to a libtorch"
+    exit 1
+  fi
+fi
+[ -x scripts/setup-data.sh ] && bash scripts/setup-data.sh
+
+# 2. npm dependencies.
+if [ ! -f node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ] ||
+   { [ -f package-lock.json ] && [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
+  say "installing npm dependencies"
+  if [ -f package-lock.json ] && [ ! -d node_modules ]; then npm ci --no-audit --no-fund --loglevel=error
+  else npm install --no-audit --no-fund --loglevel=error; fi
+  touch node_modules/.package-lock.json
+fi
+
+# 3. The native addon (cmake-js; libtorch from Torch_DIR / CMAKE_PREFIX_PATH or Debian's).
+addon=build/Release/tangent.node
+if [ ! -f "$addon" ] || [ -n "$(find native binding CMakeLists.txt -newer "$addon" -print -quit)" ]; then
+  say "building the native addon (a few minutes the first time)"
+  npx cmake-js compile --out build --log-level error >/tmp/tangent-build.log 2>&1 ||
+    { tail -40 /tmp/tangent-build.log; say "native build failed (log: /tmp/tangent-build.log)"; exit 1; }
+fi
+
+# 4. TypeScript.
+stamp=dist/.tsbuild
+if [ ! -f "$stamp" ] || [ -n "$(find lib bench tsconfig.json -newer "$stamp" -print -quit)" ]; then
+  say "compiling TypeScript"
+  npx tsc -p tsconfig.json
+  touch "$stamp"
+fi
