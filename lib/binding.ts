@@ -3,7 +3,30 @@
  * loader. Nothing here validates arguments: lib/ does that before calling in.
  */
 import * as path from 'node:path';
-import { NativeLoadError, nativeErrorClasses } from './errors';
+import { CheckpointError } from './checkpoint/errors';
+import * as errors from './errors';
+import { NativeLoadError } from './errors';
+
+/** Errors the native layer raises from file reads (TorchScript, .pt): CheckpointError ERR_IO. */
+class NativeCheckpointError extends CheckpointError {
+  constructor(message: string) {
+    super('ERR_IO', message);
+    this.name = 'CheckpointError';
+  }
+}
+
+/** The classes the native layer instantiates, by the names it uses. */
+const nativeErrorClasses = {
+  ArgumentError: errors.ArgumentError,
+  ShapeError: errors.ShapeError,
+  DTypeError: errors.DTypeError,
+  DeviceError: errors.DeviceError,
+  ParameterError: errors.ParameterError,
+  DisposedError: errors.DisposedError,
+  TorchError: errors.TorchError,
+  StateError: errors.StateError,
+  CheckpointError: NativeCheckpointError,
+};
 
 export type DType =
   | 'float32'

@@ -43,27 +43,10 @@ export class TorchError extends TangentError {
 export class StateError extends TangentError {
   override readonly code = 'ERR_TANGENT_STATE';
 }
-/** An unreadable, malformed or mismatched checkpoint (names the file and tensor). */
-export class CheckpointError extends TangentError {
-  override readonly code: string = 'ERR_TANGENT_CHECKPOINT';
-  constructor(message: string, readonly file?: string, readonly tensor?: string) {
-    super(message);
-  }
-}
+// CheckpointError (unreadable, malformed or mismatched checkpoints) lives in
+// lib/checkpoint/errors.ts and is a TangentError too.
 /** The native addon could not be loaded (says what to install). */
 export class NativeLoadError extends TangentError {
   override readonly code = 'ERR_TANGENT_NATIVE_LOAD';
 }
 
-/** The classes the native layer instantiates, by the names it uses. */
-export const nativeErrorClasses = {
-  ArgumentError,
-  ShapeError,
-  DTypeError,
-  DeviceError,
-  ParameterError,
-  DisposedError,
-  TorchError,
-  StateError,
-  CheckpointError,
-};

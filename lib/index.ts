@@ -18,3 +18,4 @@ export {
 export { setNumThreads, getNumThreads, runtimeInfo } from './runtime';
 export { combine, combineStates, type CombineOptions } from './ops';
 export * as data from './data';
+export { CheckpointError, type CheckpointErrorCode } from './checkpoint/errors';
