@@ -1,5 +1,6 @@
 // Fused task-vector kernels, exposed as one AsyncWorker per call.
 #include "addon_data.h"
+#include "merge.h"
 #include "ops.h"
 
 namespace tangent_js {
@@ -48,10 +49,73 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   });
 }
 
+std::vector<at::Tensor> TensorList(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  auto arr = v.As<Napi::Array>();
+  std::vector<at::Tensor> out;
+  for (uint32_t i = 0; i < arr.Length(); ++i) out.push_back(UnwrapTensor(env, arr.Get(i), what + " " + std::to_string(i)));
+  return out;
+}
+
+double Num(const Napi::Object& o, const char* k, double dflt) {
+  return o.Has(k) && o.Get(k).IsNumber() ? o.Get(k).As<Napi::Number>().DoubleValue() : dflt;
+}
+
+// mergeTensor(name, base, finetuned: Tensor[], weights: number[], spec) -> Promise<Tensor>
+Napi::Value MergeTensor(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const std::string name = info[0].As<Napi::String>();
+    at::Tensor base = UnwrapTensor(env, info[1], "base '" + name + "'");
+    auto ft = TensorList(env, info[2], "model");
+    auto warr = info[3].As<Napi::Array>();
+    std::vector<double> w(warr.Length());
+    for (uint32_t i = 0; i < w.size(); ++i) w[i] = warr.Get(i).As<Napi::Number>().DoubleValue();
+    auto o = info[4].As<Napi::Object>();
+    tangent::MergeSpec spec;
+    spec.method = tangent::parse_merge_method(o.Get("method").As<Napi::String>());
+    spec.lambda = Num(o, "lambda", 1.0);
+    spec.density = Num(o, "density", 1.0);
+    spec.gamma = Num(o, "gamma", 0.0);
+    spec.seed = static_cast<uint64_t>(Num(o, "seed", 0));
+    spec.weighted_election = !(o.Has("election") && o.Get("election").As<Napi::String>().Utf8Value() == "unweighted");
+    spec.compute = ParseDType(o.Get("compute").As<Napi::String>());
+    spec.out = ParseDType(o.Get("out").As<Napi::String>());
+    auto out = std::make_shared<at::Tensor>();
+    return Task::Run(env, "tangent.merge", [name, base, ft, w, spec, out] { *out = tangent::merge_tensor(name, base, ft, w, spec); },
+                     [out](Napi::Env env) -> Napi::Value { return WrapTensor(env, *out); });
+  });
+}
+
+// dot(a: Tensor[], b: Tensor[]) -> Promise<number>
+Napi::Value Dot(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    auto a = TensorList(env, info[0], "tensor");
+    auto b = TensorList(env, info[1], "tensor");
+    auto out = std::make_shared<double>(0);
+    return Task::Run(env, "tangent.dot", [a, b, out] { *out = tangent::dot_all(a, b); },
+                     [out](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *out); });
+  });
+}
+
+// copyInto(dst, src) -> Promise<void>
+Napi::Value CopyInto(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    at::Tensor dst = UnwrapTensor(env, info[0], "dst");
+    at::Tensor src = UnwrapTensor(env, info[1], "src");
+    return Task::Run(env, "tangent.copy", [dst, src]() mutable { tangent::copy_into(dst, src); },
+                     [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  });
+}
+
 }  // namespace
 
 Napi::Object InitOps(Napi::Env env, Napi::Object exports) {
   exports.Set("combine", Napi::Function::New(env, Combine));
+  exports.Set("mergeTensor", Napi::Function::New(env, MergeTensor));
+  exports.Set("dot", Napi::Function::New(env, Dot));
+  exports.Set("copyInto", Napi::Function::New(env, CopyInto));
   return exports;
 }
 

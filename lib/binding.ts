@@ -109,6 +109,17 @@ export interface NativeModel {
   dispose(): void;
 }
 
+export interface NativeMergeSpec {
+  method: 'task_arithmetic' | 'ties' | 'dare_linear' | 'dare_ties' | 'breadcrumbs';
+  lambda: number;
+  density: number;
+  gamma: number;
+  seed: number;
+  election: 'weighted' | 'unweighted';
+  compute: DType;
+  out: DType;
+}
+
 export interface NativeInfo {
   torchVersion: string;
   cudaAvailable: boolean;
@@ -132,6 +143,9 @@ export interface NativeBinding {
     out: DType,
     naive?: boolean,
   ): Promise<NativeTensor[]>;
+  mergeTensor(name: string, base: NativeTensor, finetuned: NativeTensor[], weights: number[], spec: NativeMergeSpec): Promise<NativeTensor>;
+  dot(a: NativeTensor[], b: NativeTensor[]): Promise<number>;
+  copyInto(dst: NativeTensor, src: NativeTensor): Promise<void>;
 }
 
 import * as fs from 'node:fs';

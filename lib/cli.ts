@@ -2,6 +2,7 @@
 /** The `tangent` command line. */
 import { Command, InvalidArgumentError } from 'commander';
 import { TangentError } from './errors';
+import { registerMergeCommands } from './merge-cli';
 
 function intOption(name: string, min = 1) {
   return (value: string): number => {
@@ -34,6 +35,7 @@ export function buildCli(): Command {
       await runDemo({ quick: o.quick, threads: o.threads, json: o.json });
     });
 
+  registerMergeCommands(program);
   return program;
 }
 

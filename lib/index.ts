@@ -19,3 +19,6 @@ export { setNumThreads, getNumThreads, runtimeInfo } from './runtime';
 export { combine, combineStates, type CombineOptions } from './ops';
 export * as data from './data';
 export { CheckpointError, type CheckpointErrorCode } from './checkpoint/errors';
+export { TaskVector } from './taskvector';
+export { detectFormat, loadStateDict, saveStateDict, openCheckpoint, rawToTensor, tensorToRaw, type CheckpointFormat } from './checkpoint/io';
+export { mergeTensor, mergeStateDicts, mergeCheckpoints, parseMergeConfig, loadMergeConfig, MERGE_METHODS, type MergeMethod, type MergeConfig, type MergeOptions } from './merge';
