@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { benchCore } from './core';
+import { benchMerge } from './merge';
 
 export interface BenchContext {
   threads: number;
@@ -18,6 +19,7 @@ export type Suite = (ctx: BenchContext) => Promise<Record<string, unknown>>;
 
 const SUITES: Record<string, Suite> = {
   core: benchCore,
+  merge: benchMerge,
 };
 
 function arg(name: string): string | undefined {

@@ -30,7 +30,7 @@ export interface SafetensorsLoadBenchResult {
 }
 
 /** Tensor names and shapes of a CLIP ViT-B/32 visual encoder (87.8M parameters). */
-function vitB32Shapes(): Array<[string, number[]]> {
+export function vitB32Shapes(): Array<[string, number[]]> {
   const d = 768;
   const mlp = 3072;
   const shapes: Array<[string, number[]]> = [

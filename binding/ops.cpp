@@ -98,13 +98,18 @@ Napi::Value Dot(const Napi::CallbackInfo& info) {
   });
 }
 
-// copyInto(dst, src) -> Promise<void>
+// copyInto(dst: Tensor[], src: Tensor[]) -> Promise<void>: dst[i].copy_(src[i]) in one worker.
 Napi::Value CopyInto(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    at::Tensor dst = UnwrapTensor(env, info[0], "dst");
-    at::Tensor src = UnwrapTensor(env, info[1], "src");
-    return Task::Run(env, "tangent.copy", [dst, src]() mutable { tangent::copy_into(dst, src); },
+    auto dst = TensorList(env, info[0], "dst");
+    auto src = TensorList(env, info[1], "src");
+    tangent::check(dst.size() == src.size(), tangent::ErrorKind::Argument, "copyInto: ", dst.size(),
+                   " destinations for ", src.size(), " sources");
+    return Task::Run(env, "tangent.copy",
+                     [dst, src]() mutable {
+                       for (size_t i = 0; i < dst.size(); ++i) tangent::copy_into(dst[i], src[i]);
+                     },
                      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   });
 }

@@ -145,7 +145,7 @@ export interface NativeBinding {
   ): Promise<NativeTensor[]>;
   mergeTensor(name: string, base: NativeTensor, finetuned: NativeTensor[], weights: number[], spec: NativeMergeSpec): Promise<NativeTensor>;
   dot(a: NativeTensor[], b: NativeTensor[]): Promise<number>;
-  copyInto(dst: NativeTensor, src: NativeTensor): Promise<void>;
+  copyInto(dst: NativeTensor[], src: NativeTensor[]): Promise<void>;
 }
 
 import * as fs from 'node:fs';

@@ -9,14 +9,7 @@ import { Model, type StateDict } from '../model';
 import { Tensor } from '../tensor';
 import { CheckpointError } from './errors';
 import { typedView, type RawTensor } from './dtype';
-
-// torch.save archives are handled by lib/checkpoint/torch-pickle.ts (in progress).
-function readTorchCheckpoint(file: string): { tensors: Map<string, RawTensor> } {
-  throw new CheckpointError('ERR_IO', 'reading torch.save archives is not supported in this build', { file });
-}
-function writeTorchCheckpoint(file: string, _t: Array<[string, RawTensor]>): void {
-  throw new CheckpointError('ERR_IO', 'writing torch.save archives is not supported in this build', { file });
-}
+import { readTorchCheckpoint, writeTorchCheckpoint } from './torch-pickle';
 import {
   DEFAULT_INDEX_NAME,
   openSafetensors,

@@ -2,6 +2,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../ops.h"
 
@@ -30,8 +35,22 @@ void combine_kernel(const In* base, const std::vector<const In*>& in, const std:
         for (int64_t j = 0; j < len; ++j) acc[j] += ck * static_cast<Acc>(x[j]);
       }
       Out* o = out + s;
+#if defined(__SSE2__)
+      // float32 output: streaming stores skip the read-for-ownership of the output lines.
+      if constexpr (std::is_same_v<Out, float> && std::is_same_v<Acc, float>) {
+        if ((reinterpret_cast<uintptr_t>(o) & 15) == 0) {
+          int64_t j = 0;
+          for (; j + 4 <= len; j += 4) _mm_stream_ps(o + j, _mm_loadu_ps(acc + j));
+          for (; j < len; ++j) o[j] = acc[j];
+          continue;
+        }
+      }
+#endif
       for (int64_t j = 0; j < len; ++j) o[j] = static_cast<Out>(acc[j]);
     }
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
   });
 }
 
