@@ -20,6 +20,7 @@ export type Suite = (ctx: BenchContext) => Promise<Record<string, unknown>>;
 const SUITES: Record<string, Suite> = {
   core: benchCore,
   merge: benchMerge,
+  analysis: (ctx) => import('./analysis').then((m) => m.benchAnalysis(ctx)),
 };
 
 function arg(name: string): string | undefined {

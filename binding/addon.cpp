@@ -180,6 +180,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTensor(env, exports);
   InitModel(env, exports);
   InitOps(env, exports);
+  InitAnalysis(env, exports);
   return exports;
 }
 

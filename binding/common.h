@@ -72,6 +72,8 @@ tangent::NamedTensors UnwrapNamed(Napi::Env env, const Napi::Value& v, const std
 Napi::Object WrapNamed(Napi::Env env, const tangent::NamedTensors& named);
 
 Napi::Object InitModel(Napi::Env env, Napi::Object exports);
+tangent::ModelPtr UnwrapModel(Napi::Env env, const Napi::Value& v, const std::string& what);  // binding/model.cpp
+Napi::Object InitAnalysis(Napi::Env env, Napi::Object exports);
 Napi::Object InitOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace tangent_js

@@ -58,6 +58,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static Napi::Object Wrap(Napi::Env env, tangent::ModelPtr m) {
     return ctor->New({Napi::External<tangent::ModelPtr>::New(env, &m)});
   }
+  // The native model behind a JS NativeModel handle (for other binding files, via UnwrapModel).
+  tangent::ModelPtr Handle(Napi::Env env) const { return model(env); }
 
  private:
   tangent::ModelPtr model(Napi::Env env) const {
@@ -299,6 +301,12 @@ Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+tangent::ModelPtr UnwrapModel(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ModelWrap::ctor->Value()))
+    throw Napi::TypeError::New(env, what + " must be a native model handle");
+  return ModelWrap::Unwrap(v.As<Napi::Object>())->Handle(env);
+}
 
 Napi::Object InitModel(Napi::Env env, Napi::Object exports) {
   auto ctor = ModelWrap::Define(env);

@@ -146,6 +146,10 @@ export interface NativeBinding {
   mergeTensor(name: string, base: NativeTensor, finetuned: NativeTensor[], weights: number[], spec: NativeMergeSpec): Promise<NativeTensor>;
   dot(a: NativeTensor[], b: NativeTensor[]): Promise<number>;
   copyInto(dst: NativeTensor[], src: NativeTensor[]): Promise<void>;
+  /** Empirical NTK Gram matrix at params (null: the model's own); lib/analysis/ntk.ts. */
+  ntkGram(model: NativeModel, x: NativeTensor, params: NativeParams, opts: { output: number; dtype: DType; maxMemoryBytes: number; workers: number }): Promise<{ gram: NativeTensor; outputs: number; params: number; forwardPasses: number; backwardPasses: number; jacobianRows: number; capacityRows: number; peakJacobianBytes: number; strategy: 'full' | 'grouped' | 'panels'; passes: number; workers: number }>;
+  /** Symmetric eigendecomposition, eigenvalues descending, top-k eigenvectors (k <= 0: all); lib/analysis/ntk.ts. */
+  eighSymmetric(matrix: NativeTensor, topK: number): Promise<{ values: NativeTensor; vectors: NativeTensor }>;
 }
 
 import * as fs from 'node:fs';

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** The `tangent` command line. */
 import { Command, InvalidArgumentError } from 'commander';
+import { registerAnalysisCommands } from './analysis/cli';
 import { TangentError } from './errors';
 import { registerMergeCommands } from './merge-cli';
 
@@ -36,6 +37,7 @@ export function buildCli(): Command {
     });
 
   registerMergeCommands(program);
+  registerAnalysisCommands(program);
   return program;
 }
 

@@ -23,3 +23,4 @@ export { TaskVector } from './taskvector';
 export { detectFormat, loadStateDict, saveStateDict, openCheckpoint, rawToTensor, tensorToRaw, type CheckpointFormat } from './checkpoint/io';
 export { mergeTensor, mergeStateDicts, mergeCheckpoints, parseMergeConfig, loadMergeConfig, MERGE_METHODS, type MergeMethod, type MergeConfig, type MergeOptions } from './merge';
 export { readTorchCheckpoint, writeTorchCheckpoint } from './checkpoint/torch-pickle';
+export * as analysis from './analysis';
