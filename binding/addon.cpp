@@ -181,6 +181,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitModel(env, exports);
   InitOps(env, exports);
   InitAnalysis(env, exports);
+  InitOptim(env, exports);
   return exports;
 }
 

@@ -75,5 +75,6 @@ Napi::Object InitModel(Napi::Env env, Napi::Object exports);
 tangent::ModelPtr UnwrapModel(Napi::Env env, const Napi::Value& v, const std::string& what);  // binding/model.cpp
 Napi::Object InitAnalysis(Napi::Env env, Napi::Object exports);
 Napi::Object InitOps(Napi::Env env, Napi::Object exports);
+Napi::Object InitOptim(Napi::Env env, Napi::Object exports);
 
 }  // namespace tangent_js

@@ -143,6 +143,15 @@ export interface NativeBinding {
     out: DType,
     naive?: boolean,
   ): Promise<NativeTensor[]>;
+  /** Fused AdamW step over all parameters, in place (params and both moments); lib/train/optim.ts. */
+  adamwStep(
+    params: NativeTensor[],
+    expAvg: NativeTensor[],
+    expAvgSq: NativeTensor[],
+    grads: NativeTensor[],
+    opts: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number; step: number },
+  ): Promise<{ gradNorm: number; clipCoef: number }>;
+  globalNorm(tensors: NativeTensor[]): Promise<number>;
   mergeTensor(name: string, base: NativeTensor, finetuned: NativeTensor[], weights: number[], spec: NativeMergeSpec): Promise<NativeTensor>;
   dot(a: NativeTensor[], b: NativeTensor[]): Promise<number>;
   copyInto(dst: NativeTensor[], src: NativeTensor[]): Promise<void>;

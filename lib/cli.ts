@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { registerAnalysisCommands } from './analysis/cli';
 import { TangentError } from './errors';
 import { registerMergeCommands } from './merge-cli';
+import { registerTrainCommands } from './train/cli';
 
 function intOption(name: string, min = 1) {
   return (value: string): number => {
@@ -37,6 +38,7 @@ export function buildCli(): Command {
     });
 
   registerMergeCommands(program);
+  registerTrainCommands(program);
   registerAnalysisCommands(program);
   return program;
 }

@@ -23,4 +23,5 @@ export { TaskVector } from './taskvector';
 export { detectFormat, loadStateDict, saveStateDict, openCheckpoint, rawToTensor, tensorToRaw, type CheckpointFormat } from './checkpoint/io';
 export { mergeTensor, mergeStateDicts, mergeCheckpoints, parseMergeConfig, loadMergeConfig, MERGE_METHODS, type MergeMethod, type MergeConfig, type MergeOptions } from './merge';
 export { readTorchCheckpoint, writeTorchCheckpoint } from './checkpoint/torch-pickle';
+export * as train from './train';
 export * as analysis from './analysis';

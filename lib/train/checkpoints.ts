@@ -1,0 +1,68 @@
+/** Loading fine-tuned checkpoints against a backbone, and atomic writes of report files. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { CheckpointError } from '../checkpoint/errors';
+import type { StateDict } from '../model';
+import { CHECKPOINT_FORMAT } from './finetune';
+import { assertMatchesModel, loadTensors, sha256File } from './io';
+import type { Backbone } from './pretrain';
+
+export interface FinetunedCheckpoint {
+  file: string;
+  task: string;
+  mode: 'standard' | 'linear';
+  params: StateDict;
+  complete: boolean;
+  metadata: Record<string, string>;
+}
+
+/**
+ * Loads a fine-tuned checkpoint θ_t and checks it against θ0: same architecture (names, shapes,
+ * dtypes) and, where the checkpoint names its θ0 by content hash (always for linear ones, whose
+ * meaning depends on the linearization point), the same θ0 file.
+ */
+export function loadFinetuned(file: string, bb: Backbone & { sha256?: string }): FinetunedCheckpoint {
+  const { tensors, metadata } = loadTensors(file);
+  if (metadata.format !== CHECKPOINT_FORMAT)
+    throw new CheckpointError('ERR_METADATA', `not a tangent-edit fine-tuning checkpoint (format ${JSON.stringify(metadata.format)})`, { file });
+  assertMatchesModel(tensors, bb.model, file);
+  const mode = metadata.mode;
+  if (mode !== 'standard' && mode !== 'linear') throw new CheckpointError('ERR_METADATA', `unknown mode ${JSON.stringify(mode)}`, { file });
+  const ref = metadata.theta0Sha256;
+  if (mode === 'linear' && !ref) throw new CheckpointError('ERR_METADATA', 'linear checkpoint without the content hash of its θ0 (theta0Sha256)', { file });
+  if (ref && bb.sha256 && ref !== bb.sha256)
+    throw new CheckpointError(
+      'ERR_METADATA',
+      `was fine-tuned from a different θ0 (sha256 ${ref.slice(0, 12)}…, recorded path ${metadata.theta0Path ?? '?'}) than the one given (sha256 ${bb.sha256.slice(0, 12)}…)`,
+      { file },
+    );
+  if (!metadata.task) throw new CheckpointError('ERR_METADATA', 'checkpoint does not name its task', { file });
+  const params: StateDict = new Map([...bb.model.spec.keys()].map((n) => [n, tensors.get(n)!]));
+  return { file, task: metadata.task, mode, params, complete: metadata.complete === 'true', metadata };
+}
+
+/** Resolves the θ0 a checkpoint refers to (its recorded path), verifying the content hash. */
+export function theta0PathOf(file: string): string {
+  const { metadata } = loadTensors(file);
+  const p = metadata.theta0Path;
+  if (!p) throw new CheckpointError('ERR_METADATA', 'checkpoint does not record the path of its θ0', { file });
+  if (!fs.existsSync(p)) throw new CheckpointError('ERR_IO', `its θ0 ${p} does not exist`, { file });
+  if (metadata.theta0Sha256 && sha256File(p) !== metadata.theta0Sha256)
+    throw new CheckpointError('ERR_METADATA', `its θ0 ${p} has changed (content hash differs)`, { file });
+  return p;
+}
+
+/** Writes a text file atomically: a temp name in the same directory, then rename. */
+export function writeFileAtomic(file: string, text: string): void {
+  const dir = path.dirname(path.resolve(file));
+  fs.mkdirSync(dir, { recursive: true });
+  const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    fs.writeFileSync(tmp, text);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw new CheckpointError('ERR_IO', `cannot write: ${(e as Error).message}`, { file, cause: e });
+  }
+}
