@@ -32,9 +32,10 @@ export function buildCli(): Command {
     .option('--quick', 'a smaller, faster run')
     .option('--threads <n>', 'libtorch intra-op threads', intOption('--threads'), 2)
     .option('--json', 'also print the measurements as JSON')
-    .action(async (o: { quick?: boolean; threads: number; json?: boolean }) => {
+    .option('--out <dir>', 'where tables, JSON and figures go', 'results')
+    .action(async (o: { quick?: boolean; threads: number; json?: boolean; out: string }) => {
       const { runDemo } = await import('./demo');
-      await runDemo({ quick: o.quick, threads: o.threads, json: o.json });
+      await runDemo({ quick: o.quick, threads: o.threads, json: o.json, out: o.out });
     });
 
   registerMergeCommands(program);

@@ -1,9 +1,23 @@
 /**
- * `tangent demo`: real work end to end on the native core — a JVP checked against finite
- * differences and the double-backward JVP, the linearized model's identities, and a few steps
- * of linear fine-tuning — printing what it measured.
+ * `tangent demo` (`npm run demo`): the main job end to end, printing what it measured —
+ * 1. the native core: a JVP by forward-mode AD against central finite differences and the
+ *    double-backward JVP;
+ * 2. the paper's protocol at small scale (lib/eval/protocol.ts): pre-trained θ0, frozen heads,
+ *    standard and linear fine-tuning of four real-data tasks, task addition and negation in the
+ *    three regimes (non-linear, post-hoc linearization, linear FT);
+ * 3. weight-disentanglement heatmaps ξ(α1, α2) for two tasks, non-linear beside linear;
+ * 4. NTK eigenfunction localization at θ0.
+ * Tables, JSON and PNG/SVG figures go to --out (default ./results).
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { linspace, ntkLocalization, renderDisentanglement, renderNtk, weightDisentanglement, writeDisentanglementJson, writeFigure, writeNtkJson } from './analysis';
+import { taskInputs } from './analysis/inputs';
+import { runPaperProtocol } from './eval/protocol';
 import { Model, type StateDict } from './model';
+import { TaskVector } from './taskvector';
+import { loadFinetuned, writeFileAtomic } from './train/checkpoints';
+import { loadBackbone, loadHeads } from './train/pretrain';
 import { combineStates } from './ops';
 import { getNumThreads, runtimeInfo, setNumThreads } from './runtime';
 import { Tensor } from './tensor';
@@ -12,6 +26,8 @@ export interface DemoOptions {
   quick?: boolean;
   threads?: number;
   json?: boolean;
+  /** Output directory for tables, JSON and figures (default ./results). */
+  out?: string;
   log?: (line: string) => void;
 }
 
@@ -32,16 +48,6 @@ function f64(t: Tensor): Float64Array {
   return Float64Array.from(t.data() as ArrayLike<number>);
 }
 
-async function timeMs(fn: () => Promise<unknown>, reps: number): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    await fn();
-    times.push(performance.now() - t0);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
-}
 
 export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, unknown>> {
   const log = opts.log ?? ((s: string) => console.log(s));
@@ -83,54 +89,63 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   report.jvpFiniteDifferenceRelErr = fdErr;
   report.jvpDoubleBackwardMaxAbsDiff = dbErr;
 
-  // 2. The linearized model on a float32 ViT: identities and cost.
-  const cfg = opts.quick
-    ? ({ arch: 'vit', imageSize: 28, patchSize: 4, inChannels: 1, dim: 64, depth: 2, heads: 4, mlpDim: 128, numClasses: 10 } as const)
-    : ({ arch: 'vit', imageSize: 28, patchSize: 4, inChannels: 1, dim: 128, depth: 4, heads: 4, mlpDim: 256, numClasses: 10 } as const);
-  const batch = opts.quick ? 64 : 128;
-  const model = Model.create(cfg, { seed: 7 });
-  const teacher = Model.create(cfg, { seed: 8 });
-  const x = Tensor.from(seededNormal(batch * 784, 9), [batch, 1, 28, 28]);
-  const teacherOut = (await teacher.forward(x)).data() as Float32Array;
-  const labels: number[] = [];
-  for (let b = 0; b < batch; b++) {
-    const row = teacherOut.subarray(b * 10, b * 10 + 10);
-    labels.push(row.indexOf(Math.max(...row)));
-  }
-  const y = Tensor.fromLabels(labels);
-  const lin = model.linearize();
-  const f = f64(await model.forward(x));
-  const fl = f64(await lin.forward(x));
-  const identical = f.every((a, i) => a === fl[i]);
-  log(`ViT dim ${cfg.dim}, depth ${cfg.depth} (${model.numel} params): f_lin(x; θ0) == f(x; θ0) bit for bit: ${identical}`);
-  const reps = opts.quick ? 3 : 5;
-  const tf = await timeMs(() => model.forward(x), reps);
-  const tl = await timeMs(() => lin.forward(x), reps);
-  log(`forward ${tf.toFixed(1)} ms, linearized forward ${tl.toFixed(1)} ms (${(tl / tf).toFixed(2)}×), batch ${batch}`);
-  report.linearizedIdentityAtTheta0 = identical;
-  report.forwardMs = tf;
-  report.linearizedForwardMs = tl;
+  // 2. The paper's protocol at small scale: θ0, heads, standard and linear fine-tuning of every
+  //    task, task addition and negation in three regimes (lib/eval/protocol.ts states the sizes).
+  const out = path.resolve(opts.out ?? 'results');
+  const workDir = path.join(out, 'work');
+  fs.mkdirSync(workDir, { recursive: true });
+  const protocol = await runPaperProtocol({ quick: opts.quick, threads, workDir, log });
+  log('');
+  log(protocol.markdown);
+  log('');
+  writeFileAtomic(path.join(out, 'protocol.json'), JSON.stringify(protocol, null, 2));
+  writeFileAtomic(path.join(out, 'protocol.md'), `${protocol.markdown}\n`);
+  report.protocol = { settings: protocol.settings, timings: protocol.timings, addition: protocol.addition.map((r) => ({ regime: r.regime, alpha: r.chosenAlpha, meanAbs: r.test.meanAbs, meanNorm: r.test.meanNorm })), negation: protocol.negation.map((r) => ({ regime: r.regime, meanTargetTest: r.meanTargetTest, meanControlTest: r.meanControlTest })) };
 
-  // 3. A few steps of linear fine-tuning (SGD on θ inside f_lin) towards a teacher's labels.
-  const steps = opts.quick ? 8 : 25;
-  const lr = 0.05;
-  let theta: StateDict = new Map(model.parameters());
-  const losses: number[] = [];
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) {
-    const r = await lin.lossAndGrad(x, y, { params: theta });
-    losses.push(r.loss);
-    const names = [...theta.keys()];
-    theta = await combineStates(theta, [r.grads], [-lr]);
-    for (const n of names) r.grads.get(n)!.dispose();
+  // 3. Weight disentanglement of the first two tasks' task vectors, non-linear vs linear FT.
+  const bb = loadBackbone(path.join(workDir, 'theta0.safetensors'));
+  const heads = loadHeads(path.join(workDir, 'heads.safetensors'), { theta0: bb.theta0 });
+  const tasks = Object.keys(protocol.finetuning);
+  const [t1, t2] = [tasks[0]!, tasks[1]!];
+  const tau = async (task: string, mode: 'standard' | 'linear') => TaskVector.from(bb.theta0, loadFinetuned(protocol.finetuning[task]![mode].checkpoint, bb).params);
+  const n = opts.quick ? 64 : 200;
+  const [x1, x2] = await Promise.all([taskInputs(t1, n, 1), taskInputs(t2, n, 2)]);
+  const alphas = linspace(-3, 3, opts.quick ? 13 : 25);
+  const xi = [];
+  for (const mode of ['standard', 'linear'] as const) {
+    const [a, b] = [await tau(t1, mode), await tau(t2, mode)];
+    xi.push(
+      await weightDisentanglement(bb.model, {
+        mode: mode === 'standard' ? 'nonlinear' : 'linear',
+        tau1: a.tensors,
+        tau2: b.tensors,
+        x1: x1.x,
+        x2: x2.x,
+        head: [heads.get(t1)!, heads.get(t2)!],
+        params0: bb.theta0,
+        alphas,
+      }),
+    );
   }
-  const stepMs = (performance.now() - t0) / steps;
-  const final = await lin.evaluate(x, y, { params: theta });
-  log(`linear fine-tuning, ${steps} SGD steps (lr ${lr}): loss ${losses[0]!.toFixed(4)} → ${final.loss.toFixed(4)}, batch accuracy ${(final.correct / batch).toFixed(3)}, ${stepMs.toFixed(1)} ms/step`);
-  report.linearTrainLossStart = losses[0];
-  report.linearTrainLossEnd = final.loss;
-  report.linearTrainAccuracy = final.correct / batch;
-  report.linearTrainStepMs = stepMs;
+  writeDisentanglementJson(xi, path.join(out, 'disentanglement.json'), { tasks: [t1, t2], samplesPerTask: n });
+  const heat = writeFigure(await renderDisentanglement(xi, { taskNames: [t1, t2], labels: ['Non-linear FT', 'Linear FT'] }), path.join(out, 'disentanglement'));
+  const mean = (g: number[][]) => g.flat().reduce((s2, v) => s2 + v, 0) / g.flat().length;
+  log(`weight disentanglement ξ(α1, α2) on ${t1} + ${t2}, ${alphas.length}×${alphas.length} grid on [−3, 3]², ${n} test images per task:`);
+  for (const r of xi) log(`  ${r.mode.padEnd(9)} mean ξ ${mean(r.grid).toFixed(3)}, ξ ≤ 0.1 on ${(100 * r.lowErrorFraction).toFixed(1)}% of the grid (${(r.timing.totalMs / 1000).toFixed(1)} s, ${r.method})`);
+  log(`  → ${path.relative(process.cwd(), heat.png)}, ${path.relative(process.cwd(), heat.svg)}`);
+  report.disentanglement = xi.map((r) => ({ mode: r.mode, meanXi: mean(r.grid), lowErrorFraction: r.lowErrorFraction }));
+
+  // 4. NTK eigenfunction localization at θ0 on inputs pooled from the tasks.
+  const per = opts.quick ? 24 : 60;
+  const pooled = await Promise.all(tasks.map(async (name, i) => ({ name, x: (await taskInputs(name, per, 10 + i)).x })));
+  const ntk = await ntkLocalization(bb.model, pooled, { topK: 20 });
+  writeNtkJson(ntk, path.join(out, 'ntk.json'));
+  const ntkFig = writeFigure(await renderNtk(ntk), path.join(out, 'ntk'));
+  log(`NTK at θ0 (trace over the feature outputs) on ${ntk.n} inputs (${tasks.map((tk) => `${tk} ${per}`).join(', ')}): top-20 eigenfunctions hold on average ${(100 * ntk.meanMaxEnergy).toFixed(0)}% of their energy on one task (${(100 / tasks.length).toFixed(0)}% = spread evenly); ${(ntk.timing.totalMs / 1000).toFixed(1)} s`);
+  log(`  → ${path.relative(process.cwd(), ntkFig.png)}, ${path.relative(process.cwd(), ntkFig.svg)}`);
+  report.ntk = { n: ntk.n, meanMaxEnergy: ntk.meanMaxEnergy, topEigenvalues: ntk.eigenvalues.slice(0, 5), dominant: ntk.dominant.slice(0, 10) };
+  writeFileAtomic(path.join(out, 'demo.json'), JSON.stringify(report, null, 2));
+  log(`results in ${path.relative(process.cwd(), out) || '.'}/ (protocol.md, protocol.json, disentanglement.png/svg/json, ntk.png/svg/json, demo.json)`);
   if (opts.json) console.log(JSON.stringify(report, null, 2));
   return report;
 }
