@@ -6,18 +6,8 @@
  */
 import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
 import type { BenchContext } from './run';
+import { seededNormal as normal } from '../lib/util/random';
 import { fmt, mediansInterleaved } from './stats';
-
-function normal(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const u = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
-}
 
 export async function benchCore(ctx: BenchContext): Promise<Record<string, unknown>> {
   setNumThreads(ctx.threads);

@@ -3,9 +3,9 @@
  * JSON (bench/results/latest.json). Targets are ratios measured in the same run, never timed
  * tests. Options: --threads N (default 2), --quick, --only NAME[,NAME].
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { writeFileAtomic } from '../lib/util/fs';
 import { benchCore } from './core';
 import { benchMerge } from './merge';
 
@@ -45,10 +45,8 @@ async function main(): Promise<void> {
     results[name] = await suite(ctx);
   }
   const out = path.resolve(__dirname, '..', '..', 'bench', 'results');
-  fs.mkdirSync(out, { recursive: true });
   const file = path.join(out, 'latest.json');
-  fs.writeFileSync(`${file}.tmp`, JSON.stringify(results, null, 2));
-  fs.renameSync(`${file}.tmp`, file);
+  writeFileAtomic(file, JSON.stringify(results, null, 2));
   console.log(`\nwrote ${path.relative(process.cwd(), file)}`);
 }
 

@@ -15,6 +15,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 
 import { LazyTensor, readSafetensors, writeSafetensorsAsync } from '../lib/checkpoint/safetensors';
+import { medianOf } from './stats';
 
 export interface SafetensorsLoadBenchResult {
   /** Median milliseconds of readSafetensors over 5 runs. */
@@ -53,12 +54,6 @@ export function vitB32Shapes(): Array<[string, number[]]> {
   }
   shapes.push(['ln_post.weight', [d]], ['ln_post.bias', [d]], ['proj', [d, 512]]);
   return shapes;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 let gcFn: (() => void) | null | undefined;
@@ -141,8 +136,8 @@ export async function benchSafetensorsLoad(opts: { bytes: number }): Promise<Saf
       load.push(timeLoad());
       gc();
     }
-    const loadMs = median(load);
-    const readBytesMs = median(read);
+    const loadMs = medianOf(load);
+    const readBytesMs = medianOf(read);
     return { loadMs, readBytesMs, ratio: loadMs / readBytesMs, fileBytes, tensors: tensors.length };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

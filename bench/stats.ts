@@ -1,4 +1,13 @@
-/** Timing helpers: warm-up, then the median of `reps` runs (milliseconds). */
+/** Timing helpers for the benchmarks (all bench/* suites take their medians from here). */
+
+/** The median of `xs` (the mean of the two middle values for an even count); `xs` is not modified. */
+export function medianOf(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Warm-up, then the median of `reps` runs (milliseconds). */
 export async function median(fn: () => Promise<unknown>, reps: number, warmup = 2): Promise<number> {
   for (let i = 0; i < warmup; i++) await fn();
   const t: number[] = [];
@@ -7,8 +16,7 @@ export async function median(fn: () => Promise<unknown>, reps: number, warmup = 
     await fn();
     t.push(performance.now() - s);
   }
-  t.sort((a, b) => a - b);
-  return t[Math.floor(t.length / 2)]!;
+  return medianOf(t);
 }
 
 /** Medians of several functions measured interleaved (round robin), so drift hits all alike. */
@@ -22,7 +30,7 @@ export async function mediansInterleaved(fns: Record<string, () => Promise<unkno
       await fns[n]!();
       t[n]!.push(performance.now() - s);
     }
-  return Object.fromEntries(names.map((n) => [n, t[n]!.sort((a, b) => a - b)[Math.floor(reps / 2)]!]));
+  return Object.fromEntries(names.map((n) => [n, medianOf(t[n]!)]));
 }
 
 export const fmt = (ms: number): string => `${ms.toFixed(1)} ms`;

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "autodiff.h"
 
@@ -70,6 +71,17 @@ at::Tensor UnwrapTensor(Napi::Env env, const Napi::Value& v, const std::string& 
 // {name: Tensor} -> NamedTensors.
 tangent::NamedTensors UnwrapNamed(Napi::Env env, const Napi::Value& v, const std::string& what);
 Napi::Object WrapNamed(Napi::Env env, const tangent::NamedTensors& named);
+
+// Small argument and result helpers shared by the binding files (binding/common.cpp).
+// A JS array of Tensor handles -> tensors; a TypeError naming `what` unless `v` is an array, and
+// element errors name `what i`.
+std::vector<at::Tensor> TensorList(Napi::Env env, const Napi::Value& v, const std::string& what);
+// o[key] when it is a number, else `dflt`.
+double NumberOr(const Napi::Object& o, const char* key, double dflt);
+// A Task whose `compute` runs on the libuv pool; the Promise resolves with the tensor it returns
+// (or the number it returns).
+Napi::Promise TensorTask(Napi::Env env, const char* name, std::function<at::Tensor()> compute);
+Napi::Promise NumberTask(Napi::Env env, const char* name, std::function<double()> compute);
 
 Napi::Object InitModel(Napi::Env env, Napi::Object exports);
 tangent::ModelPtr UnwrapModel(Napi::Env env, const Napi::Value& v, const std::string& what);  // binding/model.cpp

@@ -127,10 +127,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       auto m = model(env);
       at::Tensor x = UnwrapTensor(env, info[0], "input");
       auto state = State(env, *m, info[1], "params");
-      auto out = std::make_shared<at::Tensor>();
-      return Task::Run(env, "tangent.forward",
-                       [m, x, state, out] { *out = tangent::forward_eval(*m, x, state); },
-                       [out](Napi::Env env) -> Napi::Value { return WrapTensor(env, *out); });
+      return TensorTask(env, "tangent.forward", [m, x, state] { return tangent::forward_eval(*m, x, state); });
     });
   }
 
@@ -160,10 +157,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       at::Tensor x = UnwrapTensor(env, info[0], "input");
       auto state0 = State(env, *m, info[1], "params0");
       auto tan = Tangent(env, *m, info[2]);
-      auto out = std::make_shared<at::Tensor>();
-      return Task::Run(env, "tangent.jvpDoubleBackward",
-                       [m, x, state0, tan, out] { *out = tangent::jvp_double_backward(*m, x, state0, tan); },
-                       [out](Napi::Env env) -> Napi::Value { return WrapTensor(env, *out); });
+      return TensorTask(env, "tangent.jvpDoubleBackward",
+                        [m, x, state0, tan] { return tangent::jvp_double_backward(*m, x, state0, tan); });
     });
   }
 
@@ -194,10 +189,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       at::Tensor x = UnwrapTensor(env, info[0], "input");
       auto state0 = State(env, *m, info[1], "params0");
       auto state = State(env, *m, info[2], "params");
-      auto out = std::make_shared<at::Tensor>();
-      return Task::Run(env, "tangent.linearizedForward",
-                       [m, x, state0, state, out] { *out = tangent::linearized_forward(*m, x, state0, state); },
-                       [out](Napi::Env env) -> Napi::Value { return WrapTensor(env, *out); });
+      return TensorTask(env, "tangent.linearizedForward",
+                        [m, x, state0, state] { return tangent::linearized_forward(*m, x, state0, state); });
     });
   }
 

@@ -49,17 +49,6 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   });
 }
 
-std::vector<at::Tensor> TensorList(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  auto arr = v.As<Napi::Array>();
-  std::vector<at::Tensor> out;
-  for (uint32_t i = 0; i < arr.Length(); ++i) out.push_back(UnwrapTensor(env, arr.Get(i), what + " " + std::to_string(i)));
-  return out;
-}
-
-double Num(const Napi::Object& o, const char* k, double dflt) {
-  return o.Has(k) && o.Get(k).IsNumber() ? o.Get(k).As<Napi::Number>().DoubleValue() : dflt;
-}
-
 // mergeTensor(name, base, finetuned: Tensor[], weights: number[], spec) -> Promise<Tensor>
 Napi::Value MergeTensor(const Napi::CallbackInfo& info) {
   auto env = info.Env();
@@ -73,16 +62,14 @@ Napi::Value MergeTensor(const Napi::CallbackInfo& info) {
     auto o = info[4].As<Napi::Object>();
     tangent::MergeSpec spec;
     spec.method = tangent::parse_merge_method(o.Get("method").As<Napi::String>());
-    spec.lambda = Num(o, "lambda", 1.0);
-    spec.density = Num(o, "density", 1.0);
-    spec.gamma = Num(o, "gamma", 0.0);
-    spec.seed = static_cast<uint64_t>(Num(o, "seed", 0));
+    spec.lambda = NumberOr(o, "lambda", 1.0);
+    spec.density = NumberOr(o, "density", 1.0);
+    spec.gamma = NumberOr(o, "gamma", 0.0);
+    spec.seed = static_cast<uint64_t>(NumberOr(o, "seed", 0));
     spec.weighted_election = !(o.Has("election") && o.Get("election").As<Napi::String>().Utf8Value() == "unweighted");
     spec.compute = ParseDType(o.Get("compute").As<Napi::String>());
     spec.out = ParseDType(o.Get("out").As<Napi::String>());
-    auto out = std::make_shared<at::Tensor>();
-    return Task::Run(env, "tangent.merge", [name, base, ft, w, spec, out] { *out = tangent::merge_tensor(name, base, ft, w, spec); },
-                     [out](Napi::Env env) -> Napi::Value { return WrapTensor(env, *out); });
+    return TensorTask(env, "tangent.merge", [name, base, ft, w, spec] { return tangent::merge_tensor(name, base, ft, w, spec); });
   });
 }
 
@@ -92,9 +79,7 @@ Napi::Value Dot(const Napi::CallbackInfo& info) {
   return Guard(env, [&]() -> Napi::Value {
     auto a = TensorList(env, info[0], "tensor");
     auto b = TensorList(env, info[1], "tensor");
-    auto out = std::make_shared<double>(0);
-    return Task::Run(env, "tangent.dot", [a, b, out] { *out = tangent::dot_all(a, b); },
-                     [out](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *out); });
+    return NumberTask(env, "tangent.dot", [a, b] { return tangent::dot_all(a, b); });
   });
 }
 

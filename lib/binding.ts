@@ -3,6 +3,7 @@
  * loader. Nothing here validates arguments: lib/ does that before calling in.
  */
 import * as path from 'node:path';
+import type { DType } from './checkpoint/dtype';
 import { CheckpointError } from './checkpoint/errors';
 import * as errors from './errors';
 import { NativeLoadError } from './errors';
@@ -28,17 +29,8 @@ const nativeErrorClasses = {
   CheckpointError: NativeCheckpointError,
 };
 
-export type DType =
-  | 'float32'
-  | 'float64'
-  | 'float16'
-  | 'bfloat16'
-  | 'int64'
-  | 'int32'
-  | 'int16'
-  | 'int8'
-  | 'uint8'
-  | 'bool';
+// The dtype union is declared once, in checkpoint/dtype.
+export type { DType };
 
 export type NamedNative = Array<[string, NativeTensor]>;
 

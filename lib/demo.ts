@@ -16,6 +16,7 @@ import { taskInputs } from './analysis/inputs';
 import { runPaperProtocol } from './eval/protocol';
 import { Model, type StateDict } from './model';
 import { TaskVector } from './taskvector';
+import { seededNormal } from './util/random';
 import { loadFinetuned, writeFileAtomic } from './train/checkpoints';
 import { loadBackbone, loadHeads } from './train/pretrain';
 import { combineStates } from './ops';
@@ -31,18 +32,6 @@ export interface DemoOptions {
   log?: (line: string) => void;
 }
 
-function seededNormal(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const u = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-  return out;
-}
 
 function f64(t: Tensor): Float64Array {
   return Float64Array.from(t.data() as ArrayLike<number>);

@@ -4,71 +4,19 @@
  * `dispose()` or a `using` declaration. Bytes a tensor owns natively are reported to V8 as
  * external memory, so the garbage collector sees them.
  */
-import { native, type DType, type NativeTensor } from './binding';
+import { native, type NativeTensor } from './binding';
+import { DTYPE_BYTES, DTYPES, isFloatDType, numel, TYPED_ARRAY_CTORS, type DType, type TypedArrayFor } from './checkpoint/dtype';
 import { ArgumentError, DisposedError, DTypeError, ShapeError } from './errors';
 
-export type { DType } from './binding';
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 
-/** The TypedArray that holds each dtype's values (float16/bfloat16: raw bits). */
-export interface TypedArrayFor {
-  float32: Float32Array;
-  float64: Float64Array;
-  float16: Uint16Array;
-  bfloat16: Uint16Array;
-  int64: BigInt64Array;
-  int32: Int32Array;
-  int16: Int16Array;
-  int8: Int8Array;
-  uint8: Uint8Array;
-  bool: Uint8Array;
-}
+// Dtypes, their element sizes and typed arrays are declared once, in checkpoint/dtype.
+export { DTYPES, isFloatDType, numel, type DType, type TypedArrayFor };
 
 export type AnyTypedArray = TypedArrayFor[DType];
 
-export const DTYPES: readonly DType[] = [
-  'float32',
-  'float64',
-  'float16',
-  'bfloat16',
-  'int64',
-  'int32',
-  'int16',
-  'int8',
-  'uint8',
-  'bool',
-];
-
-const ARRAY_OF: Record<DType, string> = {
-  float32: 'Float32Array',
-  float64: 'Float64Array',
-  float16: 'Uint16Array',
-  bfloat16: 'Uint16Array',
-  int64: 'BigInt64Array',
-  int32: 'Int32Array',
-  int16: 'Int16Array',
-  int8: 'Int8Array',
-  uint8: 'Uint8Array',
-  bool: 'Uint8Array',
-};
-
 /** Bytes per element of each dtype. */
-export const DTYPE_SIZE: Record<DType, number> = {
-  float32: 4,
-  float64: 8,
-  float16: 2,
-  bfloat16: 2,
-  int64: 8,
-  int32: 4,
-  int16: 2,
-  int8: 1,
-  uint8: 1,
-  bool: 1,
-};
-
-export function isFloatDType(d: DType): boolean {
-  return d === 'float32' || d === 'float64' || d === 'float16' || d === 'bfloat16';
-}
+export const DTYPE_SIZE: Readonly<Record<DType, number>> = DTYPE_BYTES;
 
 export function assertDType(d: unknown, what = 'dtype'): asserts d is DType {
   if (typeof d !== 'string' || !(DTYPES as readonly string[]).includes(d))
@@ -89,10 +37,6 @@ function inferDType(a: ArrayBufferView): DType | undefined {
   if (a instanceof Int8Array) return 'int8';
   if (a instanceof Uint8Array || a instanceof Uint8ClampedArray) return 'uint8';
   return undefined; // Uint16Array: float16 or bfloat16, must be said
-}
-
-export function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 export function shapeStr(shape: readonly number[]): string {
@@ -130,7 +74,7 @@ export class Tensor implements Disposable {
     if (d === undefined)
       throw new DTypeError('Tensor.from: a Uint16Array holds float16 or bfloat16 bits; pass the dtype');
     assertDType(d, 'Tensor.from');
-    const expected = ARRAY_OF[d];
+    const expected = TYPED_ARRAY_CTORS[d].name;
     const got = data.constructor.name;
     if (got !== expected && !(expected === 'Uint8Array' && got === 'Uint8ClampedArray'))
       throw new DTypeError(`Tensor.from: dtype ${d} needs a ${expected}, got a ${got}`);

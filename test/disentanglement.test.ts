@@ -10,19 +10,9 @@ import { Model, type Head, type StateDict } from '../lib/model';
 import { combineStates } from '../lib/ops';
 import { setNumThreads } from '../lib/runtime';
 import { Tensor } from '../lib/tensor';
+import { seededNormal64 as randn } from '../lib/util/random';
 
 setNumThreads(2);
-
-function randn(n: number, seed: number): Float64Array {
-  let a = seed >>> 0;
-  const u = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), a | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return (((x ^ (x >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return Float64Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
-}
 
 const D = 6;
 const F = 5; // model outputs (features for the head)

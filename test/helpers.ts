@@ -1,23 +1,13 @@
 /** Small helpers shared by the tests: seeded random tensors and plain-array arithmetic. */
 import { Tensor, type Model, type StateDict } from '../lib';
+import { mulberry32Raw, normalsFrom, type Rng } from '../lib/util/random';
 
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Uniform floats in [0, 1): mulberry32 on the raw seed. */
+export const rng = (seed: number): Rng => mulberry32Raw(seed);
 
 /** Standard normal samples (Box-Muller) from a seeded generator. */
 export function randn(n: number, seed: number): Float64Array {
-  const r = rng(seed);
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(r() + 1e-300)) * Math.cos(2 * Math.PI * r());
-  return out;
+  return normalsFrom(rng(seed), n);
 }
 
 export function randTensor(shape: number[], seed: number, dtype: 'float32' | 'float64' = 'float64'): Tensor {

@@ -6,22 +6,12 @@ import { ArgumentError, ShapeError } from '../lib/errors';
 import { Model } from '../lib/model';
 import { setNumThreads } from '../lib/runtime';
 import { Tensor } from '../lib/tensor';
+import { seededNormal64 as randn } from '../lib/util/random';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 setNumThreads(2);
-
-function randn(n: number, seed: number): Float64Array {
-  let a = seed >>> 0;
-  const u = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), a | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return (((x ^ (x >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return Float64Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
-}
 
 const N = 7;
 const D = 3;

@@ -21,7 +21,7 @@ import { ArgumentError, ShapeError } from '../errors';
 import type { Head, Model, Params, StateDict } from '../model';
 import { combineStates } from '../ops';
 import { shapeStr, Tensor } from '../tensor';
-import { writeFileAtomic } from './ntk';
+import { writeFileAtomic } from '../util/fs';
 
 export type DisentanglementMode = 'nonlinear' | 'linear';
 

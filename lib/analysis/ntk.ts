@@ -13,12 +13,11 @@
  * over the N pooled inputs), its local energy on task t is Σ_{i ∈ t} u_i²; the energies over
  * tasks sum to 1.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { native } from '../binding';
 import { ArgumentError, DTypeError, ShapeError } from '../errors';
 import type { Model, Params } from '../model';
 import { shapeStr, Tensor } from '../tensor';
+import { writeFileAtomic } from '../util/fs';
 
 export interface NtkOptions {
   /** θ0 at which the kernel is taken (default: the model's own parameters). */
@@ -249,18 +248,8 @@ export async function ntkLocalization(model: Model, tasks: readonly NtkTaskInput
   return out;
 }
 
-/** Write a file atomically: a temporary name in the same directory, then a rename. */
-export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    fs.writeFileSync(tmp, data);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
+// Re-exported: part of the analysis API (writeNtkJson, writeDisentanglementJson and the figures use it).
+export { writeFileAtomic };
 
 /** The analysis as JSON (without the Gram matrix), written atomically. */
 export function writeNtkJson(result: NtkLocalization, file: string): void {

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import type { DisentanglementResult } from './disentanglement';
 import type { NtkLocalization } from './ntk';
-import { writeFileAtomic } from './ntk';
+import { writeFileAtomic } from '../util/fs';
 
 // eslint-disable-next-line @typescript-eslint/no-implied-eval
 const dynImport = new Function('s', 'return import(s)') as (s: string) => Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -240,12 +240,13 @@ export interface TypedArrayFor {
   bool: Uint8Array;
 }
 
-type TypedCtor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): ArrayBufferView; BYTES_PER_ELEMENT: number };
+export type TypedCtor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): ArrayBufferView; BYTES_PER_ELEMENT: number };
 
-const CTORS: Record<DType, TypedCtor> = {
+/** The typed-array constructor for each dtype (float16 / bfloat16: Uint16Array of raw bits). */
+export const TYPED_ARRAY_CTORS: Readonly<Record<DType, TypedCtor>> = Object.freeze({
   float32: Float32Array, float64: Float64Array, float16: Uint16Array, bfloat16: Uint16Array,
   int64: BigInt64Array, int32: Int32Array, int16: Int16Array, int8: Int8Array, uint8: Uint8Array, bool: Uint8Array,
-};
+});
 
 /**
  * A typed array over the tensor's elements: a zero-copy view when `data` is
@@ -255,7 +256,7 @@ const CTORS: Record<DType, TypedCtor> = {
  */
 export function typedView<D extends DType>(t: RawTensor & { dtype: D }): TypedArrayFor[D] {
   if (!LITTLE_ENDIAN) throw new Error('typedView: big-endian hosts are not supported');
-  const ctor = CTORS[t.dtype];
+  const ctor = TYPED_ARRAY_CTORS[t.dtype];
   const size = ctor.BYTES_PER_ELEMENT;
   if (t.data.byteLength % size !== 0) {
     throw new RangeError(`typedView: ${t.data.byteLength} bytes is not a multiple of the ${t.dtype} size ${size}`);

@@ -22,6 +22,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
+import { writeFileAtomic } from '../util/fs';
 
 const MAGIC = 'TGDSET01';
 
@@ -209,17 +210,7 @@ export function pruneStaleCaches(cacheDir: string, name: string, keep: string): 
 
 /** Atomically writes `task` to `file` (temp file in the same directory + rename). */
 export function writeCache(file: string, task: RawTask): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-  try {
-    fs.writeFileSync(tmp, encodeCache(task));
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    try {
-      fs.rmSync(tmp, { force: true });
-    } catch {
-      /* ignore */
-    }
-    throw e;
-  }
+  // The temp name is `<file>.tmp-…`: pruneStaleCaches recognises interrupted writes by it.
+  const tempPath = `${file}.tmp-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  writeFileAtomic(file, encodeCache(task), { tempPath });
 }

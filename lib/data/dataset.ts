@@ -15,6 +15,7 @@
  *   own fresh copies of their pixels and labels.
  * - Everything that is random takes an explicit integer seed and is bit-for-bit reproducible.
  */
+import { mulberry32, splitmix32, type Rng } from '../util/random';
 
 /** A labelled set of equally-shaped images. */
 export interface ImageSet {
@@ -52,31 +53,9 @@ export interface RawBatch {
 // Seeded randomness
 // ---------------------------------------------------------------------------------------------
 
-/** A function returning uniform floats in [0, 1). */
-export type Rng = () => number;
-
-/**
- * mulberry32 (Tommy Ettinger, public domain): a 32-bit state PRNG, fast and good enough for
- * shuffling and data augmentation (not for cryptography). The seed is hashed with splitmix32 first
- * so that nearby seeds (0, 1, 2, ...) give unrelated streams.
- */
-export function mulberry32(seed: number): Rng {
-  let a = splitmix32(seed >>> 0);
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** splitmix32 finaliser: a bijective 32-bit hash (used to decorrelate seeds). */
-export function splitmix32(x: number): number {
-  let z = (x + 0x9e3779b9) | 0;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-  return (z ^ (z >>> 16)) >>> 0;
-}
+// mulberry32 / splitmix32 live in ../util/random (shared with the benchmarks and tests) and are
+// re-exported here as part of the data API.
+export { mulberry32, splitmix32, type Rng };
 
 /** Derives an independent child seed from a seed and a stream id (e.g. a split or an epoch). */
 export function deriveSeed(seed: number, stream: number): number {

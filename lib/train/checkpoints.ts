@@ -1,9 +1,8 @@
 /** Loading fine-tuned checkpoints against a backbone, and atomic writes of report files. */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { CheckpointError } from '../checkpoint/errors';
 import type { StateDict } from '../model';
+import { writeFileAtomic as writeFileAtomicFs } from '../util/fs';
 import { CHECKPOINT_FORMAT } from './finetune';
 import { assertMatchesModel, loadTensors, sha256File } from './io';
 import type { Backbone } from './pretrain';
@@ -53,16 +52,12 @@ export function theta0PathOf(file: string): string {
   return p;
 }
 
-/** Writes a text file atomically: a temp name in the same directory, then rename. */
+/**
+ * Writes a text file atomically (../util/fs: a temp name in the same directory, then rename); a
+ * failed write or rename throws CheckpointError ERR_IO.
+ */
 export function writeFileAtomic(file: string, text: string): void {
-  const dir = path.dirname(path.resolve(file));
-  fs.mkdirSync(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
-  try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new CheckpointError('ERR_IO', `cannot write: ${(e as Error).message}`, { file, cause: e });
-  }
+  writeFileAtomicFs(file, text, {
+    wrapError: (e) => new CheckpointError('ERR_IO', `cannot write: ${(e as Error).message}`, { file, cause: e }),
+  });
 }

@@ -5,21 +5,14 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { CheckpointError } from '../checkpoint/errors';
-import { readSafetensors, typedView, writeSafetensors, type RawTensor } from '../checkpoint/safetensors';
+import { rawToTensor, tensorToRaw } from '../checkpoint/io';
+import { readSafetensors, writeSafetensors } from '../checkpoint/safetensors';
 import type { Model, Params, StateDict } from '../model';
-import { shapeStr, Tensor, type DType } from '../tensor';
+import { shapeStr, type Tensor } from '../tensor';
 
-/** A Tensor over a RawTensor's bytes (zero-copy when aligned, else over an aligned copy). */
-export function fromRaw(r: RawTensor): Tensor {
-  const view = typedView(r) as ArrayBufferView;
-  return Tensor.from(view as never, r.shape, r.dtype as DType);
-}
-
-/** A RawTensor over a (CPU) Tensor's bytes. */
-export function toRaw(t: Tensor): RawTensor {
-  const d = t.data() as ArrayBufferView;
-  return { dtype: t.dtype, shape: [...t.shape], data: new Uint8Array(d.buffer, d.byteOffset, d.byteLength) };
-}
+// RawTensor ⇄ Tensor conversion is ../checkpoint/io's; `fromRaw` / `toRaw` are kept as the names
+// the train API has always exported.
+export { rawToTensor as fromRaw, tensorToRaw as toRaw };
 
 function entriesOf(p: Params): Array<[string, Tensor]> {
   return p instanceof Map ? [...p.entries()] : Object.entries(p);
@@ -27,7 +20,7 @@ function entriesOf(p: Params): Array<[string, Tensor]> {
 
 /** Writes named tensors (in the given order) to a safetensors file, atomically (temp + rename). */
 export function saveTensors(file: string, tensors: Params, metadata: Record<string, string> = {}): void {
-  writeSafetensors(file, entriesOf(tensors).map(([n, t]) => [n, toRaw(t)] as const), metadata);
+  writeSafetensors(file, entriesOf(tensors).map(([n, t]) => [n, tensorToRaw(t)] as const), metadata);
 }
 
 /** Reads a safetensors file into Tensors (file order) and its metadata. */
@@ -35,7 +28,7 @@ export function loadTensors(file: string): { tensors: StateDict; metadata: Recor
   if (!fs.existsSync(file)) throw new CheckpointError('ERR_IO', 'no such file', { file });
   const { tensors, metadata } = readSafetensors(file);
   const out: StateDict = new Map();
-  for (const [n, r] of tensors) out.set(n, fromRaw(r));
+  for (const [n, r] of tensors) out.set(n, rawToTensor(r));
   return { tensors: out, metadata };
 }
 
@@ -48,7 +41,7 @@ export function sha256File(file: string): string {
 export function hashTensors(tensors: Params): string {
   const h = createHash('sha256');
   for (const [n, t] of entriesOf(tensors).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    const r = toRaw(t);
+    const r = tensorToRaw(t);
     h.update(`${n}\0${r.dtype}\0${r.shape.join(',')}\0`);
     h.update(r.data);
   }
