@@ -4,6 +4,9 @@
  * gradients and an SGD update), double-backward JVP. Targets: linearized forward ≤ 1.6× plain
  * forward, linearized train step ≤ 1.4× standard step.
  */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
 import type { BenchContext } from './run';
 import { seededNormal as normal } from '../lib/util/random';
@@ -55,5 +58,17 @@ export async function benchCore(ctx: BenchContext): Promise<Record<string, unkno
     const target = (targets as Record<string, number>)[k];
     ctx.log(`  ${k.padEnd(32)} ${v.toFixed(2)}×${target ? `  (target ≤ ${target}×: ${v <= target ? 'met' : 'MISSED'})` : ''}`);
   }
-  return { model: config, batch, params: model.numel, threads: ctx.threads, reps, medianMs: ms, ratios, targets };
+  // The same model and measurements in PyTorch's Python API (Debian python3-torch, the same
+  // libtorch), run here in the same session, when it is installed.
+  let pytorch: unknown = null;
+  const py = '/usr/bin/python3';
+  if (fs.existsSync(py) && spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) {
+    const r = spawnSync(py, [path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py'), String(ctx.threads), String(reps)], { encoding: 'utf8' });
+    if (r.status === 0) {
+      const ref = JSON.parse(r.stdout) as { torch: string; medianMs: Record<string, number>; ratios: Record<string, number> };
+      pytorch = ref;
+      ctx.log(`  PyTorch ${ref.torch} Python API, same model, ${ctx.threads} threads: forward ${fmt(ref.medianMs.forward!)}, linearized forward ${fmt(ref.medianMs.linearizedForward!)} (${ref.ratios.linearizedForwardOverForward!.toFixed(2)}×), standard step ${fmt(ref.medianMs.standardTrainStep!)}, linearized step ${fmt(ref.medianMs.linearizedTrainStep!)} (${ref.ratios.linearizedStepOverStandardStep!.toFixed(2)}×)`);
+    } else ctx.log(`  (PyTorch reference failed: ${r.stderr.trim().split('\n').pop()})`);
+  }
+  return { model: config, batch, params: model.numel, threads: ctx.threads, reps, medianMs: ms, ratios, targets, pytorchReference: pytorch };
 }
