@@ -64,6 +64,15 @@ export interface NativeStep {
   grads?: NamedNative;
 }
 
+export type NativeStepFn = (
+  mode: 'standard' | 'linear',
+  x: NativeTensor,
+  y: NativeTensor,
+  params: NativeParams,
+  params0: NativeParams,
+  head: NativeHead | null,
+) => Promise<NativeStep>;
+
 export interface NativeModel {
   readonly kind: string;
   readonly disposed: boolean;
@@ -82,22 +91,10 @@ export interface NativeModel {
   ): Promise<NativeTensor>;
   vjp(x: NativeTensor, params: NativeParams, cotangent: NativeTensor): Promise<NamedNative>;
   linearizedForward(x: NativeTensor, params0: NativeParams, params: NativeParams): Promise<NativeTensor>;
-  lossAndGrad(
-    mode: 'standard' | 'linear',
-    x: NativeTensor,
-    y: NativeTensor,
-    params: NativeParams,
-    params0: NativeParams,
-    head: NativeHead | null,
-  ): Promise<NativeStep>;
-  evaluate(
-    mode: 'standard' | 'linear',
-    x: NativeTensor,
-    y: NativeTensor,
-    params: NativeParams,
-    params0: NativeParams,
-    head: NativeHead | null,
-  ): Promise<NativeStep>;
+  /** Loss and ∂loss/∂θ (standard, or linear: backward through the JVP at params0). */
+  lossAndGrad: NativeStepFn;
+  /** Loss and correct count, no gradients. */
+  evaluate: NativeStepFn;
   dispose(): void;
 }
 
