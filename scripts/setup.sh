@@ -8,8 +8,14 @@ say() { printf 'setup: %s\n' "$*"; }
 
 # 1. System packages: libtorch (C++ headers, cmake config, libs), a fast BLAS, the toolchain.
 pkgs=(libtorch-dev libopenblas0-pthread cmake g++ make)
+# Optional: Debian's python3-torch (the same libtorch) lets the tests cross-check against PyTorch
+# itself (torch.load of our .pt files) and the bench run PyTorch's Python API beside ours.
+optional=(python3-torch)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${TANGENT_SKIP_OPTIONAL:-}" ]; then
+  for p in "${optional[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${missing[*]}"
@@ -21,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-[ -x scripts/setup-data.sh ] && bash scripts/setup-data.sh
+bash scripts/setup-data.sh
 
 # 2. npm dependencies.
 if [ ! -f node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ] ||
