@@ -90,7 +90,7 @@ async function runDisentangle(o: DisentangleOpts): Promise<void> {
   let linearLabel = 'Linear FT';
   const extra: Record<string, unknown> = { tasks };
   if (o.demo) {
-    log(`demo: a ViT from seed ${o.seed} as θ0, frozen normalized heads, ${o.steps} SGD steps of standard and linear fine-tuning per task`);
+    log(`demo: θ0 = the small ViT pre-trained on fashion, frozen ridge heads, ${o.steps} AdamW steps of standard and linear fine-tuning per task`);
     const d = await demoTaskVectors(tasks, { steps: o.steps, lr: o.lr, seed: o.seed, log });
     model = d.model;
     heads = d.heads;
@@ -104,11 +104,11 @@ async function runDisentangle(o: DisentangleOpts): Promise<void> {
       throw new ArgumentError('give task vectors (--tau1 and --tau2, and/or --tau1-linear and --tau2-linear), or --demo for built-in demo inputs');
     model = await loadModel(o.model, o.seed);
     const dtype = [...model.spec.values()][0]!.dtype;
-    params0 = o.theta0 ? loadStateFile(o.theta0, model, 'theta0') : undefined;
+    params0 = o.theta0 ? await loadStateFile(o.theta0, model, 'theta0') : undefined;
     extra.theta0 = o.theta0 ?? (o.model?.endsWith('.pt') ? o.model : `seed ${o.seed}`);
-    heads = [o.head1 ? loadHeadFile(o.head1, o.normalizeHead, dtype) : undefined, o.head2 ? loadHeadFile(o.head2, o.normalizeHead, dtype) : undefined];
-    if (haveNl) taus.nonlinear = [loadStateFile(o.tau1!, model, 'tau1'), loadStateFile(o.tau2!, model, 'tau2')];
-    if (haveLin) taus.linear = [loadStateFile(o.tau1Linear!, model, 'tau1-linear'), loadStateFile(o.tau2Linear!, model, 'tau2-linear')];
+    heads = [o.head1 ? await loadHeadFile(o.head1, o.normalizeHead, dtype) : undefined, o.head2 ? await loadHeadFile(o.head2, o.normalizeHead, dtype) : undefined];
+    if (haveNl) taus.nonlinear = [await loadStateFile(o.tau1!, model, 'tau1'), await loadStateFile(o.tau2!, model, 'tau2')];
+    if (haveLin) taus.linear = [await loadStateFile(o.tau1Linear!, model, 'tau1-linear'), await loadStateFile(o.tau2Linear!, model, 'tau2-linear')];
     else if (taus.nonlinear) {
       taus.linear = taus.nonlinear; // the paper's post-hoc linearization
       linearLabel = 'Post-hoc linearization';
@@ -146,7 +146,7 @@ async function runNtk(o: NtkOpts): Promise<void> {
   const output = o.output === 'trace' ? 'trace' : Number(o.output);
   if (output !== 'trace' && !(Number.isSafeInteger(output) && output >= 0)) throw new ArgumentError(`--output must be 'trace' or an output index, got '${o.output}'`);
   const model = await loadModel(o.demo ? undefined : o.model, o.seed);
-  const params = o.theta0 ? loadStateFile(o.theta0, model, 'theta0') : undefined;
+  const params = o.theta0 ? await loadStateFile(o.theta0, model, 'theta0') : undefined;
   const inputs = await Promise.all(tasks.map((t, k) => taskInputs(t, o.perTask, 2000 + k)));
   log(`empirical NTK at θ0 (${o.theta0 ?? `${model.kind} from seed ${o.seed}`}, ${model.numel} parameters) on ${o.perTask * tasks.length} inputs (${tasks.join(', ')}), ${output === 'trace' ? 'trace over outputs' : `output ${output}`}…`);
   const r = await ntkLocalization(
@@ -170,7 +170,7 @@ export function registerAnalysisCommands(program: Command): void {
   program
     .command('disentangle')
     .description('weight-disentanglement error ξ(α1, α2) of two task vectors, non-linear beside linear: JSON + PNG + SVG heatmaps')
-    .option('--demo', 'built-in demo inputs: a ViT from --seed, real data, task vectors from a few steps of standard and linear fine-tuning')
+    .option('--demo', 'built-in demo inputs: θ0 pre-trained on fashion, frozen heads, task vectors from standard and linear fine-tuning (lib/train)')
     .option('--model <spec>', 'TorchScript .pt file, or a built-in model config as a JSON file or inline JSON (default: the built-in ViT)')
     .option('--seed <n>', "seed of a built-in model's θ0", intArg('--seed', 0), 0)
     .option('--theta0 <file>', 'θ0 from a safetensors state dict (default: the model as created or loaded)')
@@ -190,8 +190,8 @@ export function registerAnalysisCommands(program: Command): void {
     }, 'both')
     .option('--grid <n>', 'grid points per axis', intArg('--grid', 2), 25)
     .option('--range <r>', 'α1, α2 in [−r, r]', numArg('--range'), 3)
-    .option('--steps <n>', '--demo: SGD steps of fine-tuning per task and regime', intArg('--steps'), 40)
-    .option('--lr <x>', '--demo: SGD learning rate', numArg('--lr'), 0.05)
+    .option('--steps <n>', '--demo: AdamW steps of fine-tuning per task and mode', intArg('--steps'), 60)
+    .option('--lr <x>', '--demo: AdamW learning rate', numArg('--lr'), 1e-3)
     .option('--out <dir>', 'output directory', 'analysis-out')
     .option('--threads <n>', 'libtorch intra-op threads', intArg('--threads'), 2)
     .action(async (o: DisentangleOpts) => runDisentangle(o));

@@ -1,18 +1,19 @@
 /**
  * Inputs of the analysis CLI: models (built-in config or TorchScript), state dicts and heads from
- * safetensors (read with lib/checkpoint), task data from lib/data, and the built-in demo inputs —
- * a ViT from a seed as θ0, two real tasks, and task vectors from a few steps of standard vs linear
- * fine-tuning with frozen, L2-normalized heads (as in the paper).
+ * checkpoint files of any format (lib/checkpoint/io), task data from lib/data, and the built-in
+ * demo inputs — θ0, heads and task vectors made with lib/train as the paper protocol makes them.
  */
 import * as fs from 'node:fs';
-import { readSafetensors } from '../checkpoint/safetensors';
-import { toFloat32Array, typedView, type RawTensor } from '../checkpoint/dtype';
+import { loadStateDict } from '../checkpoint/io';
 import { loadTask, type TaskName } from '../data/tasks';
-import { mulberry32, subset, type ImageSet } from '../data/dataset';
+import { subset, type ImageSet } from '../data/dataset';
 import { ArgumentError, ParameterError, ShapeError } from '../errors';
 import { Model, type Head, type ModelConfig, type StateDict, type VitConfig } from '../model';
-import { combineStates } from '../ops';
-import { Tensor } from '../tensor';
+import { TaskVector } from '../taskvector';
+import { isFloatDType, Tensor, type DType } from '../tensor';
+import { batchTensors, prepareTask } from '../train/data';
+import { finetune } from '../train/finetune';
+import { fitHead, pretrain } from '../train/pretrain';
 
 /** The built-in ViT of the benchmarks (dim 128, depth 4, heads 4, patch 4, 28×28, 10 classes). */
 export const DEMO_VIT: VitConfig = { arch: 'vit', imageSize: 28, patchSize: 4, inChannels: 1, dim: 128, depth: 4, heads: 4, mlpDim: 256, numClasses: 10 };
@@ -34,43 +35,38 @@ export async function loadModel(spec: string | undefined, seed: number, fallback
   return Model.create(cfg, { seed, dtype });
 }
 
-function toModelDtype(raw: RawTensor, dtype: string, what: string): Tensor {
-  if (!raw.dtype.startsWith('float') && raw.dtype !== 'bfloat16')
-    throw new ParameterError(`${what}: tensor has dtype ${raw.dtype}; only float tensors belong in a state dict or task vector`);
-  if (dtype === 'float64') {
-    const v = raw.dtype === 'float64' ? Float64Array.from(typedView(raw as RawTensor & { dtype: 'float64' })) : Float64Array.from(toFloat32Array(raw));
-    return Tensor.from(v, raw.shape);
-  }
-  return Tensor.from(toFloat32Array(raw), raw.shape);
-}
-
 /**
- * A state dict (θ0 or a task vector) from a safetensors file, by name: every model parameter
- * must be present with the model's shape; names the model does not have are errors; tensors are
- * converted to the model's dtype.
+ * A state dict (θ0 or a task vector) from a checkpoint file of any format (lib/checkpoint/io), by
+ * name: every model parameter must be present with the model's shape; names the model does not
+ * have are errors; float tensors are cast natively to the model's dtype.
  */
-export function loadStateFile(file: string, model: Model, what: string): StateDict {
-  const { tensors } = readSafetensors(file);
-  const out: StateDict = new Map();
+export async function loadStateFile(file: string, model: Model, what: string): Promise<StateDict> {
+  const { tensors } = await loadStateDict(file);
   const unknown = [...tensors.keys()].filter((n) => !model.spec.has(n) && !model.bufferNames.has(n));
   if (unknown.length) throw new ParameterError(`${what} (${file}): names the model does not have: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ` (+${unknown.length - 5} more)` : ''}`);
+  const out: StateDict = new Map();
   for (const [name, spec] of model.spec) {
-    const raw = tensors.get(name);
-    if (raw === undefined) throw new ParameterError(`${what} (${file}): missing parameter '${name}'`);
-    if (raw.shape.length !== spec.shape.length || raw.shape.some((v, i) => v !== spec.shape[i]))
-      throw new ShapeError(`${what} (${file}): '${name}' has shape [${raw.shape.join(', ')}], the model expects [${spec.shape.join(', ')}]`);
-    out.set(name, toModelDtype(raw, spec.dtype, `${what} '${name}'`));
+    const t = tensors.get(name);
+    if (t === undefined) throw new ParameterError(`${what} (${file}): missing parameter '${name}'`);
+    if (t.shape.length !== spec.shape.length || t.shape.some((v, i) => v !== spec.shape[i]))
+      throw new ShapeError(`${what} (${file}): '${name}' has shape [${t.shape.join(', ')}], the model expects [${spec.shape.join(', ')}]`);
+    out.set(name, await toFloat(t, spec.dtype, `${what} '${name}'`));
   }
   return out;
 }
 
-/** A frozen head from a safetensors file holding `weight` [classes, features] and optionally `bias`. */
-export function loadHeadFile(file: string, normalize: boolean, dtype: string): Head {
-  const { tensors } = readSafetensors(file);
+async function toFloat(t: Tensor, dtype: DType, what: string): Promise<Tensor> {
+  if (!isFloatDType(t.dtype)) throw new ParameterError(`${what}: tensor has dtype ${t.dtype}; only float tensors belong in a state dict or task vector`);
+  return t.dtype === dtype ? t : t.to(dtype);
+}
+
+/** A frozen head from a checkpoint file holding `weight` [classes, features] and optionally `bias`. */
+export async function loadHeadFile(file: string, normalize: boolean, dtype: DType): Promise<Head> {
+  const { tensors } = await loadStateDict(file);
   const w = tensors.get('weight');
   if (w === undefined) throw new ParameterError(`head (${file}): no tensor named 'weight'`);
   const b = tensors.get('bias');
-  return { weight: toModelDtype(w, dtype, 'head weight'), bias: b === undefined ? undefined : toModelDtype(b, dtype, 'head bias'), normalize };
+  return { weight: await toFloat(w, dtype, 'head weight'), bias: b === undefined ? undefined : await toFloat(b, dtype, 'head bias'), normalize };
 }
 
 /** Images of a set as a [n, C, H, W] tensor (float32, or float64 for a float64 model). */
@@ -87,11 +83,10 @@ export async function taskInputs(name: string, n: number, seed = 0): Promise<{ s
 }
 
 export interface DemoFineTuneOptions {
+  /** AdamW steps of fine-tuning per task and mode (default 60). */
   steps?: number;
-  batch?: number;
-  /** SGD learning rates of standard and linear fine-tuning. */
+  /** AdamW learning rate (default 1e-3, the protocol's). */
   lr?: number;
-  linearLr?: number;
   seed?: number;
   log?: (s: string) => void;
 }
@@ -109,66 +104,39 @@ export interface DemoTaskVectors {
 }
 
 /**
- * The demo: θ0 = a ViT (features out, numClasses 0) from a seed, one frozen random normalized head
- * per task, and τ_t from `steps` SGD steps of standard and of linear fine-tuning on each task's
- * train split (encoder trained, head frozen).
+ * The demo inputs, built with lib/train exactly as the paper protocol builds them (at a smaller
+ * scale): θ0 = the small ViT pre-trained on a Fashion-MNIST subset, frozen ridge heads on its
+ * normalized features, and τ_t from `steps` AdamW steps of standard and of linear fine-tuning.
  */
 export async function demoTaskVectors(tasks: [string, string], opts: DemoFineTuneOptions = {}): Promise<DemoTaskVectors> {
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
-  const steps = opts.steps ?? 40;
-  const batch = opts.batch ?? 64;
+  const steps = opts.steps ?? 60;
   const seed = opts.seed ?? 0;
-  const model = Model.create({ ...DEMO_VIT, numClasses: 0 }, { seed });
-  const theta0 = model.parameters();
-  const lin = model.linearize();
-  const data = await Promise.all(tasks.map((t) => loadTask(t as TaskName)));
-  const heads = data.map((d, k) => {
-    const rng = mulberry32(seed * 7919 + k + 1);
-    const w = new Float32Array(d.train.classes * DEMO_VIT.dim);
-    for (let i = 0; i < w.length; i++) w[i] = Math.sqrt(-2 * Math.log(rng() + 1e-12)) * Math.cos(2 * Math.PI * rng()) * 1.5;
-    return { weight: Tensor.from(w, [d.train.classes, DEMO_VIT.dim]), normalize: true } as Head;
-  }) as [Head, Head];
-  const evalSets = data.map((d) => subset(d.test, Math.min(512, d.test.count), seed + 1));
-  const accuracy = async (mode: 'standard' | 'linear', k: number, params: StateDict | undefined): Promise<number> => {
-    const set = evalSets[k]!;
-    const x = imagesTensor(set);
-    const y = Tensor.fromLabels(set.labels);
-    const r = mode === 'standard' ? await model.evaluate(x, y, { params, head: heads[k] }) : await lin.evaluate(x, y, { params, head: heads[k] });
-    return r.correct / set.count;
+  const source = await prepareTask('fashion', { trainLimit: 6000 });
+  const bb = await pretrain({ source: source.train, steps: 150, initSeed: seed });
+  const splits = await Promise.all(tasks.map((t) => prepareTask(t as TaskName, { testLimit: 512 })));
+  const heads: [Head, Head] = [await fitHead(bb, splits[0]!.train, { maxSamples: 2000 }), await fitHead(bb, splits[1]!.train, { maxSamples: 2000 })];
+  const lin = bb.model.linearize(bb.theta0);
+  const accuracy = async (mode: 'standard' | 'linear', k: number, params?: StateDict): Promise<number> => {
+    const { x, y } = batchTensors(splits[k]!.test, Array.from({ length: splits[k]!.test.count }, (_, i) => i));
+    const opt = { params: params ?? bb.theta0, head: heads[k] };
+    const r = mode === 'standard' ? await bb.model.evaluate(x, y, opt) : await lin.evaluate(x, y, opt);
+    return r.correct / splits[k]!.test.count;
   };
-  const finetune = async (mode: 'standard' | 'linear', k: number): Promise<StateDict> => {
-    const train = data[k]!.train;
-    const rng = mulberry32(seed * 104729 + k * 31 + (mode === 'linear' ? 17 : 0));
-    const lr = mode === 'linear' ? (opts.linearLr ?? opts.lr ?? 0.1) : (opts.lr ?? 0.1);
-    let theta: StateDict = new Map(theta0);
-    let last = 0;
-    for (let s = 0; s < steps; s++) {
-      const idx = Array.from({ length: batch }, () => Math.floor(rng() * train.count));
-      const per = train.images.length / train.count;
-      const xb = new Float32Array(batch * per);
-      idx.forEach((i, b) => xb.set(train.images.subarray(i * per, (i + 1) * per), b * per));
-      const x = Tensor.from(xb, [batch, ...train.shape]);
-      const y = Tensor.fromLabels(idx.map((i) => train.labels[i]!));
-      const r = mode === 'standard' ? await model.lossAndGrad(x, y, { params: theta, head: heads[k] }) : await lin.lossAndGrad(x, y, { params: theta, head: heads[k] });
-      const next = await combineStates(theta, [r.grads], [-lr]);
-      if (s > 0) theta.forEach((t) => t.dispose());
-      r.grads.forEach((t) => t.dispose());
-      theta = next;
-      last = r.loss;
-    }
-    const tau = await combineStates(theta, [theta0], [-1]);
-    const acc = await accuracy(mode, k, theta);
-    theta.forEach((t) => t.dispose());
-    log(`  ${mode} fine-tuning on ${tasks[k]}: ${steps} SGD steps (batch ${batch}, lr ${lr}), last loss ${last.toFixed(3)}, test accuracy ${(100 * acc).toFixed(1)}%`);
-    (mode === 'standard' ? accNl : accLin)[k] = acc;
-    return tau;
+  const pre: [number, number] = [await accuracy('standard', 0), await accuracy('standard', 1)];
+  log(`  θ0 (small ViT pre-trained on fashion) with frozen heads: test accuracy ${tasks.map((t, k) => `${t} ${(100 * pre[k]!).toFixed(1)}%`).join(', ')}`);
+  const acc = { nonlinear: [0, 0] as [number, number], linear: [0, 0] as [number, number] };
+  const run = async (mode: 'standard' | 'linear', k: number): Promise<StateDict> => {
+    const r = await finetune({ mode, model: bb.model, theta0: bb.theta0, head: heads[k], train: splits[k]!.train, steps, lr: opts.lr ?? 1e-3, seed });
+    const a = await accuracy(mode, k, r.params);
+    (mode === 'standard' ? acc.nonlinear : acc.linear)[k] = a;
+    log(`  ${mode} fine-tuning on ${tasks[k]}: ${steps} AdamW steps, test accuracy ${(100 * a).toFixed(1)}%`);
+    const tau = await TaskVector.from(bb.theta0, r.params);
+    r.params.forEach((t) => t.dispose());
+    return tau.tensors;
   };
-  const accNl: [number, number] = [0, 0];
-  const accLin: [number, number] = [0, 0];
-  const pre: [number, number] = [await accuracy('standard', 0, undefined), await accuracy('standard', 1, undefined)];
-  log(`  θ0 (ViT from seed ${seed}) with the frozen heads: test accuracy ${tasks.map((t, k) => `${t} ${(100 * pre[k]!).toFixed(1)}%`).join(', ')}`);
-  const nonlinear: [StateDict, StateDict] = [await finetune('standard', 0), await finetune('standard', 1)];
-  const linear: [StateDict, StateDict] = [await finetune('linear', 0), await finetune('linear', 1)];
-  return { model, heads, nonlinear, linear, accuracy: { nonlinear: accNl, linear: accLin, pretrained: pre }, ms: performance.now() - t0 };
+  const nonlinear: [StateDict, StateDict] = [await run('standard', 0), await run('standard', 1)];
+  const linear: [StateDict, StateDict] = [await run('linear', 0), await run('linear', 1)];
+  return { model: bb.model, heads, nonlinear, linear, accuracy: { ...acc, pretrained: pre }, ms: performance.now() - t0 };
 }
