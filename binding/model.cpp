@@ -78,13 +78,23 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static std::vector<at::Tensor> Tangent(Napi::Env env, const tangent::Model& m, const Napi::Value& v) {
     std::vector<at::Tensor> out(m.num_parameters());
     for (auto& kv : UnwrapNamed(env, v, "tangent")) {
-      size_t i = 0;
-      while (i < out.size() && m.parameters()[i].first != kv.first) ++i;
-      tangent::check(i < out.size(), ErrorKind::Parameter, "tangent names unknown parameter '",
-                     kv.first, "'");
+      const int64_t i = m.parameter_index(kv.first);
+      tangent::check(i >= 0, ErrorKind::Parameter, "tangent names unknown parameter '", kv.first, "'");
       out[i] = kv.second;
     }
     return out;
+  }
+
+  // (x, params0?, tangent): the arguments of both JVPs.
+  struct JvpArgs {
+    tangent::ModelPtr m;
+    at::Tensor x;
+    std::vector<at::Tensor> state0, tangent;
+  };
+  JvpArgs ParseJvp(const Napi::CallbackInfo& info) const {
+    auto env = info.Env();
+    auto m = model(env);
+    return {m, UnwrapTensor(env, info[0], "input"), State(env, *m, info[1], "params0"), Tangent(env, *m, info[2])};
   }
 
   static tangent::Head HeadOf(Napi::Env env, const Napi::Value& v) {
@@ -135,12 +145,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Jvp(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      auto m = model(env);
-      at::Tensor x = UnwrapTensor(env, info[0], "input");
-      auto state0 = State(env, *m, info[1], "params0");
-      auto tan = Tangent(env, *m, info[2]);
+      auto a = ParseJvp(info);
       auto out = std::make_shared<tangent::JvpResult>();
-      return Task::Run(env, "tangent.jvp", [m, x, state0, tan, out] { *out = tangent::jvp(*m, x, state0, tan); },
+      return Task::Run(env, "tangent.jvp", [a, out] { *out = tangent::jvp(*a.m, a.x, a.state0, a.tangent); },
                        [out](Napi::Env env) -> Napi::Value {
                          auto o = Napi::Object::New(env);
                          o.Set("primal", WrapTensor(env, out->primal));
@@ -153,12 +160,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value JvpDoubleBackward(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      auto m = model(env);
-      at::Tensor x = UnwrapTensor(env, info[0], "input");
-      auto state0 = State(env, *m, info[1], "params0");
-      auto tan = Tangent(env, *m, info[2]);
+      auto a = ParseJvp(info);
       return TensorTask(env, "tangent.jvpDoubleBackward",
-                        [m, x, state0, tan] { return tangent::jvp_double_backward(*m, x, state0, tan); });
+                        [a] { return tangent::jvp_double_backward(*a.m, a.x, a.state0, a.tangent); });
     });
   }
 

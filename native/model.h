@@ -36,6 +36,8 @@ class Model {
   virtual void check_input(const at::Tensor& x) const;
 
   size_t num_parameters() const { return params_.size(); }
+  // Position of a trainable parameter in parameters(), or -1 (buffers and unknown names).
+  int64_t parameter_index(const std::string& name) const;
   int64_t numel() const;
 
  protected:

@@ -13,6 +13,11 @@ void Model::add_buffer(std::string name, at::Tensor t) {
   buffers_.emplace_back(std::move(name), std::move(t));
 }
 
+int64_t Model::parameter_index(const std::string& name) const {
+  auto it = index_.find(name);
+  return it != index_.end() && it->second < params_.size() ? static_cast<int64_t>(it->second) : -1;
+}
+
 int64_t Model::numel() const {
   int64_t n = 0;
   for (const auto& p : params_) n += p.second.numel();
