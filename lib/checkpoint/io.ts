@@ -15,7 +15,6 @@ import {
   openSafetensors,
   openSharded,
   readSafetensorsAsync,
-  readSharded,
   writeSafetensorsAsync,
   writeShardedAsync,
   type ReadOptions,
@@ -83,9 +82,15 @@ export async function loadStateDict(file: string, opts: ReadOptions = {}): Promi
       return { tensors: wrap(c.tensors), metadata: c.metadata, format };
     }
     case 'sharded': {
-      const c = readSharded(file, opts);
-      const meta = Object.fromEntries(Object.entries(c.index.metadata).map(([k, v]) => [k, String(v)]));
-      return { tensors: wrap(c.tensors), metadata: meta, format };
+      const r = openSharded(file, opts);
+      try {
+        const raws = new Map<string, RawTensor>();
+        for (const n of r.keys()) raws.set(n, await r.readAsync(n));
+        const meta = Object.fromEntries(Object.entries(r.index.metadata).map(([k, v]) => [k, String(v)]));
+        return { tensors: wrap(raws), metadata: meta, format };
+      } finally {
+        r.close();
+      }
     }
     case 'torch': {
       const { tensors } = readTorchCheckpoint(file);
@@ -93,7 +98,8 @@ export async function loadStateDict(file: string, opts: ReadOptions = {}): Promi
     }
     case 'torchscript': {
       const m = await Model.load(file);
-      const tensors: StateDict = new Map([...m.parameters(), ...m.buffers()].map(([n, t]) => [n, t.clone()]));
+      // The tensors keep their storage alive after the module is released: no copies needed.
+      const tensors: StateDict = new Map([...m.parameters(), ...m.buffers()]);
       m.dispose();
       return { tensors, metadata: {}, format };
     }
