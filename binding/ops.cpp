@@ -28,18 +28,20 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
     std::vector<double> coeffs(coeffs_arr.Length());
     for (uint32_t k = 0; k < coeffs.size(); ++k) coeffs[k] = coeffs_arr.Get(k).As<Napi::Number>().DoubleValue();
     const auto compute = ParseDType(info[3].As<Napi::String>());
-    const auto out_dtype = ParseDType(info[4].As<Napi::String>());
+    auto outs_arr = info[4].As<Napi::Array>();  // one output dtype per tensor
+    std::vector<at::ScalarType> out_dtypes(outs_arr.Length());
+    for (uint32_t i = 0; i < out_dtypes.size(); ++i) out_dtypes[i] = ParseDType(outs_arr.Get(i).As<Napi::String>());
     const bool naive = info[5].IsBoolean() && info[5].As<Napi::Boolean>();
     auto out = std::make_shared<std::vector<at::Tensor>>();
     return Task::Run(
         env, "tangent.combine",
-        [bases, inputs, coeffs, compute, out_dtype, naive, out] {
+        [bases, inputs, coeffs, compute, out_dtypes, naive, out] {
           if (!naive) {
-            *out = tangent::combine_all(bases, inputs, coeffs, compute, out_dtype);
+            *out = tangent::combine_all(bases, inputs, coeffs, compute, out_dtypes);
             return;
           }
           for (size_t i = 0; i < bases.size(); ++i)
-            out->push_back(tangent::combine_naive(bases[i], inputs[i], coeffs, compute, out_dtype));
+            out->push_back(tangent::combine_naive(bases[i], inputs[i], coeffs, compute, out_dtypes.at(i)));
         },
         [out](Napi::Env env) -> Napi::Value {
           auto arr = Napi::Array::New(env, out->size());

@@ -129,7 +129,8 @@ export interface NativeBinding {
     inputs: NativeTensor[][],
     coeffs: number[],
     compute: DType,
-    out: DType,
+    /** One output dtype per tensor. */
+    out: DType[],
     naive?: boolean,
   ): Promise<NativeTensor[]>;
   /** Fused AdamW step over all parameters, in place (params and both moments); lib/train/optim.ts. */

@@ -55,7 +55,7 @@ export async function combine(
     [inputs.map((t) => t.native)],
     [...coeffs],
     compute,
-    out ?? ref.dtype,
+    [out ?? ref.dtype],
     opts.naive ?? false,
   );
   return Tensor.wrap(r!);
@@ -84,25 +84,15 @@ export async function combineStates(
         `state ${k} does not match the base: ${missing.length ? `missing ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` (+${missing.length - 5} more)` : ''}` : ''}${missing.length && extra.length ? '; ' : ''}${extra.length ? `extra ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ` (+${extra.length - 5} more)` : ''}` : ''}`,
       );
   });
-  // One native call per output dtype (tensors keep their own dtype unless outDtype is given).
+  // Each tensor keeps its own dtype unless outDtype is given.
   const ref = b ?? maps[0]!;
-  const groups = new Map<DType, string[]>();
-  for (const n of names) {
-    const d = out ?? ref.get(n)!.dtype;
-    if (!groups.has(d)) groups.set(d, []);
-    groups.get(d)!.push(n);
-  }
-  const result = new Map<string, Tensor>();
-  for (const [dtype, group] of groups) {
-    const res = await native().combine(
-      group.map((n) => b?.get(n)!.native ?? null),
-      group.map((n) => maps.map((m) => m.get(n)!.native)),
-      [...coeffs],
-      compute,
-      dtype,
-      opts.naive ?? false,
-    );
-    group.forEach((n, i) => result.set(n, Tensor.wrap(res[i]!)));
-  }
-  return new Map(names.map((n) => [n, result.get(n)!]));
+  const res = await native().combine(
+    names.map((n) => b?.get(n)!.native ?? null),
+    names.map((n) => maps.map((m) => m.get(n)!.native)),
+    [...coeffs],
+    compute,
+    names.map((n) => out ?? ref.get(n)!.dtype),
+    opts.naive ?? false,
+  );
+  return new Map(names.map((n, i) => [n, Tensor.wrap(res[i]!)]));
 }

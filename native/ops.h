@@ -13,11 +13,11 @@ at::Tensor combine(const at::Tensor& base, const std::vector<at::Tensor>& inputs
                    const std::vector<double>& coeffs, at::ScalarType compute,
                    at::ScalarType out_dtype);
 
-// The same over many tensors (a whole state dict) in one call.
+// The same over many tensors (a whole state dict) in one call, each with its own output dtype.
 std::vector<at::Tensor> combine_all(const std::vector<at::Tensor>& bases,
                                     const std::vector<std::vector<at::Tensor>>& inputs,
                                     const std::vector<double>& coeffs, at::ScalarType compute,
-                                    at::ScalarType out_dtype);
+                                    const std::vector<at::ScalarType>& out_dtypes);
 
 // The naive reference: one ATen operation at a time (allocates a temporary per term).
 at::Tensor combine_naive(const at::Tensor& base, const std::vector<at::Tensor>& inputs,

@@ -77,3 +77,13 @@ t.test('casting between linearized and ordinary names is by name', async (t) => 
   const odd = TaskVector.of(sd({ 'params.w': f32([1]), 'params0.w': f32([2]) }));
   t.throws(() => odd.castFromLinearized(), /'params0.w' has no 'params.' prefix/);
 });
+
+t.test('mixed dtypes: every tensor keeps its own dtype through the fused kernel', async (t) => {
+  const pre = sd({ a: f32([1, 2]), h: Tensor.from(new Uint16Array([0x3c00, 0x4000]), [2], 'float16'), d: Tensor.from(new Float64Array([0.5]), [1]) });
+  const ft = sd({ a: f32([2, 2]), h: Tensor.from(new Uint16Array([0x4000, 0x4000]), [2], 'float16'), d: Tensor.from(new Float64Array([1.5]), [1]) });
+  const tau = await TaskVector.from(pre, ft);
+  const edited = await tau.applyTo(pre, 2);
+  t.same([...edited].map(([n, x]) => [n, x.dtype]), [['a', 'float32'], ['h', 'float16'], ['d', 'float64']]);
+  t.same(Array.from(edited.get('h')!.data() as Uint16Array), [0x4200, 0x4000], 'float16: 1 + 2·(2 − 1) = 3, 2 + 0 = 2');
+  t.same(Array.from(toF64(edited.get('d')!)), [2.5]);
+});

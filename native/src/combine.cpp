@@ -118,12 +118,13 @@ at::Tensor combine(const at::Tensor& base, const std::vector<at::Tensor>& inputs
 std::vector<at::Tensor> combine_all(const std::vector<at::Tensor>& bases,
                                     const std::vector<std::vector<at::Tensor>>& inputs,
                                     const std::vector<double>& coeffs, at::ScalarType compute,
-                                    at::ScalarType out_dtype) {
-  check(bases.size() == inputs.size(), ErrorKind::Argument, "combine: ", bases.size(),
-        " bases but ", inputs.size(), " input lists");
+                                    const std::vector<at::ScalarType>& out_dtypes) {
+  check(bases.size() == inputs.size() && out_dtypes.size() == bases.size(), ErrorKind::Argument,
+        "combine: ", bases.size(), " bases, ", inputs.size(), " input lists and ", out_dtypes.size(),
+        " output dtypes");
   std::vector<at::Tensor> out(bases.size());
   for (size_t i = 0; i < bases.size(); ++i)
-    out[i] = combine(bases[i], inputs[i], coeffs, compute, out_dtype);
+    out[i] = combine(bases[i], inputs[i], coeffs, compute, out_dtypes[i]);
   return out;
 }
 
