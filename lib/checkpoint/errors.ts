@@ -69,6 +69,7 @@ function formatMessage(detail: string, opts: CheckpointErrorOptions): string {
   return prefix + detail;
 }
 
+import * as fs from 'node:fs';
 import { TangentError } from '../errors';
 
 /** Any validation or I/O failure while reading or writing checkpoints. */
@@ -98,4 +99,13 @@ export function ioError(file: string, action: string, cause: unknown): Checkpoin
   if (cause instanceof CheckpointError) return cause;
   const reason = cause instanceof Error ? cause.message : String(cause);
   return new CheckpointError('ERR_IO', `cannot ${action}: ${reason}`, { file, cause });
+}
+
+/** Opens a checkpoint file for reading; an fs failure becomes CheckpointError ERR_IO naming it. */
+export function openForReading(file: string): number {
+  try {
+    return fs.openSync(file, 'r');
+  } catch (e) {
+    throw ioError(file, 'open file', e);
+  }
 }

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Model, type StateDict } from '../model';
 import { Tensor } from '../tensor';
-import { CheckpointError } from './errors';
+import { CheckpointError, openForReading } from './errors';
 import { typedView, type RawTensor } from './dtype';
 import { readTorchCheckpoint, writeTorchCheckpoint } from './torch-pickle';
 import {
@@ -39,7 +39,7 @@ export function detectFormat(file: string): CheckpointFormat {
   if (file.endsWith('.index.json')) return 'sharded';
   if (file.endsWith('.safetensors')) return 'safetensors';
   // A zip: TorchScript archives hold code/ and constants.pkl; torch.save archives do not.
-  const fd = fs.openSync(file, 'r');
+  const fd = openForReading(file);
   try {
     const head = Buffer.alloc(4);
     fs.readSync(fd, head, 0, 4, 0);

@@ -37,7 +37,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { constants as bufferConstants } from 'node:buffer';
 
-import { CheckpointError, ioError } from './errors';
+import { CheckpointError, ioError, openForReading } from './errors';
 import { DType, RawTensor, findNonFinite, isDType, isFloatDType, numel, DTYPE_BYTES } from './dtype';
 import { DEFAULT_MAX_HEADER_BYTES, encodeHeader, HeaderEntry, METADATA_KEY, parseHeader, parseJsonObject, readHeaderLength } from './header';
 
@@ -223,12 +223,7 @@ export function parseSafetensors(bytes: Uint8Array, opts: ReadOptions & { file?:
 
 /** Reads a whole file into one fresh buffer. */
 function readWholeFileSync(file: string): Uint8Array {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw ioError(file, 'open file', e);
-  }
+  const fd = openForReading(file);
   try {
     const size = fs.fstatSync(fd).size;
     checkBufferable(size, file);
@@ -302,11 +297,7 @@ export class SafetensorsFile implements TensorReader {
   constructor(file: string, opts: ReadOptions = {}) {
     this.file = file;
     this.opts = opts;
-    try {
-      this.fd = fs.openSync(file, 'r');
-    } catch (e) {
-      throw ioError(file, 'open file', e);
-    }
+    this.fd = openForReading(file);
     try {
       this.fileSize = fs.fstatSync(this.fd).size;
       const prefix = new Uint8Array(8);

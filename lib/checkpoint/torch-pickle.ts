@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 
 import { DType, DTYPE_BYTES, RawTensor, isDType, numel } from './dtype';
-import { CheckpointError, ioError } from './errors';
+import { CheckpointError, ioError, openForReading } from './errors';
 
 // ---------------------------------------------------------------------------
 // Public API
@@ -55,12 +55,7 @@ export interface TorchWriteOptions {
  *   ERR_DTYPE, ERR_DUPLICATE_KEY, ERR_SIZE_MISMATCH.
  */
 export function readTorchCheckpoint(file: string): TorchCheckpoint {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw ioError(file, 'open file', e);
-  }
+  const fd = openForReading(file);
   try {
     const zip = new ZipReader(file, fd);
     const { pkl, prefix } = zip.findDataPkl();
