@@ -38,12 +38,28 @@ if [ ! -f node_modules/.package-lock.json ] || [ package.json -nt node_modules/.
   touch node_modules/.package-lock.json
 fi
 
-# 3. The native addon (cmake-js; libtorch from Torch_DIR / CMAKE_PREFIX_PATH or Debian's).
+# 3. The native addon and native/'s plain C++ tests, in one build tree (cmake-js; libtorch from
+#    Torch_DIR / CMAKE_PREFIX_PATH or Debian's). A lock keeps concurrent runs out of each other's way;
+#    the log is per checkout (build/build.log), never a path shared by every build on the machine.
 addon=build/Release/tangent.node
-if [ ! -f "$addon" ] || [ -n "$(find native binding CMakeLists.txt -newer "$addon" -print -quit)" ]; then
-  say "building the native addon (a few minutes the first time)"
-  npx cmake-js compile --out build --log-level error >/tmp/tangent-build.log 2>&1 ||
-    { tail -40 /tmp/tangent-build.log; say "native build failed (log: /tmp/tangent-build.log)"; exit 1; }
+tests_bin=build/Release/tangent_native_tests
+needs_build() {
+  [ ! -f "$addon" ] || [ ! -f "$tests_bin" ] ||
+    [ -n "$(find native binding CMakeLists.txt -newer "$addon" -print -quit)" ]
+}
+if needs_build; then
+  mkdir -p build
+  exec 9>build/.lock
+  flock 9
+  if needs_build; then
+    say "building the native addon and tests (a few minutes the first time; log: build/build.log)"
+    start=$SECONDS
+    npx cmake-js compile --out build --log-level error --CDTANGENT_BUILD_TESTS=ON >build/build.log 2>&1 ||
+      { tail -40 build/build.log; say "native build failed (log: $PWD/build/build.log)"; exit 1; }
+    touch "$addon"
+    say "native build done in $((SECONDS - start)) s"
+  fi
+  flock -u 9
 fi
 
 # 4. TypeScript.
