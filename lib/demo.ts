@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { linspace, ntkLocalization, renderDisentanglement, renderNtk, weightDisentanglement, writeDisentanglementJson, writeFigure, writeNtkJson } from './analysis';
 import { taskInputs } from './analysis/inputs';
-import { runPaperProtocol } from './eval/protocol';
+import { runPaperProtocol } from './protocol';
 import { Model, type StateDict } from './model';
 import { TaskVector } from './taskvector';
 import { seededNormal } from './util/random';

@@ -79,8 +79,8 @@ export type MergeConfig = z.output<typeof MergeConfigSchema>;
 export function parseMergeConfig(input: unknown, source = 'merge config'): MergeConfig {
   const r = MergeConfigSchema.safeParse(input);
   if (!r.success) {
-    const lines = r.error.issues.map((i) => `  ${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
-    throw new ArgumentError(`${source} is invalid:\n${lines.join('\n')}`);
+    const problems = r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+    throw new ArgumentError(`${source} is invalid: ${problems.join('; ')}`);
   }
   return r.data;
 }
@@ -145,7 +145,15 @@ export interface MergeReport {
  * models' tensor, merge natively, write it out — the output is written under a temporary name
  * and renamed at the end, so a failed merge leaves no partial checkpoint.
  */
-export async function mergeCheckpoints(cfg: MergeConfig, opts: { onTensor?: (name: string, i: number, n: number) => void; configDir?: string } = {}): Promise<MergeReport> {
+export async function mergeCheckpoints(
+  cfg: MergeConfig,
+  opts: {
+    onTensor?: (name: string, i: number, n: number) => void;
+    configDir?: string;
+    /** Extra safetensors metadata for the output (e.g. the tangent-edit checkpoint metadata, lib/meta.ts). */
+    metadata?: Record<string, string>;
+  } = {},
+): Promise<MergeReport> {
   const t0 = performance.now();
   const resolve = (p: string) => path.resolve(opts.configDir ?? '.', p);
   const base = await openCheckpoint(resolve(cfg.base_model));
@@ -182,6 +190,7 @@ export async function mergeCheckpoints(cfg: MergeConfig, opts: { onTensor?: (nam
     const metadata = {
       format: 'pt',
       tangent_merge: JSON.stringify({ method: cfg.method, parameters: cfg.parameters, base_model: cfg.base_model, models: cfg.models, dtype: cfg.dtype }),
+      ...opts.metadata,
     };
     const output = resolve(cfg.output);
     if (/\.(pt|pth|bin)$/.test(output)) {

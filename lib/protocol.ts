@@ -19,17 +19,17 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { TaskName } from '../data';
-import type { Head, StateDict, VitConfig } from '../model';
-import { getNumThreads, runtimeInfo, setNumThreads } from '../runtime';
-import { disposeEvalData, evalData, prepareTask, type TaskSplits } from '../train/data';
-import { finetune, type FinetuneHyper } from '../train/finetune';
-import { hashTensors, sha256File } from '../train/io';
-import { fitHead, loadBackbone, pretrain, saveBackbone, saveHeads, SMALL_VIT, type Backbone } from '../train/pretrain';
-import type { ProgressOptions } from '../train/progress';
-import { additionSweep, Evaluator, negationSweep, REGIMES, singleTaskAccuracies, sourceMode, type AdditionResult, type NegationResult, type Regime, type SingleTaskRow } from './evaluate';
-import { additionTable, negationTable, singleTaskTable } from './report';
-import { alphaGrid } from './select';
+import type { TaskName } from './data';
+import type { Head, StateDict, VitConfig } from './model';
+import { getNumThreads, runtimeInfo, setNumThreads } from './runtime';
+import { disposeEvalData, evalData, prepareTask, type TaskSplits } from './data/splits';
+import { finetune, type FinetuneHyper } from './train/finetune';
+import { hashTensors } from './util/state';
+import { fitHead, loadBackbone, pretrain, saveBackbone, saveHeads, SMALL_VIT, type Backbone } from './train/pretrain';
+import type { ProgressOptions } from './util/progress';
+import { additionSweep, Evaluator, negationSweep, REGIMES, singleTaskAccuracies, sourceMode, type AdditionResult, type NegationResult, type Regime, type SingleTaskRow } from './eval/evaluate';
+import { additionTable, negationTable, singleTaskTable } from './eval/report';
+import { alphaGrid } from './eval/select';
 
 export interface ProtocolOptions {
   /** A smaller, faster run (≲ 2 minutes on 2 cores). */
@@ -125,7 +125,7 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
     saveBackbone(theta0File, bb, { source: control, steps: String(sizes.pretrainSteps) });
     log(`θ0: pre-trained on ${control} (${src.train.count} images, ${sizes.pretrainSteps} steps) in ${(r.ms / 1000).toFixed(1)} s, final loss ${r.finalLoss.toFixed(3)}`);
   }
-  const theta0Sha = sha256File(theta0File);
+  const theta0Sha = hashTensors(bb.theta0); // content hash, as every tangent checkpoint records it
   lap('pretrain', t);
 
   // Heads.

@@ -1,11 +1,11 @@
 import t from 'tap';
-import { ArgumentError, Model, setNumThreads, train, type StateDict, type VitConfig } from '../lib';
+import { ArgumentError, Model, evaluation, setNumThreads, train, type StateDict, type VitConfig } from '../lib';
 import { rng } from './helpers';
 
 setNumThreads(2);
 
 t.test('α grid: 21 points 0.00, 0.05, …, 1.00', async (t) => {
-  const g = train.alphaGrid();
+  const g = evaluation.alphaGrid();
   t.equal(g.length, 21);
   t.equal(g[0], 0);
   t.equal(g[1], 0.05);
@@ -15,22 +15,22 @@ t.test('α grid: 21 points 0.00, 0.05, …, 1.00', async (t) => {
 
 t.test('argmax with ties goes to the smallest α', async (t) => {
   const a = [0, 0.25, 0.5, 0.75, 1];
-  t.equal(train.argmaxSmallestAlpha(a, [0.1, 0.9, 0.3, 0.9, 0.9]), 1);
-  t.equal(train.argmaxSmallestAlpha(a, [0.5, 0.5, 0.5, 0.5, 0.5]), 0, 'all tied → α = 0');
-  t.equal(train.argmaxSmallestAlpha(a, [0.1, 0.2, 0.3, 0.4, 0.5]), 4);
-  t.equal(train.argmaxSmallestAlpha(a, [NaN, 0.2, NaN, 0.2 + 1e-15, 0.1]), 1, 'float noise below the tolerance is a tie; NaN never wins');
-  t.throws(() => train.argmaxSmallestAlpha([0, 0.5, 0.5], [1, 2, 3]), ArgumentError, 'α must increase');
-  t.throws(() => train.argmaxSmallestAlpha([0, 1], [1]), ArgumentError);
+  t.equal(evaluation.argmaxSmallestAlpha(a, [0.1, 0.9, 0.3, 0.9, 0.9]), 1);
+  t.equal(evaluation.argmaxSmallestAlpha(a, [0.5, 0.5, 0.5, 0.5, 0.5]), 0, 'all tied → α = 0');
+  t.equal(evaluation.argmaxSmallestAlpha(a, [0.1, 0.2, 0.3, 0.4, 0.5]), 4);
+  t.equal(evaluation.argmaxSmallestAlpha(a, [NaN, 0.2, NaN, 0.2 + 1e-15, 0.1]), 1, 'float noise below the tolerance is a tie; NaN never wins');
+  t.throws(() => evaluation.argmaxSmallestAlpha([0, 0.5, 0.5], [1, 2, 3]), ArgumentError, 'α must increase');
+  t.throws(() => evaluation.argmaxSmallestAlpha([0, 1], [1]), ArgumentError);
 });
 
 t.test('normalized accuracy arithmetic', async (t) => {
-  t.equal(train.normalizedAccuracy(0.45, 0.9), 0.5);
-  t.throws(() => train.normalizedAccuracy(0.5, 0), ArgumentError);
-  const s = train.additionScores({ a: 0.6, b: 0.3 }, { a: 0.8, b: 0.6 });
+  t.equal(evaluation.normalizedAccuracy(0.45, 0.9), 0.5);
+  t.throws(() => evaluation.normalizedAccuracy(0.5, 0), ArgumentError);
+  const s = evaluation.additionScores({ a: 0.6, b: 0.3 }, { a: 0.8, b: 0.6 });
   t.ok(Math.abs(s.meanAbs - 0.45) < 1e-15);
   t.ok(Math.abs(s.normalized.a! - 0.75) < 1e-15 && Math.abs(s.normalized.b! - 0.5) < 1e-15);
   t.ok(Math.abs(s.meanNorm - 0.625) < 1e-15);
-  t.throws(() => train.additionScores({ a: 0.5, c: 0.5 }, { a: 1 }), ArgumentError, 'a task without its fine-tuned accuracy');
+  t.throws(() => evaluation.additionScores({ a: 0.5, c: 0.5 }, { a: 1 }), ArgumentError, 'a task without its fine-tuned accuracy');
 });
 
 t.test('addition picks the α of best mean NORMALIZED accuracy (not absolute), ties → smallest α', async (t) => {
@@ -41,7 +41,7 @@ t.test('addition picks the α of best mean NORMALIZED accuracy (not absolute), t
     { alpha: 0.5, acc: { easy: 0.9, hard: 0.2 } }, // abs 0.55, norm (0.9 + 0.5) / 2 = 0.7
     { alpha: 1, acc: { easy: 0.7, hard: 0.32 } }, // abs 0.51, norm (0.7 + 0.8) / 2 = 0.75
   ];
-  const c = train.selectAdditionAlpha(rows, ft);
+  const c = evaluation.selectAdditionAlpha(rows, ft);
   t.equal(c.alpha, 1);
   t.ok(Math.abs(c.score - 0.75) < 1e-12);
   const tie = [
@@ -49,7 +49,7 @@ t.test('addition picks the α of best mean NORMALIZED accuracy (not absolute), t
     { alpha: 0.05, acc: { easy: 0.8, hard: 0.2 } }, // norm 0.65
     { alpha: 0.1, acc: { easy: 0.6, hard: 0.28 } }, // norm 0.65 (tie)
   ];
-  t.equal(train.selectAdditionAlpha(tie, ft).alpha, 0.05, 'tie → smaller α');
+  t.equal(evaluation.selectAdditionAlpha(tie, ft).alpha, 0.05, 'tie → smaller α');
 });
 
 t.test('negation: minimal target subject to the control constraint; α = 0 always allowed; ties → smallest', async (t) => {
@@ -61,23 +61,23 @@ t.test('negation: minimal target subject to the control constraint; α = 0 alway
     { alpha: 0.75, target: 0.3, control: 0.77 }, // ties with 0.5
     { alpha: 1, target: 0.05, control: 0.5 }, // best target but breaks the control
   ];
-  const c = train.selectNegationAlpha(rows, pre);
+  const c = evaluation.selectNegationAlpha(rows, pre);
   t.equal(c.alpha, 0.5);
   t.ok(Math.abs(c.threshold - 0.76) < 1e-15);
   const none = [
     { alpha: 0, target: 0.9, control: 0.6 }, // even α = 0 under the threshold (noisy val): still allowed
     { alpha: 0.5, target: 0.1, control: 0.7 },
   ];
-  t.equal(train.selectNegationAlpha(none, pre).alpha, 0, 'nothing admissible → α = 0');
-  t.equal(train.selectNegationAlpha(rows, pre, 0).alpha, 1, 'ratio 0: no constraint');
-  t.throws(() => train.selectNegationAlpha([{ alpha: 0.5, target: 0, control: 0 }], pre), ArgumentError, 'no α = 0 and nothing admissible');
+  t.equal(evaluation.selectNegationAlpha(none, pre).alpha, 0, 'nothing admissible → α = 0');
+  t.equal(evaluation.selectNegationAlpha(rows, pre, 0).alpha, 1, 'ratio 0: no constraint');
+  t.throws(() => evaluation.selectNegationAlpha([{ alpha: 0.5, target: 0, control: 0 }], pre), ArgumentError, 'no α = 0 and nothing admissible');
   // Property: on random cases the choice never breaks the threshold (unless α = 0) and is optimal.
   const r = rng(7);
   for (let k = 0; k < 300; k++) {
-    const g = train.alphaGrid();
+    const g = evaluation.alphaGrid();
     const rs = g.map((alpha) => ({ alpha, target: Math.round(r() * 20) / 20, control: r() }));
     const p = r();
-    const ch = train.selectNegationAlpha(rs, p, 0.95);
+    const ch = evaluation.selectNegationAlpha(rs, p, 0.95);
     const ok = (x: (typeof rs)[number]) => x.alpha === 0 || x.control >= 0.95 * p;
     if (!ok(rs[ch.index]!)) t.fail(`case ${k}: control broken`);
     for (const [i, x] of rs.entries())
@@ -98,7 +98,7 @@ t.test('sweeps on real data: three regimes, α = 0 is θ0, post-hoc = non-linear
     const head = await train.fitHead(bb, d.train, { steps: 100 });
     tasks.push({ name: n, d, head, val: train.evalData(d.val), test: train.evalData(d.test) });
   }
-  const ev = new train.Evaluator(model, theta0, tasks);
+  const ev = new evaluation.Evaluator(model, theta0, tasks);
   const tuned = { standard: new Map<string, StateDict>(), linear: new Map<string, StateDict>() };
   for (const mode of ['standard', 'linear'] as const)
     for (const tk of tasks.slice(0, 2)) {
@@ -107,7 +107,7 @@ t.test('sweeps on real data: three regimes, α = 0 is θ0, post-hoc = non-linear
     }
   const alphas = [0, 0.5, 1];
   // One JVP for every α in f_lin equals evaluating each α separately.
-  const tau = await train.taskVector(tuned.linear.get('mnist')!, theta0);
+  const tau = await evaluation.taskVector(tuned.linear.get('mnist')!, theta0);
   const curve = await ev.linearizedCurve('mnist', 'val', tau, [-1, 0, 0.5, 1.5]);
   const { combineStates } = await import('../lib');
   for (const [i, a] of [-1, 0, 0.5, 1.5].entries()) {
@@ -115,25 +115,25 @@ t.test('sweeps on real data: three regimes, α = 0 is θ0, post-hoc = non-linear
     t.ok(Math.abs(direct - curve[i]!) <= 1 / 150 + 1e-12, `f_lin curve at α ${a}: ${curve[i]} vs separate evaluation ${direct}`);
   }
   const pre = await ev.accuracies(['mnist', 'typed-digits'], 'val', undefined, false);
-  for (const regime of train.REGIMES) {
-    const a = await train.additionSweep(ev, regime, tuned[train.sourceMode(regime)], { alphas, progress: { mode: 'none' } });
+  for (const regime of evaluation.REGIMES) {
+    const a = await evaluation.additionSweep(ev, regime, tuned[evaluation.sourceMode(regime)], { alphas, progress: { mode: 'none' } });
     t.equal(a.alphas.length, 3);
     t.same(a.alphas[0]!.val, pre, `${regime}: at α = 0 the edited model is θ0 (f_lin(θ0) = f(θ0))`);
     t.ok(alphas.includes(a.chosenAlpha));
     const best = Math.max(...a.alphas.map((r) => r.valMeanNorm));
     t.equal(a.alphas.find((r) => r.alpha === a.chosenAlpha)!.valMeanNorm, best, `${regime}: chosen α has the best mean normalized validation accuracy`);
     t.ok(a.test.meanNorm > 0 && Object.keys(a.test.acc).length === 2);
-    const n = await train.negationSweep(ev, regime, tuned[train.sourceMode(regime)], { alphas, control: 'fashion', progress: { mode: 'none' } });
+    const n = await evaluation.negationSweep(ev, regime, tuned[evaluation.sourceMode(regime)], { alphas, control: 'fashion', progress: { mode: 'none' } });
     for (const [task, r] of Object.entries(n.tasks)) {
       const row = r.alphas.find((x) => x.alpha === r.chosen.alpha)!;
       t.ok(row.alpha === 0 || row.control >= 0.95 * n.pretrainedControl.val, `${regime}/${task}: control ${row.control.toFixed(3)} ≥ ${n.threshold.toFixed(3)} at α ${row.alpha}`);
     }
-    const md = train.additionTable([a]) + train.negationTable([n]);
+    const md = evaluation.additionTable([a]) + evaluation.negationTable([n]);
     t.match(md, /\| (Non-linear FT|Post-hoc linearization|Linear FT) \|/);
   }
-  await t.rejects(train.negationSweep(ev, 'linear', tuned.linear, { control: 'mnist' }), ArgumentError, 'control cannot be a negated task');
-  const rows = await train.singleTaskAccuracies(ev, ['mnist'], tuned.standard, tuned.linear);
+  await t.rejects(evaluation.negationSweep(ev, 'linear', tuned.linear, { control: 'mnist' }), ArgumentError, 'control cannot be a negated task');
+  const rows = await evaluation.singleTaskAccuracies(ev, ['mnist'], tuned.standard, tuned.linear);
   t.ok(rows[0]!.standard! > rows[0]!.pretrained, `standard FT beats θ0 on mnist (${rows[0]!.pretrained} → ${rows[0]!.standard})`);
   t.ok(rows[0]!.linear! > rows[0]!.pretrained, `linear FT beats θ0 on mnist (→ ${rows[0]!.linear})`);
-  t.match(train.singleTaskTable(rows), /\| mnist \|/);
+  t.match(evaluation.singleTaskTable(rows), /\| mnist \|/);
 });

@@ -2,9 +2,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { ArgumentError, CheckpointError, Model, ShapeError, Tensor, setNumThreads, train, type StateDict, type VitConfig } from '../lib';
+import { ArgumentError, CheckpointError, Model, ShapeError, Tensor, evaluation, setNumThreads, train, type StateDict, type VitConfig } from '../lib';
 import type { ImageSet } from '../lib/data';
-import { FinetuneConfig, resolveConfig } from '../lib/train/cli';
 import { randTensor, toF64 } from './helpers';
 
 setNumThreads(2);
@@ -23,7 +22,7 @@ async function makeTask() {
 }
 
 async function valAcc(model: Model, theta0: StateDict, params: StateDict, head: train.EvalTask['head'], set: ImageSet, linear: boolean) {
-  const ev = new train.Evaluator(model, theta0, [{ name: 'x', head, val: train.evalData(set), test: train.evalData(set) }]);
+  const ev = new evaluation.Evaluator(model, theta0, [{ name: 'x', head, val: train.evalData(set), test: train.evalData(set) }]);
   return ev.accuracy('x', 'val', params, linear);
 }
 
@@ -170,23 +169,6 @@ t.test('bad input is a clear typed error before any training step', async (t) =>
   await train.finetune({ ...base, steps: 1, mode: 'linear', train: d.train, checkpoint: { file: lf, metadata: { task: 'mnist', theta0Sha256: 'a'.repeat(64), theta0Path: '/nowhere' } } });
   t.throws(() => train.loadFinetuned(lf, { model, config: TINY, theta0, sha256: 'b'.repeat(64) }), { name: 'CheckpointError', message: /different θ0/ });
   t.equal(train.loadFinetuned(lf, { model, config: TINY, theta0, sha256: 'a'.repeat(64) }).mode, 'linear');
-});
-
-t.test('CLI configs are validated with zod before any file is read; errors name the field', async (t) => {
-  await t.rejects(
-    resolveConfig(FinetuneConfig, { task: 'mnist', mode: 'linear', pretrained: '/missing/theta0.safetensors', heads: '/missing/h.safetensors', out: 'x.safetensors', batchSize: 0 }, 'finetune'),
-    { name: 'ArgumentError', message: /batch_size/ },
-  );
-  const cfg = path.join(tmp, 'ft.yaml');
-  fs.writeFileSync(cfg, 'task: mnist\nmode: sideways\npretrained: t0.safetensors\nheads: h.safetensors\nout: o.safetensors\nsteps: many\n');
-  await t.rejects(resolveConfig(FinetuneConfig, { config: cfg }, 'finetune'), { name: 'ArgumentError', message: /mode[\s\S]*steps/ });
-  fs.writeFileSync(cfg, 'task: mnist\nmode: linear\npretrained: t0.safetensors\nheads: h.safetensors\nout: o.safetensors\nbogus: 1\n');
-  await t.rejects(resolveConfig(FinetuneConfig, { config: cfg }, 'finetune'), { message: /bogus/ }, 'unknown keys rejected');
-  fs.writeFileSync(cfg, 'task: mnist\nmode: linear\npretrained: t0.safetensors\nheads: h.safetensors\nout: o.safetensors\nsteps: 10\n');
-  const o = await resolveConfig(FinetuneConfig, { config: cfg, steps: 20 }, 'finetune');
-  t.equal(o.steps, 20, 'flags override the file');
-  t.equal(o.pretrained, path.join(tmp, 't0.safetensors'), 'paths in the file are relative to it');
-  t.equal(o.batch_size, 128, 'defaults filled');
 });
 
 t.test('checkpoint tensors round-trip through safetensors', async (t) => {

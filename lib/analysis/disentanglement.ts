@@ -43,6 +43,8 @@ export interface DisentanglementOptions {
   batchSize?: number;
   /** Linear mode only: 'affine' (default, two JVPs per input) or 'forward' (f_lin at every point). */
   linearMethod?: 'affine' | 'forward';
+  /** Called after each unit of work: (done, total) model evaluations of the grid (for progress bars). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface DisentanglementResult {
@@ -210,8 +212,11 @@ export async function weightDisentanglement(model: Model, opts: DisentanglementO
     };
     const disposeState = (s: StateDict): void => s.forEach((t) => t.dispose());
     const taus = [opts.tau1, opts.tau2] as const;
+    const total = 2 * A + A * A;
+    let done = 0;
     for (const task of [0, 1] as const) {
       for (let a = 0; a < A; a++) {
+        opts.onProgress?.(done++, total);
         const theta = await combined([alphas[a]!], [taus[task]]);
         const preds = new Int32Array(counts[task]);
         for (const c of chunks) {
@@ -242,6 +247,7 @@ export async function weightDisentanglement(model: Model, opts: DisentanglementO
           out.dispose();
         }
         disposeState(theta);
+        opts.onProgress?.(++done, total);
         const tg = performance.now();
         parts[0][i]![j] = disagreement(single[0][i]!, preds[0]);
         parts[1][i]![j] = disagreement(single[1][j]!, preds[1]);
@@ -251,6 +257,7 @@ export async function weightDisentanglement(model: Model, opts: DisentanglementO
     for (const c of chunks) if (c.x !== opts.x1 && c.x !== opts.x2) c.x.dispose();
   }
 
+  opts.onProgress?.(1, 1);
   const grid = parts[0].map((row, i) => row.map((v, j) => v + parts[1][i]![j]!));
   let low = 0;
   for (const row of grid) for (const v of row) if (v <= 0.1) low++;

@@ -32,4 +32,3 @@ export {
   pngSize,
   type RenderedFigure,
 } from './plot';
-export { registerAnalysisCommands } from './cli';

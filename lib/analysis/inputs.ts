@@ -11,7 +11,7 @@ import { ArgumentError, ParameterError, ShapeError } from '../errors';
 import { Model, type Head, type ModelConfig, type StateDict, type VitConfig } from '../model';
 import { TaskVector } from '../taskvector';
 import { isFloatDType, Tensor, type DType } from '../tensor';
-import { batchTensors, prepareTask } from '../train/data';
+import { batchTensors, prepareTask } from '../data/splits';
 import { finetune } from '../train/finetune';
 import { fitHead, pretrain } from '../train/pretrain';
 

@@ -1,9 +1,18 @@
-/** `tangent merge` and `tangent inspect`. */
+/**
+ * Checkpoint verbs: `tangent inspect` (any checkpoint; tangent-edit metadata summarised),
+ * `tangent merge` (streaming merges; merges of tangent checkpoints keep their metadata and refuse
+ * to mix linear with standard unless told) and `tangent apply` (θ0 + Σ α_i τ_i from fine-tuned
+ * checkpoints or task-vector files; negation by a negative α).
+ */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { detectFormat, loadStateDict } from './checkpoint/io';
-import { DTYPE_BYTES, numel } from './checkpoint/dtype';
-import { openSafetensors, openSharded, type TensorLayout } from './checkpoint/safetensors';
+import { z } from 'zod';
+import { ArgumentError } from '../errors';
+import { choiceArg, commonOptions, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
+import { detectFormat, loadStateDict } from '../checkpoint/io';
+import { DTYPE_BYTES, numel } from '../checkpoint/dtype';
+import { openSafetensors, openSharded, type TensorLayout } from '../checkpoint/safetensors';
 
 function human(bytes: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB'];
@@ -16,12 +25,14 @@ function human(bytes: number): string {
   return `${b.toFixed(i ? 1 : 0)} ${u[i]}`;
 }
 
-export async function inspectCheckpoint(file: string): Promise<{ format: string; tensors: Array<{ name: string; dtype: string; shape: number[]; bytes: number }>; totals: { tensors: number; params: number; bytes: number; byDtype: Record<string, number> } }> {
+export async function inspectCheckpoint(file: string): Promise<{ format: string; metadata: Record<string, string>; tensors: Array<{ name: string; dtype: string; shape: number[]; bytes: number }>; totals: { tensors: number; params: number; bytes: number; byDtype: Record<string, number> } }> {
   const format = detectFormat(file);
   let layout: Map<string, TensorLayout>;
+  let metadata: Record<string, string> = {};
   if (format === 'safetensors') {
     const f = openSafetensors(file.endsWith('.safetensors') ? file : path.join(file, 'model.safetensors'));
     layout = f.layout();
+    metadata = { ...f.metadata };
     f.close();
   } else if (format === 'sharded') {
     const f = openSharded(file);
@@ -36,45 +47,218 @@ export async function inspectCheckpoint(file: string): Promise<{ format: string;
   for (const t of tensors) byDtype[t.dtype] = (byDtype[t.dtype] ?? 0) + numel(t.shape);
   return {
     format,
+    metadata,
     tensors,
     totals: { tensors: tensors.length, params: tensors.reduce((a, t) => a + numel(t.shape), 0), bytes: tensors.reduce((a, t) => a + t.bytes, 0), byDtype },
   };
 }
 
-export function registerMergeCommands(program: Command): void {
-  program
-    .command('merge')
-    .description('merge checkpoints (task arithmetic, TIES, DARE, breadcrumbs), streaming tensor by tensor')
-    .requiredOption('--config <file>', 'merge.yaml (see docs/merging.md)')
-    .option('--json', 'print the report as JSON')
-    .action(async (o: { config: string; json?: boolean }) => {
-      const { loadMergeConfig, mergeCheckpoints } = await import('./merge');
-      const cfg = await loadMergeConfig(o.config);
-      const tty = process.stderr.isTTY && !o.json;
-      const report = await mergeCheckpoints(cfg, {
-        configDir: path.dirname(path.resolve(o.config)),
-        onTensor: tty ? (name, i, n) => process.stderr.write(`\r[${i + 1}/${n}] ${name.slice(0, 60).padEnd(60)}`) : undefined,
-      });
-      if (tty) process.stderr.write('\n');
-      if (o.json) console.log(JSON.stringify(report, null, 2));
-      else console.log(`merged ${report.tensors} tensors (${human(report.bytesWritten)}) with ${cfg.method} into ${report.output} in ${(report.ms / 1000).toFixed(2)} s`);
-    });
 
+/** The tangent-edit metadata of a merge of tangent checkpoints; null for a merge of plain files. */
+async function mergeMetadata(cfg: import('../merge').MergeConfig, configDir: string, mode: 'standard' | 'linear' | undefined): Promise<{ metadata: Record<string, string>; base?: string } | null> {
+  const { stateDictFormat, readEditMeta } = await import('./inputs');
+  const { EDIT_FORMATS, EDITED_FORMAT, encodeEditMeta } = await import('../meta');
+  const files = cfg.models.map((m) => path.resolve(configDir, m.model));
+  const formats = await Promise.all(files.map((f) => (fs.existsSync(f) ? stateDictFormat(f) : Promise.resolve(undefined))));
+  const isTangent = formats.map((f) => (EDIT_FORMATS as readonly (string | undefined)[]).includes(f));
+  if (!isTangent.some(Boolean)) return null;
+  const plain = files.find((_, i) => !isTangent[i]);
+  if (plain) throw new ArgumentError(`${plain} is not a checkpoint written by tangent finetune, merge or apply, while ${files[isTangent.indexOf(true)]} is: merge tangent checkpoints with each other only`);
+  const metas = files.map((f) => readEditMeta(f));
+  const modes = [...new Set(metas.map((m) => m.mode))];
+  if (modes.length > 1 && mode === undefined) {
+    const lin = files[metas.findIndex((m) => m.mode === 'linear')];
+    const std = files[metas.findIndex((m) => m.mode === 'standard')];
+    throw new ArgumentError(
+      `refusing to merge linear with standard checkpoints (${path.basename(lin!)} is linear, ${path.basename(std!)} is standard): a linear checkpoint means f_lin(x; θ), a standard one f(x; θ). Pass --mode linear to evaluate the merge with f_lin (post-hoc linearization of the standard ones) or --mode standard`,
+    );
+  }
+  const ref = metas[0]!;
+  metas.forEach((m, i) => {
+    if (m.theta0?.sha256 !== ref.theta0?.sha256) throw new ArgumentError(`${files[i]} and ${files[0]} were fine-tuned from different θ0s`);
+    if ((m.heads?.sha256 ?? null) !== (ref.heads?.sha256 ?? null)) throw new ArgumentError(`${files[i]} and ${files[0]} use different heads files`);
+  });
+  // base_model must be that θ0 (compared on the checkpoints' tensor names; a TorchScript θ0 also holds buffers).
+  const { loadStateDict } = await import('../checkpoint/io');
+  const { openSafetensors } = await import('../checkpoint/safetensors');
+  const { hashTensors, saveTensors } = await import('../util/state');
+  const names = (() => {
+    const f = openSafetensors(files[0]!);
+    try {
+      return [...f.layout().keys()];
+    } finally {
+      f.close();
+    }
+  })();
+  const baseFile = path.resolve(configDir, cfg.base_model);
+  const { tensors } = await loadStateDict(baseFile);
+  const missing = names.filter((n) => !tensors.has(n));
+  if (missing.length) throw new ArgumentError(`base_model ${cfg.base_model} lacks ${missing.slice(0, 3).join(', ')}: it is not the θ0 of ${path.basename(files[0]!)}`);
+  const theta0 = new Map(names.map((n) => [n, tensors.get(n)!]));
+  if (ref.theta0 && hashTensors(theta0) !== ref.theta0.sha256)
+    throw new ArgumentError(`base_model ${cfg.base_model} is not the θ0 the checkpoints were fine-tuned from (${ref.theta0.path}, sha256 ${ref.theta0.sha256.slice(0, 12)}…)`);
+  let base: string | undefined;
+  if (tensors.size !== names.length) {
+    // Buffers or extra entries (a TorchScript θ0): merge against θ0's parameters only.
+    base = path.join(path.dirname(path.resolve(configDir, cfg.output)), `.${path.basename(cfg.output)}.theta0-${process.pid}.safetensors`);
+    saveTensors(base, theta0);
+  }
+  const tasks: Record<string, string> = {};
+  for (const m of metas) Object.assign(tasks, m.tasks);
+  const metadata = encodeEditMeta(
+    { format: EDITED_FORMAT, mode: mode ?? modes[0]!, theta0: ref.theta0, model: ref.model, heads: ref.heads, tasks },
+    { operation: 'merge', sources: JSON.stringify(files.map((f, i) => ({ file: f, mode: metas[i]!.mode, weight: cfg.models[i]!.weight }))) },
+  );
+  return { metadata, base };
+}
+
+export const ApplyConfig = z
+  .object({
+    checkpoints: z.array(zfile).default([]),
+    task_vectors: z.array(zfile).default([]),
+    alpha: z.number().finite().optional(),
+    alphas: z.array(z.number().finite()).optional(),
+    mode: z.enum(['standard', 'linear']).optional(),
+    out: zfile,
+    model: zfile.optional(),
+    pretrained: zfile.optional(),
+    heads: zfile.optional(),
+    ...zcommon,
+  })
+  .strict();
+
+export function registerCheckpointCommands(program: Command): void {
   program
     .command('inspect <file>')
-    .description('names, shapes, dtypes and bytes of a checkpoint (safetensors, sharded, .pt, TorchScript)')
+    .description('names, shapes, dtypes and bytes of a checkpoint (safetensors, sharded, .pt, TorchScript), and its tangent-edit metadata')
+    .usage('FILE [--json]')
     .option('--json', 'print as JSON')
     .action(async (file: string, o: { json?: boolean }) => {
       const r = await inspectCheckpoint(file);
+      let tangent: import('../meta').EditMeta | null = null;
+      try {
+        const { decodeEditMeta } = await import('../meta');
+        tangent = decodeEditMeta(r.metadata, file);
+      } catch {
+        tangent = null;
+      }
       if (o.json) {
-        console.log(JSON.stringify(r, null, 2));
+        console.log(JSON.stringify({ ...r, tangent }, null, 2));
         return;
       }
       const w = Math.min(60, Math.max(4, ...r.tensors.map((t) => t.name.length)));
       console.log(`${file} (${r.format})`);
+      if (tangent)
+        console.log(
+          `tangent-edit ${tangent.format.includes('finetuned') ? 'fine-tuned' : 'edited'} checkpoint: mode ${tangent.mode} (evaluated with ${tangent.mode === 'linear' ? 'f_lin' : 'f'}), tasks ${Object.keys(tangent.tasks).join(', ') || '–'}, θ0 ${tangent.theta0 ? `${tangent.theta0.path} (sha256 ${tangent.theta0.sha256.slice(0, 12)}…)` : '?'}`,
+        );
       console.log(`${'name'.padEnd(w)}  ${'dtype'.padEnd(8)}  ${'shape'.padEnd(20)}  bytes`);
       for (const t of r.tensors) console.log(`${t.name.padEnd(w)}  ${t.dtype.padEnd(8)}  ${`[${t.shape.join(', ')}]`.padEnd(20)}  ${human(t.bytes)}`);
       const dt = Object.entries(r.totals.byDtype).map(([d, n]) => `${d}: ${n.toLocaleString('en-US')}`).join(', ');
       console.log(`total: ${r.totals.tensors} tensors, ${r.totals.params.toLocaleString('en-US')} values (${dt}), ${human(r.totals.bytes)}`);
     });
+
+  program
+    .command('merge')
+    .description('merge checkpoints (task arithmetic, TIES, DARE, breadcrumbs), streaming tensor by tensor; tangent checkpoints keep their metadata')
+    .usage('--config merge.yaml [--mode standard|linear] [--json]')
+    .option('--config <file>', 'merge.yaml (required; see docs/merging.md)')
+    .option('--mode <mode>', 'mode of the merged checkpoint when merging linear with standard ones: standard | linear', choiceArg('--mode', ['standard', 'linear'] as const))
+    .option('--progress <mode>', 'auto | bar | lines | none (default auto)', choiceArg('--progress', ['auto', 'bar', 'lines', 'none'] as const))
+    .option('--json', 'print the report as JSON')
+    .action(async (o: { config?: string; mode?: 'standard' | 'linear'; json?: boolean; progress?: 'auto' | 'bar' | 'lines' | 'none' }) => {
+      if (!o.config) throw new ArgumentError('--config: required');
+      const { loadMergeConfig, mergeCheckpoints } = await import('../merge');
+      const cfg = await loadMergeConfig(o.config);
+      const configDir = path.dirname(path.resolve(o.config));
+      const tangent = await mergeMetadata(cfg, configDir, o.mode);
+      const { progress } = await import('../util/progress');
+      let bar: import('../util/progress').Progress | null = null;
+      try {
+        const report = await mergeCheckpoints(tangent?.base ? { ...cfg, base_model: tangent.base } : cfg, {
+          configDir,
+          metadata: tangent?.metadata,
+          onTensor: (name, i, n) => {
+            bar ??= progress('merge', n, 'tensor', { mode: o.progress ?? 'auto' });
+            bar.update(i + 1, name.slice(0, 40));
+          },
+        });
+        (bar as import('../util/progress').Progress | null)?.stop();
+        const out = { ...report, mode: tangent ? tangent.metadata.mode : null, tasks: tangent ? JSON.parse(tangent.metadata.tasks!) : null };
+        if (o.json) console.log(JSON.stringify(out, null, 2));
+        else
+          console.log(
+            `merged ${report.tensors} tensors (${human(report.bytesWritten)}) with ${cfg.method} into ${report.output} in ${(report.ms / 1000).toFixed(2)} s${tangent ? ` (mode ${tangent.metadata.mode}, tasks ${Object.keys(out.tasks).join(', ')})` : ''}`,
+          );
+      } finally {
+        if (tangent?.base) fs.rmSync(tangent.base, { force: true });
+      }
+    });
+
+  commonOptions(
+    program
+      .command('apply')
+      .description('write θ0 + Σ α_i τ_i, τ_i from fine-tuned checkpoints (θ_i − θ0) or task-vector files; negation by a negative α')
+      .usage('(--checkpoints FILE… | --task-vectors FILE…) (--alpha X | --alphas LIST) --out FILE [--mode standard|linear] [options]')
+      .option('--config <file>', 'YAML config (snake_case keys); flags override it')
+      .option('--checkpoints <files...>', 'checkpoints from tangent finetune / merge / apply: τ = θ − θ0')
+      .option('--task-vectors <files...>', 'task vectors τ (state dicts with the model parameter names)')
+      .option('--alpha <x>', 'one α for every τ (negative: negation)', numArg('--alpha'))
+      .option('--alphas <list>', 'one α per τ, checkpoints first, comma-separated', numListArg('--alphas'))
+      .option('--mode <mode>', "standard | linear (default: the checkpoints' common mode; linear keeps f_lin semantics)", choiceArg('--mode', ['standard', 'linear'] as const))
+      .option('--out <file>', 'the edited checkpoint (required), with tangent metadata')
+      .option('--model <spec>', "the model (default: the checkpoints' metadata)")
+      .option('--pretrained <file>', "θ0 (default: the checkpoints' metadata)")
+      .option('--heads <file>', "frozen heads recorded in the output (default: the checkpoints' metadata)"),
+  ).action(async (flags: Record<string, unknown>) => {
+    const o = await resolveConfig(ApplyConfig, flags, 'apply');
+    const { readEditMeta, stateDictFormat, parseModelSpec, requireFile } = await import('./inputs');
+    const { EDIT_FORMATS, EDITED_FORMAT, encodeEditMeta } = await import('../meta');
+    const n = o.checkpoints.length + o.task_vectors.length;
+    if (n === 0) throw new ArgumentError('give --checkpoints and/or --task-vectors');
+    if ((o.alpha === undefined) === (o.alphas === undefined)) throw new ArgumentError('give either --alpha (one α for all) or --alphas (one per input)');
+    const alphas = o.alphas ?? new Array<number>(n).fill(o.alpha!);
+    if (alphas.length !== n) throw new ArgumentError(`--alphas has ${alphas.length} values for ${n} inputs (checkpoints first, then task vectors)`);
+    const metas = o.checkpoints.map((f) => readEditMeta(f));
+    for (const f of o.task_vectors) {
+      requireFile('--task-vectors', f);
+      const fmt = await stateDictFormat(f);
+      if ((EDIT_FORMATS as readonly (string | undefined)[]).includes(fmt)) throw new ArgumentError(`--task-vectors: ${f} is a checkpoint θ (format ${fmt}), not a task vector τ = θ − θ0; give it with --checkpoints`);
+    }
+    if (o.model) parseModelSpec(o.model);
+    requireFile('--pretrained', o.pretrained);
+    requireFile('--heads', o.heads);
+    const modes = [...new Set(metas.map((m) => m.mode))];
+    if (modes.length > 1 && o.mode === undefined)
+      throw new ArgumentError(
+        `refusing to combine linear with standard checkpoints (${o.checkpoints[metas.findIndex((m) => m.mode === 'linear')]} is linear, ${o.checkpoints[metas.findIndex((m) => m.mode === 'standard')]} is standard); pass --mode linear (evaluate with f_lin) or --mode standard`,
+      );
+    if (metas.length === 0 && !o.model && !o.pretrained) throw new ArgumentError('with task vectors only, give θ0 with --pretrained and/or --model');
+    const mode = o.mode ?? modes[0] ?? 'standard';
+    await setThreads(o.threads);
+    const { loadBase, loadEditCheckpoint } = await import('./inputs');
+    const { loadStateFile } = await import('../analysis/inputs');
+    const { combineStates } = await import('../ops');
+    const { saveTensors } = await import('../util/state');
+    const base = await loadBase(o, metas[0], o.checkpoints[0]);
+    const items = [];
+    for (const f of o.checkpoints) items.push((await loadEditCheckpoint(f, base)).params);
+    for (const f of o.task_vectors) items.push(await loadStateFile(f, base.model, f));
+    const nc = o.checkpoints.length;
+    const sumCk = alphas.slice(0, nc).reduce((a, b) => a + b, 0);
+    const dtype = [...base.model.spec.values()][0]!.dtype;
+    // θ0 + Σ α_i (θ_i − θ0) + Σ α_j τ_j, accumulated in float64.
+    const edited = await combineStates(base.theta0, [...items, base.theta0], [...alphas, -sumCk], { compute: 'float64', outDtype: dtype });
+    const tasks: Record<string, string> = {};
+    for (const m of metas) Object.assign(tasks, m.tasks);
+    const sources = [...o.checkpoints.map((f, i) => ({ file: path.resolve(f), kind: 'checkpoint', mode: metas[i]!.mode, alpha: alphas[i]! })), ...o.task_vectors.map((f, j) => ({ file: path.resolve(f), kind: 'task-vector', alpha: alphas[nc + j]! }))];
+    saveTensors(
+      o.out,
+      edited,
+      encodeEditMeta({ format: EDITED_FORMAT, mode, theta0: base.theta0Ref, model: base.modelRef, heads: base.headsRef ?? metas[0]?.heads ?? null, tasks }, { operation: 'apply', sources: JSON.stringify(sources) }),
+    );
+    const r = { out: path.resolve(o.out), mode, evaluatedWith: mode === 'linear' ? 'f_lin' : 'f', tasks: Object.keys(tasks), sources };
+    if (o.json) console.log(JSON.stringify(r, null, 2));
+    else console.log(`θ0 + ${sources.map((s) => `${s.alpha} τ(${path.basename(s.file)})`).join(' + ')} → ${o.out} (mode ${mode}, evaluated with ${r.evaluatedWith})`);
+  });
 }

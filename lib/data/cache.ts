@@ -16,10 +16,11 @@
  * half-written cache (rename is atomic on POSIX file systems). After a write, other versions of the
  * same task in the directory are deleted (`pruneStaleCaches`).
  *
- * The default cache directory is `$TANGENT_CACHE` if set, else `.cache/tangent-edit` under the
- * project root (the nearest ancestor of this file with a package.json), else under the cwd.
+ * The default cache directory is `$TANGENT_CACHE` if set, else the user cache directory (XDG:
+ * `$XDG_CACHE_HOME/tangent-edit`, else `~/.cache/tangent-edit`).
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { writeFileAtomic } from '../util/fs';
@@ -70,11 +71,16 @@ export function projectRoot(): string {
   }
 }
 
-/** `$TANGENT_CACHE`, or `<project root>/.cache/tangent-edit`. */
+/**
+ * `$TANGENT_CACHE`, else the user cache directory: `$XDG_CACHE_HOME/tangent-edit`, else
+ * `~/.cache/tangent-edit` (never inside an installed package's node_modules folder).
+ */
 export function defaultCacheDir(): string {
   const env = process.env['TANGENT_CACHE'];
   if (env && env.trim() !== '') return path.resolve(env);
-  return path.join(projectRoot(), '.cache', 'tangent-edit');
+  const xdg = process.env['XDG_CACHE_HOME'];
+  if (xdg && path.isAbsolute(xdg)) return path.join(xdg, 'tangent-edit');
+  return path.join(os.homedir(), '.cache', 'tangent-edit');
 }
 
 /** Path of the cache file of a task version. */

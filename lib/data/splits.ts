@@ -4,7 +4,8 @@
  * small budgets, input checks against a model and head, deterministic step-indexed batches, and
  * pre-built evaluation tensors.
  */
-import { gather, loadTask, permutation, deriveSeed, splitTrainVal, subset, validateImageSet, type ImageSet, type LoadOptions, type TaskName } from '../data';
+import { gather, permutation, deriveSeed, splitTrainVal, subset, validateImageSet, type ImageSet } from './dataset';
+import { loadTask, type LoadOptions, type TaskName } from './tasks';
 import { ArgumentError, ShapeError } from '../errors';
 import type { ModelConfig } from '../model';
 import { shapeStr, Tensor } from '../tensor';

@@ -73,7 +73,7 @@ export const TASKS: readonly TaskInfo[] = [
 export const TASK_NAMES: readonly TaskName[] = TASKS.map((t) => t.name);
 
 export interface LoadOptions {
-  /** Cache directory. Default: `$TANGENT_CACHE`, else `<project root>/.cache/tangent-edit`. */
+  /** Cache directory. Default: `$TANGENT_CACHE`, else `$XDG_CACHE_HOME/tangent-edit` or `~/.cache/tangent-edit`. */
   cacheDir?: string;
   /** Read and write the cache. Default true; false always decodes and writes nothing. */
   cache?: boolean;

@@ -9,9 +9,9 @@
 import { ArgumentError, ParameterError } from '../errors';
 import type { Head, Model, Params, StateDict } from '../model';
 import { combineStates } from '../ops';
-import type { EvalData } from '../train/data';
-import { disposeState } from '../train/io';
-import { progress as makeProgress, type ProgressOptions } from '../train/progress';
+import type { EvalData } from '../data/splits';
+import { disposeState } from '../util/state';
+import { progress as makeProgress, type ProgressOptions } from '../util/progress';
 import { additionScores, alphaGrid, selectAdditionAlpha, selectNegationAlpha, type NegationChoice } from './select';
 
 export type Regime = 'nonlinear' | 'posthoc' | 'linear';
@@ -28,7 +28,8 @@ export function sourceMode(r: Regime): 'standard' | 'linear' {
 
 export interface EvalTask {
   name: string;
-  head: Head;
+  /** Frozen head on the model's features; omitted when the model outputs logits itself. */
+  head?: Head;
   val: EvalData;
   test: EvalData;
 }
@@ -47,6 +48,7 @@ export class Evaluator {
     model.checkParams(theta0, 'theta0');
     this.tasks = new Map(tasks.map((t) => [t.name, t]));
     for (const t of tasks) {
+      if (!t.head) continue;
       const features = t.head.weight.shape[1];
       const dim = (model.config as { dim?: number }).dim;
       if (dim !== undefined && features !== dim)
@@ -84,15 +86,24 @@ export class Evaluator {
   async linearizedCurve(task: string, split: Split, direction: Params, alphas: readonly number[]): Promise<number[]> {
     const t = this.task(task);
     const d = t[split];
-    const W = Float64Array.from(t.head.weight.data() as Float32Array);
-    const b = t.head.bias ? Float64Array.from(t.head.bias.data() as Float32Array) : null;
-    const [C, D] = t.head.weight.shape as [number, number];
+    // Without a head the model's outputs are the logits: an identity head, not normalized.
+    const head = t.head;
+    let W: Float64Array | null = head ? Float64Array.from(head.weight.data() as ArrayLike<number>) : null;
+    const b = head?.bias ? Float64Array.from(head.bias.data() as ArrayLike<number>) : null;
+    let [C, D] = head ? (head.weight.shape as [number, number]) : [0, 0];
+    const normalize = head?.normalize ?? false;
     const correct = new Array<number>(alphas.length).fill(0);
-    const f = new Float64Array(D);
+    let f = new Float64Array(D);
     for (const batch of d.batches) {
       const { primal, tangent } = await this.model.jvp(batch.x, direction, { params0: this.theta0 });
       const P = primal.data() as Float32Array;
       const T = tangent.data() as Float32Array;
+      if (W === null) {
+        D = C = primal.shape[primal.shape.length - 1]!;
+        W = new Float64Array(C * D);
+        for (let c = 0; c < C; c++) W[c * D + c] = 1;
+        f = new Float64Array(D);
+      }
       const y = batch.y.data() as BigInt64Array;
       for (let i = 0; i < batch.n; i++) {
         const label = Number(y[i]!);
@@ -102,7 +113,7 @@ export class Evaluator {
             f[j] = P[i * D + j]! + alpha * T[i * D + j]!;
             nn += f[j]! * f[j]!;
           }
-          const inv = t.head.normalize ? 1 / Math.max(Math.sqrt(nn), 1e-12) : 1;
+          const inv = normalize ? 1 / Math.max(Math.sqrt(nn), 1e-12) : 1;
           let best = -Infinity;
           let arg = -1;
           for (let c = 0; c < C; c++) {

@@ -1,10 +1,9 @@
 /** Loading fine-tuned checkpoints against a backbone, and atomic writes of report files. */
-import * as fs from 'node:fs';
 import { CheckpointError } from '../checkpoint/errors';
 import type { StateDict } from '../model';
 import { writeFileAtomic as writeFileAtomicFs } from '../util/fs';
 import { CHECKPOINT_FORMAT } from './finetune';
-import { assertMatchesModel, loadTensors, sha256File } from './io';
+import { assertMatchesModel, loadTensors } from '../util/state';
 import type { Backbone } from './pretrain';
 
 export interface FinetunedCheckpoint {
@@ -39,17 +38,6 @@ export function loadFinetuned(file: string, bb: Backbone & { sha256?: string }):
   if (!metadata.task) throw new CheckpointError('ERR_METADATA', 'checkpoint does not name its task', { file });
   const params: StateDict = new Map([...bb.model.spec.keys()].map((n) => [n, tensors.get(n)!]));
   return { file, task: metadata.task, mode, params, complete: metadata.complete === 'true', metadata };
-}
-
-/** Resolves the θ0 a checkpoint refers to (its recorded path), verifying the content hash. */
-export function theta0PathOf(file: string): string {
-  const { metadata } = loadTensors(file);
-  const p = metadata.theta0Path;
-  if (!p) throw new CheckpointError('ERR_METADATA', 'checkpoint does not record the path of its θ0', { file });
-  if (!fs.existsSync(p)) throw new CheckpointError('ERR_IO', `its θ0 ${p} does not exist`, { file });
-  if (metadata.theta0Sha256 && sha256File(p) !== metadata.theta0Sha256)
-    throw new CheckpointError('ERR_METADATA', `its θ0 ${p} has changed (content hash differs)`, { file });
-  return p;
 }
 
 /**

@@ -13,9 +13,9 @@ import { ArgumentError } from '../errors';
 import { CheckpointError } from '../checkpoint/errors';
 import type { Head, Mode, Model, Params, StateDict } from '../model';
 import { AdamW, cosineLr } from './optim';
-import { batchTensors, checkDataset, StepSampler } from './data';
-import { assertMatchesModel, hashTensors, loadTensors, saveTensors } from './io';
-import { progress as makeProgress, type ProgressOptions } from './progress';
+import { batchTensors, checkDataset, StepSampler } from '../data/splits';
+import { assertMatchesModel, hashTensors, loadTensors, saveTensors } from '../util/state';
+import { progress as makeProgress, type ProgressOptions } from '../util/progress';
 
 /** The hyper-parameters of a fine-tuning run (all saved in checkpoints). */
 export interface FinetuneHyper {

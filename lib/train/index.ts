@@ -1,6 +1,8 @@
 /**
- * Fine-tuning (standard and linear), the small pre-trained backbone and its frozen heads, and the
- * paper's evaluation protocol (task addition / negation in three regimes).
+ * Fine-tuning (standard and linear), the small pre-trained backbone and its frozen heads. Evaluation
+ * is `evaluation` (lib/eval), the paper's protocol `runPaperProtocol` (lib/protocol.ts); the data
+ * plumbing (splits, batches) lives in lib/data/splits.ts and the state-dict I/O in lib/util/state.ts,
+ * re-exported here for compatibility.
  */
 export { AdamW, cosineLr, globalNorm, type AdamWOptions, type AdamWStepInfo, type ScheduleOptions } from './optim';
 export {
@@ -17,7 +19,7 @@ export {
   type TrainingState,
   type CheckpointOptions,
 } from './finetune';
-export { prepareTask, checkDataset, batchTensors, StepSampler, evalData, disposeEvalData, type TaskSplits, type PrepareOptions, type EvalData } from './data';
+export { prepareTask, checkDataset, batchTensors, StepSampler, evalData, disposeEvalData, type TaskSplits, type PrepareOptions, type EvalData } from '../data/splits';
 export {
   pretrain,
   fitHead,
@@ -33,23 +35,5 @@ export {
   type HeadOptions,
 } from './pretrain';
 export { loadFinetuned, writeFileAtomic, type FinetunedCheckpoint } from './checkpoints';
-export { fromRaw, toRaw, saveTensors, loadTensors, sha256File, hashTensors, assertMatchesModel } from './io';
-export { progress, type Progress, type ProgressOptions, type ProgressMode } from './progress';
-export {
-  Evaluator,
-  additionSweep,
-  negationSweep,
-  singleTaskAccuracies,
-  taskVector,
-  REGIMES,
-  isLinearized,
-  sourceMode,
-  type Regime,
-  type EvalTask,
-  type AdditionResult,
-  type NegationResult,
-  type SingleTaskRow,
-} from '../eval/evaluate';
-export { alphaGrid, argmaxSmallestAlpha, normalizedAccuracy, additionScores, selectAdditionAlpha, selectNegationAlpha, TIE_TOLERANCE } from '../eval/select';
-export { singleTaskTable, additionTable, negationTable } from '../eval/report';
-export { runPaperProtocol, PAPER_TASKS, type ProtocolOptions, type ProtocolReport } from '../eval/protocol';
+export { fromRaw, toRaw, saveTensors, loadTensors, sha256File, hashTensors, assertMatchesModel } from '../util/state';
+export { progress, type Progress, type ProgressOptions, type ProgressMode } from '../util/progress';

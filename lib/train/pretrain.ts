@@ -18,11 +18,11 @@ import { ArgumentError } from '../errors';
 import { CheckpointError } from '../checkpoint/errors';
 import { Model, type Head, type Params, type StateDict, type VitConfig } from '../model';
 import { Tensor } from '../tensor';
-import { checkDataset, evalData, disposeEvalData } from './data';
+import { checkDataset, evalData, disposeEvalData } from '../data/splits';
 import { finetune, type FinetuneHyper } from './finetune';
 import { AdamW, cosineLr } from './optim';
-import { assertMatchesModel, hashTensors, loadTensors, saveTensors, sha256File } from './io';
-import type { ProgressOptions } from './progress';
+import { assertMatchesModel, hashTensors, loadTensors, saveTensors } from '../util/state';
+import type { ProgressOptions } from '../util/progress';
 
 /** The default backbone: 28×28×1 input, 7×7 patches (16 tokens + class token), dim 64, depth 3. */
 export const SMALL_VIT: VitConfig = { arch: 'vit', imageSize: 28, patchSize: 7, inChannels: 1, dim: 64, depth: 3, heads: 4, mlpDim: 128, numClasses: 0 };
@@ -95,7 +95,7 @@ function parseVitConfig(s: string | undefined, file: string): VitConfig {
 
 /**
  * Loads θ0 saved by `saveBackbone` (architecture from its metadata; every tensor checked against
- * it), with the file's sha256 for references from linear checkpoints.
+ * it), with the content hash of its tensors (`hashTensors`), which fine-tuned checkpoints record.
  */
 export function loadBackbone(file: string): Backbone & { sha256: string; metadata: Record<string, string> } {
   const { tensors, metadata } = loadTensors(file);
@@ -105,7 +105,7 @@ export function loadBackbone(file: string): Backbone & { sha256: string; metadat
   const model = Model.create(config);
   assertMatchesModel(tensors, model, file);
   const theta0: StateDict = new Map([...model.spec.keys()].map((n) => [n, tensors.get(n)!]));
-  return { model, config, theta0, sha256: sha256File(file), metadata };
+  return { model, config, theta0, sha256: hashTensors(theta0), metadata };
 }
 
 export interface HeadOptions {

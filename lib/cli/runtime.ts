@@ -1,0 +1,26 @@
+/** `tangent info` and `tangent demo`. */
+import type { Command } from 'commander';
+import { intArg } from './options';
+
+export function registerRuntimeCommands(program: Command): void {
+  program
+    .command('info')
+    .description('libtorch version, CUDA availability, threads (JSON)')
+    .action(async () => {
+      const { runtimeInfo } = await import('../runtime');
+      console.log(JSON.stringify(runtimeInfo(), null, 2));
+    });
+
+  program
+    .command('demo')
+    .description("the paper's pipeline end to end at small scale: tables, figures and results/README.md")
+    .usage('[--quick] [--out DIR] [--threads N] [--json]')
+    .option('--quick', 'a smaller, faster run (about 1.5 minutes on 2 cores)')
+    .option('--threads <n>', 'libtorch intra-op threads (default 2)', intArg('--threads'), 2)
+    .option('--json', 'also print the measurements as JSON')
+    .option('--out <dir>', 'where tables, JSON, figures and README.md go', 'results')
+    .action(async (o: { quick?: boolean; threads: number; json?: boolean; out: string }) => {
+      const { runDemo } = await import('../demo');
+      await runDemo({ quick: o.quick, threads: o.threads, json: o.json, out: o.out });
+    });
+}
