@@ -151,44 +151,17 @@ export interface NativeBinding {
   eighSymmetric(matrix: NativeTensor, topK: number): Promise<{ values: NativeTensor; vectors: NativeTensor }>;
 }
 
-import * as fs from 'node:fs';
+import { AddonLoadFailure, loadAddon, packageRoot } from './install';
 
-/** The package root (this file runs from lib/ in development and from dist/lib/ when built). */
-function packageRoot(): string {
-  let dir = __dirname;
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'tangent-edit')
-      return dir;
-    const up = path.dirname(dir);
-    if (up === dir) return path.resolve(__dirname, '..', '..');
-    dir = up;
-  }
-}
+const ROOT = packageRoot(__dirname);
 
-const ROOT = packageRoot();
-
+/** The addon, or NativeLoadError with lib/install/load.ts's diagnosis (every attempt, one remedy). */
 function load(): NativeBinding {
   let binding: NativeBinding;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const gypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    binding = gypBuild(ROOT) as NativeBinding;
+    binding = loadAddon(ROOT) as NativeBinding;
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    const missingTorch = /libtorch|libc10|libtorch_cpu/.test(reason);
-    throw new NativeLoadError(
-      [
-        `tangent-edit: cannot load the native addon from ${ROOT}/build/Release: ${reason}`,
-        missingTorch
-          ? 'libtorch shared libraries were not found at run time. On Debian/Ubuntu: ' +
-            'apt-get install libtorch-dev libopenblas0-pthread; for another libtorch, add its lib/ ' +
-            'directory to LD_LIBRARY_PATH.'
-          : 'The addon is not built (or was built for another Node). Run `npm run setup` (installs ' +
-            'libtorch-dev, libopenblas0-pthread, cmake and g++ when root, then builds), or build by ' +
-            'hand: `npx cmake-js compile --out build` (set Torch_DIR for a non-Debian libtorch).',
-      ].join('\n'),
-    );
+    throw new NativeLoadError(err instanceof AddonLoadFailure ? err.message : `tangent-edit: cannot load the native addon: ${String(err)}`);
   }
   binding.setErrorClasses(nativeErrorClasses);
   return binding;

@@ -15,7 +15,9 @@ export {
   type GradResult,
   type Mode,
 } from './model';
-export { setNumThreads, getNumThreads, runtimeInfo } from './runtime';
+export { setNumThreads, getNumThreads, runtimeInfo, libtorchBuildInfo, rebuildNative } from './runtime';
+export type { LibtorchRecord } from './install/record';
+export { OptionalDependencyError } from './optional';
 export { combine, combineStates, type CombineOptions } from './ops';
 export * as data from './data';
 export { CheckpointError, type CheckpointErrorCode } from './checkpoint/errors';

@@ -7,19 +7,24 @@
  * fails on an ES module with top-level await (ERR_REQUIRE_ASYNC_MODULE). A `Function`-built
  * `import()` is not seen by the compiler, so it stays a real dynamic import, which Node resolves
  * as ESM from CommonJS code — under tap's TS loader and from the compiled dist/ alike.
+ * All three are optional peer dependencies: a missing one raises OptionalDependencyError.
  */
 import * as fs from 'node:fs';
 import type { DisentanglementResult } from './disentanglement';
 import type { NtkLocalization } from './ntk';
 import { writeFileAtomic } from '../util/fs';
-
-// eslint-disable-next-line @typescript-eslint/no-implied-eval
-const dynImport = new Function('s', 'return import(s)') as (s: string) => Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+import { importOptional, requireOptional } from '../optional';
 
 let modules: Promise<{ vega: any; vl: any }> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
 
+/** vega and vega-lite are optional peers: OptionalDependencyError names the missing one. */
 function loadVega(): Promise<{ vega: any; vl: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  modules ??= Promise.all([dynImport('vega'), dynImport('vega-lite')]).then(([vega, vl]) => ({ vega, vl }));
+  modules ??= Promise.all([importOptional<any>('vega', 'figures'), importOptional<any>('vega-lite', 'figures')]) // eslint-disable-line @typescript-eslint/no-explicit-any
+    .then(([vega, vl]) => ({ vega, vl }))
+    .catch((e: unknown) => {
+      modules = undefined;
+      throw e;
+    });
   return modules;
 }
 
@@ -61,7 +66,7 @@ export async function renderVegaLite(spec: Record<string, unknown>, opts: { scal
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
   const svg: string = await view.toSVG();
   view.finalize();
-  const { Resvg } = await import('@resvg/resvg-js');
+  const { Resvg } = requireOptional<typeof import('@resvg/resvg-js')>('@resvg/resvg-js', 'figures');
   const files = fontFiles();
   const resvg = new Resvg(svg, {
     fitTo: { mode: 'zoom', value: opts.scale ?? 2 },

@@ -1,14 +1,22 @@
-/** `tangent info` and `tangent demo`. */
+/** `tangent info`, `tangent rebuild` and `tangent demo`. */
 import type { Command } from 'commander';
 import { intArg } from './options';
 
 export function registerRuntimeCommands(program: Command): void {
   program
     .command('info')
-    .description('libtorch version, CUDA availability, threads (JSON)')
+    .description('libtorch version, CUDA availability, threads, the libtorch the addon was built against (JSON)')
     .action(async () => {
       const { runtimeInfo } = await import('../runtime');
       console.log(JSON.stringify(runtimeInfo(), null, 2));
+    });
+
+  program
+    .command('rebuild')
+    .description('build the native addon again against the libtorch found now (what npm install does; see README "Use it in your project")')
+    .action(async () => {
+      const { rebuildNative } = await import('../runtime');
+      process.exitCode = (await rebuildNative()).code;
     });
 
   program
