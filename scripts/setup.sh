@@ -10,7 +10,9 @@ say() { printf 'setup: %s\n' "$*"; }
 pkgs=(libtorch-dev libopenblas0-pthread cmake g++ make)
 # Optional: Debian's python3-torch (the same libtorch) lets the tests cross-check against PyTorch
 # itself (torch.load of our .pt files) and the bench run PyTorch's Python API beside ours.
-optional=(python3-torch)
+# ccache: CMakeLists.txt compiles through it when present, so test/install.test.ts (npm install of
+# the packed tarball, which builds the addon again) reuses this build's objects instead of minutes.
+optional=(python3-torch ccache)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${TANGENT_SKIP_OPTIONAL:-}" ]; then
