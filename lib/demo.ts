@@ -20,6 +20,7 @@ import { seededNormal } from './util/random';
 import { loadFinetuned, writeFileAtomic } from './train/checkpoints';
 import { loadBackbone, loadHeads } from './train/pretrain';
 import { combineStates } from './ops';
+import { demoSummary, resultsReadme } from './demo-story';
 import { getNumThreads, runtimeInfo, setNumThreads } from './runtime';
 import { Tensor } from './tensor';
 
@@ -39,6 +40,7 @@ function f64(t: Tensor): Float64Array {
 
 
 export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, unknown>> {
+  const started = performance.now();
   const log = opts.log ?? ((s: string) => console.log(s));
   const threads = opts.threads ?? 2;
   setNumThreads(threads);
@@ -85,6 +87,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   fs.mkdirSync(workDir, { recursive: true });
   const protocol = await runPaperProtocol({ quick: opts.quick, threads, workDir, log });
   log('');
+  log('Accuracies (%) on the test split at the α chosen on validation; "non-linear" = standard fine-tuning applied in f, "post-hoc" = the same task vectors in the linearized f_lin, "linear" = fine-tuning inside f_lin:');
   log(protocol.markdown);
   log('');
   writeFileAtomic(path.join(out, 'protocol.json'), JSON.stringify(protocol, null, 2));
@@ -133,8 +136,26 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   log(`NTK at θ0 (trace over the feature outputs) on ${ntk.n} inputs (${tasks.map((tk) => `${tk} ${per}`).join(', ')}): top-20 eigenfunctions hold on average ${(100 * ntk.meanMaxEnergy).toFixed(0)}% of their energy on one task (${(100 / tasks.length).toFixed(0)}% = spread evenly); ${(ntk.timing.totalMs / 1000).toFixed(1)} s`);
   log(`  → ${path.relative(process.cwd(), ntkFig.png)}, ${path.relative(process.cwd(), ntkFig.svg)}`);
   report.ntk = { n: ntk.n, meanMaxEnergy: ntk.meanMaxEnergy, topEigenvalues: ntk.eigenvalues.slice(0, 5), dominant: ntk.dominant.slice(0, 10) };
+  // 5. What was shown, in plain language, and results/README.md.
+  const summary = demoSummary({
+    quick: !!opts.quick,
+    addition: protocol.addition,
+    negation: protocol.negation,
+    xi: xi.map((r) => ({ mode: r.mode, meanXi: mean(r.grid), lowErrorFraction: r.lowErrorFraction })),
+    ntk: { meanMaxEnergy: ntk.meanMaxEnergy, tasks: tasks.length, topK: ntk.topK },
+    tasks,
+    fineTuneSteps: Number((protocol.settings as { finetune?: { standard?: { steps?: number } } }).finetune?.standard?.steps ?? (opts.quick ? 60 : 300)),
+  });
+  report.summary = summary;
+  log('');
+  log('What this run showed:');
+  for (const p of summary) log(`- ${p}`);
+  writeFileAtomic(
+    path.join(out, 'README.md'),
+    resultsReadme({ quick: !!opts.quick, summary, markdown: protocol.markdown, settings: protocol.settings, seed: 0, libtorch: info.torchVersion, threads: getNumThreads(), seconds: (performance.now() - started) / 1000, date: new Date().toISOString().slice(0, 10) }),
+  );
   writeFileAtomic(path.join(out, 'demo.json'), JSON.stringify(report, null, 2));
-  log(`results in ${path.relative(process.cwd(), out) || '.'}/ (protocol.md, protocol.json, disentanglement.png/svg/json, ntk.png/svg/json, demo.json)`);
+  log(`results in ${path.relative(process.cwd(), out) || '.'}/ (README.md, protocol.md, protocol.json, disentanglement.png/svg/json, ntk.png/svg/json, demo.json)`);
   if (opts.json) console.log(JSON.stringify(report, null, 2));
   return report;
 }
