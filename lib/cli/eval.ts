@@ -53,7 +53,7 @@ interface Setup {
  * Validates checkpoints (metadata), data specs and files, then loads θ0, the checkpoints and the
  * data of their tasks (plus `extra`) into an Evaluator.
  */
-async function loadSetup(o: { checkpoints: string[]; data?: string[]; model?: string; pretrained?: string; heads?: string; progress: string } & DataSettings, extra: string[] = []): Promise<Setup> {
+async function loadSetup(o: { checkpoints: string[]; data?: string[]; model?: string; pretrained?: string; heads?: string; progress: string; threads: number } & DataSettings, extra: string[] = []): Promise<Setup> {
   const { readEditMeta, parseDataSpecs, parseModelSpec, requireFile, loadBase, loadEditCheckpoint, headFor, loadData } = await import('./inputs');
   const metas: EditMeta[] = o.checkpoints.map((f) => readEditMeta(f));
   const first = metas[0];
@@ -71,6 +71,8 @@ async function loadSetup(o: { checkpoints: string[]; data?: string[]; model?: st
   if (specs.size === 0) throw new ArgumentError('nothing to evaluate: give --checkpoints and/or --data');
   const parsed = parseDataSpecs([...specs.values()]);
   if (!first && !o.model && !o.pretrained) throw new ArgumentError('give --model or --pretrained (there is no checkpoint whose metadata names them)');
+  // Everything named is valid: now the work (and the native library).
+  await setThreads(o.threads);
   const base = await loadBase(o, first, o.checkpoints[0]);
   const names = parsed.map((d) => [...specs.entries()].find(([, s]) => s === d.spec)![0]);
   const heads = names.map((t) => headFor(base, t));
@@ -97,6 +99,16 @@ function byMode(cks: Setup['cks'], mode: 'standard' | 'linear'): Map<string, Par
       m.set(tasks[0]!, c.params);
     }
   return m;
+}
+
+/** Each regime needs checkpoints of its fine-tuning mode (checked on the metadata, before any work). */
+async function checkRegimes(files: string[], regimes: readonly ('nonlinear' | 'posthoc' | 'linear')[]): Promise<void> {
+  const { readEditMeta } = await import('./inputs');
+  const modes = new Set(files.map((f) => readEditMeta(f).mode));
+  for (const r of regimes) {
+    const need = r === 'linear' ? 'linear' : 'standard';
+    if (!modes.has(need)) throw new ArgumentError(`regime ${r} needs ${need} checkpoints; none given (--regimes picks the regimes)`);
+  }
 }
 
 function sweepOptions(c: Command): Command {
@@ -129,7 +141,6 @@ export function registerEvalCommands(program: Command): void {
     ),
   ).action(async (flags: Record<string, unknown>) => {
     const o = await resolveConfig(EvalConfig, flags, 'eval');
-    await setThreads(o.threads);
     const { cks, ev, tasks } = await loadSetup(o);
     const { progress } = await import('../util/progress');
     const bar = progress('eval', (1 + cks.length) * tasks.length, 'evaluation', { mode: o.progress });
@@ -169,12 +180,11 @@ export function registerEvalCommands(program: Command): void {
       .usage('--checkpoints FILE… [--alphas N|LIST] [--regimes LIST] [options]'),
   ).action(async (flags: Record<string, unknown>) => {
     const o = await resolveConfig(AdditionSweepConfig, flags, 'addition-sweep');
-    await setThreads(o.threads);
     const { additionSweep, sourceMode } = await import('../eval/evaluate');
     const { additionTable } = await import('../eval/report');
     const { alphaGrid } = await import('../eval/select');
+    await checkRegimes(o.checkpoints, o.regimes);
     const { cks, ev } = await loadSetup(o);
-    for (const regime of o.regimes) if (!cks.some((c) => c.meta.mode === sourceMode(regime))) throw new ArgumentError(`regime ${regime} needs ${sourceMode(regime)} checkpoints; none given`);
     const alphas = Array.isArray(o.alphas) ? o.alphas : alphaGrid(o.alphas);
     const results = [];
     for (const regime of o.regimes) results.push(await additionSweep(ev, regime, byMode(cks, sourceMode(regime)), { alphas, progress: { mode: o.progress } }));
@@ -192,12 +202,11 @@ export function registerEvalCommands(program: Command): void {
     const o = await resolveConfig(NegationSweepConfig, flags, 'negation-sweep');
     const { parseDataSpec } = await import('../data/spec');
     const control = parseDataSpec(o.control, '--control');
-    await setThreads(o.threads);
     const { negationSweep, sourceMode } = await import('../eval/evaluate');
     const { negationTable } = await import('../eval/report');
     const { alphaGrid } = await import('../eval/select');
+    await checkRegimes(o.checkpoints, o.regimes);
     const { cks, ev } = await loadSetup(o, [control.spec]);
-    for (const regime of o.regimes) if (!cks.some((c) => c.meta.mode === sourceMode(regime))) throw new ArgumentError(`regime ${regime} needs ${sourceMode(regime)} checkpoints; none given`);
     const alphas = Array.isArray(o.alphas) ? o.alphas : alphaGrid(o.alphas);
     const results = [];
     for (const regime of o.regimes) results.push(await negationSweep(ev, regime, byMode(cks, sourceMode(regime)), { alphas, control: control.name, ratio: o.ratio, progress: { mode: o.progress } }));

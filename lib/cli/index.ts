@@ -57,7 +57,7 @@ export function main(argv: string[]): void {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
       process.exit(2); // commander printed the one-line error and the usage
     }
-    if (err instanceof TangentError) {
+    if (err instanceof TangentError || (err instanceof Error && err.name === 'MissingDependencyError')) {
       const verb = (current as Command | null)?.name();
       console.error(`tangent${verb ? ` ${verb}` : ''}: ${err.name}: ${err.message}`);
       if (err.name === 'ArgumentError' && current) console.error(usageLine(current));
