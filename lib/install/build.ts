@@ -13,6 +13,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { candidateLine, findLibtorch, noLibtorchMessage, type Candidate, type Discovery } from './libtorch';
 import { buildPaths, describeRecord, packageRoot, readLibtorchRecord, type BuildPaths, type InstallOutcome, type InstallStatus } from './record';
@@ -238,7 +239,10 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
   fs.closeSync(log);
   if (rc !== 0) {
     const tail = fs.readFileSync(paths.log, 'utf8').split('\n').slice(-30).join('\n');
-    const message = `tangent-edit: the native build against ${found.label} failed (exit ${rc}); the full log is ${paths.log}`;
+    // npm removes a package whose install script fails, its build/ with it: keep a copy of the log.
+    const kept = path.join(os.tmpdir(), `tangent-edit-build-${new Date().toISOString().replace(/[:.]/g, '')}-${process.pid}.log`);
+    fs.copyFileSync(paths.log, kept);
+    const message = `tangent-edit: the native build against ${found.label} failed (exit ${rc}); the full log is ${paths.log} (copied to ${kept}: npm removes a package whose install fails)`;
     print(tail);
     print(message);
     return done('build-failed', 1, message, discovery);
