@@ -1,6 +1,8 @@
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <map>
+#include <thread>
 
 #include "addon_data.h"
 
@@ -10,6 +12,9 @@
 #endif
 
 namespace tangent_js {
+
+// Process groups over c10d (binding/distributed.cpp).
+Napi::Object InitDistributed(Napi::Env env, Napi::Object exports);
 namespace {
 
 
@@ -30,7 +35,14 @@ Napi::Value SetErrorClasses(const Napi::CallbackInfo& info) {
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   auto env = info.Env();
-  Guard(env, [&] { tangent::set_num_threads(info[0].As<Napi::Number>().Int32Value()); });
+  Guard(env, [&] {
+    // Same bound as lib/runtime.ts (4 per CPU): thousands of threads hang libtorch's pool.
+    const int64_t n = info[0].As<Napi::Number>().Int64Value();
+    const int64_t max = std::max<int64_t>(4, 4 * static_cast<int64_t>(std::thread::hardware_concurrency()));
+    tangent::check(n >= 1 && n <= max, tangent::ErrorKind::Argument, "threads must be an integer from 1 to ", max,
+                   " (4 per CPU), got ", n);
+    tangent::set_num_threads(static_cast<int>(n));
+  });
   return env.Undefined();
 }
 
@@ -182,6 +194,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitOps(env, exports);
   InitAnalysis(env, exports);
   InitOptim(env, exports);
+  InitDistributed(env, exports);
   return exports;
 }
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*"; }
 
 # 1. System packages: libtorch (C++ headers, cmake config, libs), a fast BLAS, the toolchain.
-pkgs=(libtorch-dev libopenblas0-pthread cmake g++ make)
+pkgs=(libtorch-dev libgloo-dev libopenblas0-pthread cmake g++ make)
 # Optional: Debian's python3-torch (the same libtorch) lets the tests cross-check against PyTorch
 # itself (torch.load of our .pt files) and the bench run PyTorch's Python API beside ours.
 # ccache: CMakeLists.txt compiles through it when present, so test/install.test.ts (npm install of
