@@ -50,7 +50,12 @@ export type CheckpointErrorCode =
   /** A tensor name asked of a reader does not exist. */
   | 'ERR_NOT_FOUND'
   /** Bad argument given to a writer (non-Uint8Array data, reserved name, ...). */
-  | 'ERR_INVALID_ARGUMENT';
+  | 'ERR_INVALID_ARGUMENT'
+  /**
+   * A reader limit was reached before allocating: bytes a record would inflate to, bytes a view
+   * would materialize, pickle size, nesting depth (see docs/security.md).
+   */
+  | 'ERR_LIMIT';
 
 export interface CheckpointErrorOptions {
   /** The file (or index file) concerned. */
@@ -65,12 +70,13 @@ export interface CheckpointErrorOptions {
 function formatMessage(detail: string, opts: CheckpointErrorOptions): string {
   let prefix = '';
   if (opts.file !== undefined) prefix += `${opts.file}: `;
-  if (opts.tensor !== undefined) prefix += `tensor ${JSON.stringify(opts.tensor)}: `;
+  if (opts.tensor !== undefined) prefix += `tensor ${quote(opts.tensor)}: `;
   return prefix + detail;
 }
 
 import * as fs from 'node:fs';
 import { TangentError } from '../errors';
+import { quote } from './escape';
 
 /** Any validation or I/O failure while reading or writing checkpoints. */
 export class CheckpointError extends TangentError {
@@ -101,11 +107,71 @@ export function ioError(file: string, action: string, cause: unknown): Checkpoin
   return new CheckpointError('ERR_IO', `cannot ${action}: ${reason}`, { file, cause });
 }
 
-/** Opens a checkpoint file for reading; an fs failure becomes CheckpointError ERR_IO naming it. */
+const OPEN_FLAGS = fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0);
+
+function notRegular(file: string, st: fs.Stats): CheckpointError {
+  const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO (named pipe)' : st.isSocket() ? 'a socket'
+    : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : 'not a regular file';
+  return new CheckpointError('ERR_IO', `cannot read a checkpoint from ${kind}: only regular files are read`, { file });
+}
+
+/**
+ * Opens a checkpoint file for reading; an fs failure becomes CheckpointError ERR_IO naming it.
+ * Only regular files are accepted: the open is non-blocking (a FIFO without a writer, or a device,
+ * would otherwise block `open()` or `read()` forever) and the opened descriptor is checked with
+ * fstat, so a path swapped between a stat and the open cannot slip through.
+ */
 export function openForReading(file: string): number {
+  let fd: number;
   try {
-    return fs.openSync(file, 'r');
+    fd = fs.openSync(file, OPEN_FLAGS);
   } catch (e) {
     throw ioError(file, 'open file', e);
   }
+  let st: fs.Stats;
+  try {
+    st = fs.fstatSync(fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw ioError(file, 'stat file', e);
+  }
+  if (!st.isFile()) {
+    fs.closeSync(fd);
+    throw notRegular(file, st);
+  }
+  return fd;
+}
+
+/** {@link openForReading} with a promise FileHandle (the open runs on the thread pool). */
+export async function openForReadingAsync(file: string): Promise<fs.promises.FileHandle> {
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(file, OPEN_FLAGS);
+  } catch (e) {
+    throw ioError(file, 'open file', e);
+  }
+  let st: fs.Stats;
+  try {
+    st = await fh.stat();
+  } catch (e) {
+    await fh.close();
+    throw ioError(file, 'stat file', e);
+  }
+  if (!st.isFile()) {
+    await fh.close();
+    throw notRegular(file, st);
+  }
+  return fh;
+}
+
+/** Throws ERR_IO unless `file` (after symlinks) is a regular file; never opens it. */
+export function assertRegularFile(file: string): fs.Stats {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    throw ioError(file, 'stat file', e);
+  }
+  if (!st.isFile()) throw notRegular(file, st);
+  return st;
 }

@@ -25,7 +25,8 @@
  */
 import { CheckpointError } from './errors';
 import { DType, DTYPE_BYTES, dtypeFromSafetensors, dtypeToSafetensors, numel, SAFETENSORS_DTYPE_CODES } from './dtype';
-import { scanJsonKeys } from './json-scan';
+import { escapeControl, quote } from './escape';
+import { MAX_JSON_DEPTH, jsonDepthExceeded, scanJsonKeys } from './json-scan';
 
 /** Default cap on the header length, as in the reference implementation. */
 export const DEFAULT_MAX_HEADER_BYTES = 100_000_000;
@@ -106,6 +107,10 @@ export function parseJsonObject(
   } catch (e) {
     throw new CheckpointError('ERR_JSON', `${what} is not valid UTF-8`, { file, cause: e });
   }
+  const deep = jsonDepthExceeded(text, MAX_JSON_DEPTH);
+  if (deep >= 0) {
+    throw new CheckpointError('ERR_JSON', `${what} nests arrays/objects deeper than ${MAX_JSON_DEPTH} levels (at character ${deep})`, { file });
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -120,9 +125,9 @@ export function parseJsonObject(
   const scan = scanJsonKeys(text);
   if (scan.duplicate !== undefined) {
     const { key, path } = scan.duplicate;
-    const where = path.length === 0 ? `the top level of the ${what}` : `${path.map((p) => JSON.stringify(p)).join(' > ')}`;
+    const where = path.length === 0 ? `the top level of the ${what}` : `${path.map((p) => quote(p)).join(' > ')}`;
     const tensorName = tensorFor(key, path);
-    throw new CheckpointError('ERR_DUPLICATE_KEY', `duplicate key ${JSON.stringify(key)} in ${where}`, {
+    throw new CheckpointError('ERR_DUPLICATE_KEY', `duplicate key ${quote(key)} in ${where}`, {
       file,
       ...(tensorName !== undefined ? { tensor: tensorName } : {}),
     });
@@ -131,8 +136,7 @@ export function parseJsonObject(
 }
 
 function describe(x: unknown): string {
-  const s = JSON.stringify(x);
-  if (s === undefined) return String(x);
+  const s = escapeControl(JSON.stringify(x) ?? String(x));
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
@@ -158,7 +162,7 @@ export function parseHeader(
     }
     for (const [k, v] of Object.entries(rawMeta)) {
       if (typeof v !== 'string') {
-        throw new CheckpointError('ERR_METADATA', `${METADATA_KEY}[${JSON.stringify(k)}] must be a string, got ${describe(v)}`, { file });
+        throw new CheckpointError('ERR_METADATA', `${METADATA_KEY}[${quote(k)}] must be a string, got ${describe(v)}`, { file });
       }
       metadata[k] = v;
     }
@@ -212,7 +216,7 @@ export function parseHeader(
   let coveredBy: HeaderEntry | undefined;
   for (const e of sorted) {
     if (e.begin < covered) {
-      throw new CheckpointError('ERR_OVERLAP', `bytes [${e.begin},${e.end}) overlap tensor ${JSON.stringify(coveredBy!.name)} [${coveredBy!.begin},${coveredBy!.end})`, { file, tensor: e.name });
+      throw new CheckpointError('ERR_OVERLAP', `bytes [${e.begin},${e.end}) overlap tensor ${quote(coveredBy!.name)} [${coveredBy!.begin},${coveredBy!.end})`, { file, tensor: e.name });
     }
     if (!opts.allowHoles && e.begin > covered) {
       throw new CheckpointError('ERR_GAP', `data section has a hole: bytes [${covered},${e.begin}) before this tensor belong to no tensor`, { file, tensor: e.name });

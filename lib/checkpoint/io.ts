@@ -1,15 +1,18 @@
 /**
  * State dicts on disk, whatever the format: safetensors (single or sharded with
  * `model.safetensors.index.json`), PyTorch `torch.save` archives (.pt/.pth/.bin, read and written
- * by libtorch's own pickler) and TorchScript modules (their parameters and buffers).
+ * in TypeScript by ./torch-pickle) and TorchScript modules (their parameters and buffers, read as
+ * data: no reader here ever runs an archive's code; `Model.load` is the API that does).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Model, type StateDict } from '../model';
+import type { StateDict } from '../model';
 import { Tensor } from '../tensor';
-import { CheckpointError, openForReading } from './errors';
+import { assertRegularFile, CheckpointError, ioError, openForReading } from './errors';
 import { typedView, type RawTensor } from './dtype';
-import { readTorchCheckpoint, writeTorchCheckpoint } from './torch-pickle';
+import { quote } from './escape';
+import { isTorchScriptArchive, readTorchCheckpoint, readTorchScriptTensors, writeTorchCheckpoint } from './torch-pickle';
+import { ZipReader } from './zip';
 import {
   DEFAULT_INDEX_NAME,
   openSafetensors,
@@ -23,35 +26,43 @@ import {
 
 export type CheckpointFormat = 'safetensors' | 'sharded' | 'torch' | 'torchscript';
 
-/** Which reader a path needs (by name, then by the zip's contents for .pt files). */
+/**
+ * Which reader a path needs: a directory by its index / model.safetensors, a file by its name
+ * (`.safetensors`, `.index.json`), else by its first bytes (a zip is TorchScript when its central
+ * directory holds code/ or constants.pkl, a torch.save archive otherwise; a legacy pickle or tar
+ * torch.save goes to the torch reader, which explains it). Only regular files and directories are
+ * accepted; nothing is opened before that is known, and nothing blocks.
+ */
 export function detectFormat(file: string): CheckpointFormat {
   let st: fs.Stats;
   try {
     st = fs.statSync(file);
-  } catch {
-    throw new CheckpointError('ERR_NOT_FOUND', 'no such file or directory', { file });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new CheckpointError('ERR_NOT_FOUND', 'no such file or directory', { file, cause: e });
+    throw ioError(file, 'stat file', e);
   }
   if (st.isDirectory()) {
     if (fs.existsSync(path.join(file, DEFAULT_INDEX_NAME))) return 'sharded';
     if (fs.existsSync(path.join(file, 'model.safetensors'))) return 'safetensors';
     throw new CheckpointError('ERR_NOT_FOUND', `directory holds neither ${DEFAULT_INDEX_NAME} nor model.safetensors`, { file });
   }
+  if (!st.isFile()) assertRegularFile(file); // throws: FIFO, socket, device
   if (file.endsWith('.index.json')) return 'sharded';
   if (file.endsWith('.safetensors')) return 'safetensors';
-  // A zip: TorchScript archives hold code/ and constants.pkl; torch.save archives do not.
   const fd = openForReading(file);
+  let head: Buffer;
   try {
-    const head = Buffer.alloc(4);
-    fs.readSync(fd, head, 0, 4, 0);
-    if (head[0] !== 0x50 || head[1] !== 0x4b)
-      throw new CheckpointError('ERR_IO', 'unknown checkpoint format (expected .safetensors, a sharded index, or a torch.save / TorchScript zip)', { file });
-    const tailLen = Math.min(st.size, 1 << 20);
-    const tail = Buffer.alloc(tailLen);
-    fs.readSync(fd, tail, 0, tailLen, st.size - tailLen);
-    return tail.includes('constants.pkl') || tail.includes('/code/') ? 'torchscript' : 'torch';
+    head = Buffer.alloc(Math.min(st.size, 262));
+    fs.readSync(fd, head, 0, head.length, 0);
+  } catch (e) {
+    throw ioError(file, 'read file', e);
   } finally {
     fs.closeSync(fd);
   }
+  if (ZipReader.isZip(head)) return isTorchScriptArchive(file) ? 'torchscript' : 'torch';
+  if (head.length >= 2 && head[0] === 0x80 && head[1]! <= 5) return 'torch'; // legacy torch.save: its reader says so
+  if (head.length >= 262 && head.toString('latin1', 257, 262) === 'ustar') return 'torch'; // tar torch.save: likewise
+  throw new CheckpointError('ERR_IO', 'unknown checkpoint format (expected .safetensors, a sharded index, or a torch.save / TorchScript zip)', { file });
 }
 
 /** A Tensor over a raw tensor's bytes (zero-copy when aligned). */
@@ -97,11 +108,9 @@ export async function loadStateDict(file: string, opts: ReadOptions = {}): Promi
       return { tensors: wrap(tensors), metadata: {}, format };
     }
     case 'torchscript': {
-      const m = await Model.load(file);
-      // The tensors keep their storage alive after the module is released: no copies needed.
-      const tensors: StateDict = new Map([...m.parameters(), ...m.buffers()]);
-      m.dispose();
-      return { tensors, metadata: {}, format };
+      // Read as data (never torch::jit::load, which runs the archive's code): see docs/security.md.
+      const { tensors } = readTorchScriptTensors(file);
+      return { tensors: wrap(tensors), metadata: {}, format };
     }
   }
 }
@@ -115,16 +124,43 @@ export async function openCheckpoint(file: string, opts: ReadOptions = {}): Prom
 }
 
 export interface SaveOptions {
-  /** Default: from the extension (.safetensors, .pt/.pth/.bin) or 'sharded' for a directory. */
+  /** Default: from the extension (.safetensors, .pt/.pth/.bin), or 'sharded' for a directory path (no extension, or an existing directory). */
   format?: 'safetensors' | 'sharded' | 'torch';
   metadata?: Record<string, string>;
   /** Sharded output: bytes per shard (default 2 GB). */
   maxShardBytes?: number;
 }
 
-/** Writes a state dict atomically (temporary name, then rename). */
+const SAVE_FORMATS = ['safetensors', 'sharded', 'torch'] as const;
+
+/** The format a save writes: the one given (validated), else the one the path names; never a guess. */
+export function saveFormatFor(file: string, format?: unknown): 'safetensors' | 'sharded' | 'torch' {
+  if (format !== undefined) {
+    if (!(SAVE_FORMATS as readonly unknown[]).includes(format)) {
+      throw new CheckpointError('ERR_INVALID_ARGUMENT', `unknown format ${quote(String(format))} (expected ${SAVE_FORMATS.join(', ')})`, { file });
+    }
+    return format as 'safetensors' | 'sharded' | 'torch';
+  }
+  if (/\.(pt|pth|bin)$/.test(file)) return 'torch';
+  if (file.endsWith('.safetensors')) return 'safetensors';
+  let isDir = false;
+  try {
+    isDir = fs.statSync(file).isDirectory();
+  } catch {
+    /* does not exist yet */
+  }
+  const ext = path.extname(file);
+  if (isDir || ext === '' || /[\/\\]$/.test(file)) return 'sharded';
+  throw new CheckpointError('ERR_INVALID_ARGUMENT',
+    `cannot tell the format from the extension ${quote(ext)}: name the file .safetensors, .pt/.pth/.bin, or a directory (sharded), or pass { format }`, { file });
+}
+
+/**
+ * Writes a state dict atomically (temporary name, then rename); temporaries that killed writers
+ * left next to the output are removed. The format is validated before anything is written.
+ */
 export async function saveStateDict(file: string, tensors: StateDict, opts: SaveOptions = {}): Promise<void> {
-  const format = opts.format ?? (/\.(pt|pth|bin)$/.test(file) ? 'torch' : file.endsWith('.safetensors') ? 'safetensors' : 'sharded');
+  const format = saveFormatFor(file, opts.format);
   const cpu: Array<[string, Tensor]> = [];
   for (const [n, t] of tensors) cpu.push([n, t.device === 'cpu' ? t : await t.to('cpu')]);
   const entries = cpu.map(([n, t]) => [n, tensorToRaw(t)] as [string, RawTensor]);
@@ -132,3 +168,5 @@ export async function saveStateDict(file: string, tensors: StateDict, opts: Save
   if (format === 'safetensors') await writeSafetensorsAsync(file, entries, opts.metadata);
   else await writeShardedAsync(file, entries, { maxShardBytes: opts.maxShardBytes, metadata: opts.metadata });
 }
+
+export { cleanStaleTempFiles } from './tempfiles';

@@ -98,3 +98,24 @@ export function scanJsonKeys(text: string): JsonKeyScan {
   }
   return { topLevelKeys, secondLevelKeys };
 }
+
+/** Deepest array/object nesting accepted in a header or index (safetensors needs 3). */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * The index of the first `[` / `{` that opens a level deeper than `max` in `text` (strings are
+ * skipped), or -1. Works on any text (run before `JSON.parse`, whose result would otherwise be too
+ * deep for the recursive JSON.stringify used in messages).
+ */
+export function jsonDepthExceeded(text: string, max: number): number {
+  let depth = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) i = stringEnd(text, i);
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return i;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return -1;
+}

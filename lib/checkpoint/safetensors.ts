@@ -34,10 +34,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { constants as bufferConstants } from 'node:buffer';
 
-import { CheckpointError, ioError, openForReading } from './errors';
+import { CheckpointError, ioError, openForReading, openForReadingAsync } from './errors';
+import { escapeControl, quote } from './escape';
+import { cleanStaleTempFiles, makeDirectory, tempPathFor } from './tempfiles';
+import { allocTensorBytes } from './alloc';
 import { DType, RawTensor, findNonFinite, isDType, isFloatDType, numel, DTYPE_BYTES } from './dtype';
 import { DEFAULT_MAX_HEADER_BYTES, encodeHeader, HeaderEntry, METADATA_KEY, parseHeader, parseJsonObject, readHeaderLength } from './header';
 
@@ -174,10 +176,9 @@ async function readFullyAsync(fd: number, target: Uint8Array, position: number, 
   }
 }
 
-/** A fresh Uint8Array of `size` bytes at offset 0 of its own ArrayBuffer (hence maximally aligned), uninitialized. */
+/** A fresh Uint8Array of `size` bytes at offset 0 of its own ArrayBuffer (hence maximally aligned): see ./alloc. */
 function allocAligned(size: number): Uint8Array {
-  const b = Buffer.allocUnsafeSlow(size);
-  return new Uint8Array(b.buffer, b.byteOffset, size);
+  return allocTensorBytes(size);
 }
 
 function checkFinite(t: RawTensor, name: string, file: string, opts: ReadOptions): void {
@@ -238,12 +239,7 @@ function readWholeFileSync(file: string): Uint8Array {
 }
 
 async function readWholeFileAsync(file: string): Promise<Uint8Array> {
-  let fh: fs.promises.FileHandle;
-  try {
-    fh = await fs.promises.open(file, 'r');
-  } catch (e) {
-    throw ioError(file, 'open file', e);
-  }
+  const fh = await openForReadingAsync(file);
   try {
     const size = (await fh.stat()).size;
     checkBufferable(size, file);
@@ -346,7 +342,7 @@ export class SafetensorsFile implements TensorReader {
     try {
       readFullySync(this.fd, data, this.base + e.begin, this.file);
     } catch (err) {
-      throw ioError(this.file, `read tensor ${JSON.stringify(name)}`, err);
+      throw ioError(this.file, `read tensor ${quote(name)}`, err);
     }
     const t: RawTensor = { dtype: e.dtype, shape: e.shape.slice(), data };
     checkFinite(t, name, this.file, this.opts);
@@ -359,7 +355,7 @@ export class SafetensorsFile implements TensorReader {
     try {
       await readFullyAsync(this.fd, data, this.base + e.begin, this.file);
     } catch (err) {
-      throw ioError(this.file, `read tensor ${JSON.stringify(name)}`, err);
+      throw ioError(this.file, `read tensor ${quote(name)}`, err);
     }
     const t: RawTensor = { dtype: e.dtype, shape: e.shape.slice(), data };
     checkFinite(t, name, this.file, this.opts);
@@ -425,9 +421,9 @@ function planTensors<T extends RawTensor | AsyncLazyTensor>(
     if (seen.has(name)) throw new CheckpointError('ERR_DUPLICATE_KEY', 'tensor name given twice', where);
     seen.add(name);
     if (typeof t !== 'object' || t === null) throw new CheckpointError('ERR_INVALID_ARGUMENT', 'tensor must be an object', where);
-    if (!isDType(t.dtype)) throw new CheckpointError('ERR_DTYPE', `unknown dtype ${JSON.stringify(t.dtype)}`, where);
+    if (!isDType(t.dtype)) throw new CheckpointError('ERR_DTYPE', `unknown dtype ${escapeControl(JSON.stringify(t.dtype) ?? String(t.dtype))}`, where);
     if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new CheckpointError('ERR_SHAPE', `shape must be an array of non-negative integers, got ${JSON.stringify(t.shape)}`, where);
+      throw new CheckpointError('ERR_SHAPE', `shape must be an array of non-negative integers, got ${escapeControl(JSON.stringify(t.shape) ?? String(t.shape))}`, where);
     }
     const byteLength = numel(t.shape) * DTYPE_BYTES[t.dtype];
     if (!Number.isSafeInteger(byteLength)) throw new CheckpointError('ERR_SHAPE', `shape [${t.shape.join(',')}] is too large`, where);
@@ -450,9 +446,6 @@ function checkData(data: unknown, byteLength: number, t: TensorLayout, file: str
   }
 }
 
-function tempPathFor(file: string): string {
-  return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-}
 
 function unlinkQuietly(p: string): void {
   try {
@@ -497,6 +490,7 @@ async function writeFullyAsync(fh: fs.promises.FileHandle, data: Uint8Array): Pr
  * its path. On any failure the temporary file is removed and the error rethrown.
  */
 function writeTempSync(file: string, header: Uint8Array, items: PlannedTensor<TensorInput>[], opts: WriteOptions): string {
+  cleanStaleTempFiles(path.dirname(file), path.basename(file));
   const tmp = tempPathFor(file);
   let fd: number;
   try {
@@ -523,6 +517,7 @@ function writeTempSync(file: string, header: Uint8Array, items: PlannedTensor<Te
 }
 
 async function writeTempAsync(file: string, header: Uint8Array, items: PlannedTensor<AsyncTensorInput>[], opts: WriteOptions): Promise<string> {
+  cleanStaleTempFiles(path.dirname(file), path.basename(file));
   const tmp = tempPathFor(file);
   let fh: fs.promises.FileHandle;
   try {
@@ -637,10 +632,13 @@ function resolveIndexPath(dirOrIndex: string): string {
 /** Parses and checks the index file's JSON (not the shards). */
 function parseIndexFile(indexFile: string): ShardedIndex {
   let bytes: Buffer;
+  const fd = openForReading(indexFile);
   try {
-    bytes = fs.readFileSync(indexFile);
+    bytes = fs.readFileSync(fd);
   } catch (e) {
     throw ioError(indexFile, 'read sharded index', e);
+  } finally {
+    fs.closeSync(fd);
   }
   const { value, nestedKeys } = parseJsonObject(bytes, indexFile, 'index', (key, p) => (p[0] === 'weight_map' && p.length === 1 ? key : undefined));
   const rawMeta = value['metadata'];
@@ -659,10 +657,10 @@ function parseIndexFile(indexFile: string): ShardedIndex {
     const shard = wmObj[name];
     const where = { file: indexFile, tensor: name };
     if (typeof shard !== 'string' || shard.length === 0) {
-      throw new CheckpointError('ERR_SHARD', `weight_map value must be a shard file name, got ${JSON.stringify(shard)}`, where);
+      throw new CheckpointError('ERR_SHARD', `weight_map value must be a shard file name, got ${escapeControl(JSON.stringify(shard) ?? String(shard))}`, where);
     }
     if (path.isAbsolute(shard) || shard.split(/[\\/]/).includes('..')) {
-      throw new CheckpointError('ERR_SHARD', `shard path ${JSON.stringify(shard)} must be relative to the index directory, without ".."`, where);
+      throw new CheckpointError('ERR_SHARD', `shard path ${quote(shard)} must be relative to the index directory, without ".."`, where);
     }
     weightMap.set(name, shard);
     if (!shardSet.has(shard)) {
@@ -710,7 +708,7 @@ function openAndCheckShards(index: ShardedIndex, opts: ReadOptions): Map<string,
       for (const name of r.keys()) {
         const mapped = index.weightMap.get(name);
         if (mapped !== shard) {
-          const why = mapped === undefined ? 'is not listed in the index weight_map' : `is mapped to shard ${JSON.stringify(mapped)} by the index`;
+          const why = mapped === undefined ? 'is not listed in the index weight_map' : `is mapped to shard ${quote(mapped)} by the index`;
           throw new CheckpointError('ERR_SHARD', `present in this shard but ${why}`, { file: shardPath, tensor: name });
         }
       }
@@ -916,10 +914,11 @@ function writeSmallTempSync(file: string, text: string, opts: WriteOptions): str
 export function writeSharded(dir: string, tensors: TensorEntries<TensorInput>, opts: ShardedWriteOptions = {}): ShardedWriteResult {
   const plan = planShards(dir, tensors, opts);
   try {
-    fs.mkdirSync(dir, { recursive: true });
+    makeDirectory(dir);
   } catch (e) {
     throw ioError(dir, 'create directory', e);
   }
+  cleanStaleTempFiles(dir);
   const pairs: Array<[string, string]> = [];
   try {
     plan.groups.forEach((g, i) => {
@@ -940,10 +939,11 @@ export function writeSharded(dir: string, tensors: TensorEntries<TensorInput>, o
 export async function writeShardedAsync(dir: string, tensors: TensorEntries<AsyncTensorInput>, opts: ShardedWriteOptions = {}): Promise<ShardedWriteResult> {
   const plan = planShards(dir, tensors, opts);
   try {
-    await fs.promises.mkdir(dir, { recursive: true });
+    makeDirectory(dir);
   } catch (e) {
     throw ioError(dir, 'create directory', e);
   }
+  cleanStaleTempFiles(dir);
   const pairs: Array<[string, string]> = [];
   try {
     for (let i = 0; i < plan.groups.length; i++) {
