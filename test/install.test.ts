@@ -261,6 +261,22 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   for (const p of ['cmake-js', 'node-addon-api', 'node-api-headers'])
     t.ok(fs.existsSync(path.join(app, 'node_modules', p)), `${p} is installed (the source build needs it)`);
 
+  // engines: every installed package runs on every Node that tangent-edit's engines allow.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const semver = require('semver') as { subset(sub: string, sup: string): boolean };
+  const ours = (JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+  const lock = JSON.parse(fs.readFileSync(path.join(app, 'package-lock.json'), 'utf8')) as { packages: Record<string, unknown> };
+  const narrower: string[] = [];
+  let checked = 0;
+  for (const key of Object.keys(lock.packages)) {
+    const file = path.join(app, key, 'package.json');
+    if (!key || !fs.existsSync(file)) continue; // another platform's optional binary
+    const node = (JSON.parse(fs.readFileSync(file, 'utf8')) as { engines?: { node?: string } }).engines?.node;
+    checked++;
+    if (node && !semver.subset(ours, node)) narrower.push(`${key}: ${node}`);
+  }
+  t.same(narrower, [], `engines ${ours} is within every installed package's engines (${checked} packages)`);
+
   // The CLI: --version and the libtorch record in info.
   const bin = path.join(app, 'node_modules', '.bin', 'tangent');
   const v = sh(bin, ['--version'], app);
