@@ -2,7 +2,7 @@
  * `tangent demo` (`npm run demo`): the main job end to end, printing what it measured —
  * 1. the native core: a JVP by forward-mode AD against central finite differences and the
  *    double-backward JVP;
- * 2. the paper's protocol at small scale (lib/eval/protocol.ts): pre-trained θ0, frozen heads,
+ * 2. the paper's protocol at small scale (lib/protocol.ts): pre-trained θ0, frozen heads,
  *    standard and linear fine-tuning of four real-data tasks, task addition and negation in the
  *    three regimes (non-linear, post-hoc linearization, linear FT);
  * 3. weight-disentanglement heatmaps ξ(α1, α2) for two tasks, non-linear beside linear;
@@ -81,7 +81,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   report.jvpDoubleBackwardMaxAbsDiff = dbErr;
 
   // 2. The paper's protocol at small scale: θ0, heads, standard and linear fine-tuning of every
-  //    task, task addition and negation in three regimes (lib/eval/protocol.ts states the sizes).
+  //    task, task addition and negation in three regimes (lib/protocol.ts states the sizes).
   const out = path.resolve(opts.out ?? 'results');
   const workDir = path.join(out, 'work');
   fs.mkdirSync(workDir, { recursive: true });
