@@ -27,7 +27,7 @@ const TSC = path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
 function userEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env))
-    if (!/^(npm_|TAP|TANGENT_|Torch_DIR$|CMAKE_PREFIX_PATH$|NODE_OPTIONS$|TS_NODE)/.test(k)) env[k] = v;
+    if (k === 'npm_config_cache' || !/^(npm_|TAP|TANGENT_|Torch_DIR$|CMAKE_PREFIX_PATH$|NODE_OPTIONS$|TS_NODE)/.test(k)) env[k] = v;
   return { ...env, ...extra };
 }
 
@@ -312,6 +312,25 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   // One instance of the library for import and require (no dual-package hazard).
   const same = sh(process.execPath, ['--input-type=module', '-e', "import * as m from 'tangent-edit'; import { createRequire } from 'node:module'; const r = createRequire(import.meta.url)('tangent-edit'); console.log(m.Model === r.Model && m.default === r)"], app);
   t.equal(same.stdout.trim(), 'true', same.stderr);
+  // The install script again (npm rebuild without --force would do the same): the build loads and
+  // matches the libtorch found, so it is used, not rebuilt. Then as a prebuild, with no build/.
+  const installJs = path.join(pkgDir, 'scripts', 'install.js');
+  const again = sh(process.execPath, [installJs], pkgDir, env);
+  t.equal(again.status, 0, again.stderr);
+  t.match(again.stdout, `tangent-edit: using the existing build ${path.join(pkgDir, 'build', 'Release', 'tangent.node')} (libtorch `);
+  t.notMatch(again.stdout, /configuring/);
+  const pre = path.join(pkgDir, 'prebuilds', `${process.platform}-${process.arch}`);
+  fs.mkdirSync(pre, { recursive: true });
+  fs.copyFileSync(path.join(pkgDir, 'build', 'Release', 'tangent.node'), path.join(pre, 'node.napi.node'));
+  fs.copyFileSync(path.join(pkgDir, 'build', 'Release', 'tangent.libtorch.json'), path.join(pre, 'tangent.libtorch.json'));
+  fs.rmSync(path.join(pkgDir, 'build'), { recursive: true });
+  const prebuilt = sh(process.execPath, [installJs], pkgDir, env);
+  t.equal(prebuilt.status, 0, prebuilt.stderr);
+  t.match(prebuilt.stdout, `tangent-edit: using the prebuilt binary ${path.join(pre, 'node.napi.node')} (libtorch `);
+  const viaPrebuild = sh(process.execPath, [path.join(app, 'out', 'consumer.js'), path.join(app, 'prebuilt.safetensors')], app);
+  t.equal(viaPrebuild.status, 0, `CommonJS consumer on the prebuild: ${viaPrebuild.stderr}`);
+  if (viaPrebuild.status === 0) checkSaved(t, path.join(app, 'prebuilt.safetensors'));
+
   // An optional package that is missing: a typed error naming it.
   const plot = sh(process.execPath, ['-e', "require('tangent-edit').analysis.renderVegaLite({}).catch((e) => { console.log(e.name, e.code, e.pkg, e.message); })"], app);
   t.equal(plot.stdout.trim(), "OptionalDependencyError ERR_TANGENT_OPTIONAL_DEPENDENCY vega figures needs the npm package 'vega', which is not installed: npm install vega", plot.stderr);

@@ -92,6 +92,22 @@ export function checkToolchain(env: NodeJS.ProcessEnv): string[] {
   return missing;
 }
 
+/** This package's build and a matching prebuild, where present. */
+function existingBinaries(root: string): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const built = buildPaths(root).addon;
+  if (fs.existsSync(built)) out.push(['existing build', built]);
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const gyp = require('node-gyp-build') as { resolve(dir: string): string };
+    const p = gyp.resolve(root);
+    if (p !== built) out.push(['prebuilt binary', p]);
+  } catch {
+    /* no prebuild for this platform */
+  }
+  return out;
+}
+
 function resolveFrom(root: string, id: string): string {
   return require.resolve(id, { paths: [root] });
 }
@@ -155,20 +171,23 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
   const found = discovery.found;
   say(`finding libtorch: ${found ? `using ${found.label}` : 'none usable'} (${formatSeconds(Date.now() - t)})`);
 
-  // 2. A binary that loads and matches what was found (or loads, when nothing was found).
-  if (!opts.force && fs.existsSync(paths.addon)) {
-    const rec = readLibtorchRecord(paths.addon);
-    const matches = !found || (rec !== null && path.resolve(rec.torchDir) === found.torchDir && (!found.version || rec.version === found.version));
-    if (matches) {
-      const probe = probeAddon(paths.addon, env);
+  // 2. A binary that loads and matches what was found (or loads, when nothing was found): this
+  //    package's build, then a prebuild (prebuilds/<platform>-<arch>/, as node-gyp-build names them).
+  if (!opts.force && !discovery.rejected) {
+    for (const [what, file] of existingBinaries(root)) {
+      const rec = readLibtorchRecord(file);
+      const matches = !found || (rec !== null && path.resolve(rec.torchDir) === found.torchDir && (!found.version || rec.version === found.version));
+      if (!matches) {
+        say(`the ${what} ${file} was built against ${rec ? rec.torchDir : 'an unrecorded libtorch'}, not ${found?.torchDir}`);
+        continue;
+      }
+      const probe = probeAddon(file, env);
       if (probe.ok) {
-        const message = `using the existing build ${paths.addon} (libtorch ${probe.torchVersion}${rec ? `, ${describeRecord(rec)}` : ''})`;
+        const message = `using the ${what} ${file} (libtorch ${probe.torchVersion}${rec ? `; ${describeRecord(rec)}` : ''})`;
         say(message);
         return done('reused', 0, message, discovery);
       }
-      say(`the existing build does not load (${probe.error}); building a new one`);
-    } else if (rec) {
-      say(`the existing build used ${rec.torchDir}; building against ${found?.torchDir}`);
+      say(`the ${what} ${file} does not load (${probe.error})`);
     }
   }
   if (!found) {
