@@ -1,21 +1,18 @@
 #pragma once
 
-#include <atomic>
 #include <map>
-#include <thread>
 
 #include "common.h"
 
 namespace tangent_js {
 
+// Everything the addon keeps per JS environment (the main thread and each worker thread load
+// their own instance): no JS handle lives in a static, so environments never touch each other's
+// handles. Owned by the environment (Napi::Env::SetInstanceData), freed with it.
 struct AddonData {
   std::map<std::string, Napi::FunctionReference> error_ctors;
   Napi::FunctionReference tensor_ctor;
-  // Releases references to JS ArrayBuffers that back zero-copy tensors, on the JS thread,
-  // whichever thread frees the tensor's storage.
-  Napi::ThreadSafeFunction release_tsfn;
-  std::thread::id main_thread = std::this_thread::get_id();
-  std::atomic<bool> closing{false};
+  Napi::FunctionReference model_ctor;
 };
 
 }  // namespace tangent_js

@@ -33,8 +33,6 @@ Napi::Array WrapPairs(Napi::Env env, const tangent::NamedTensors& named, bool ow
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
-  static Napi::FunctionReference* ctor;
-
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceAccessor<&ModelWrap::Kind>("kind"),
@@ -56,7 +54,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   static Napi::Object Wrap(Napi::Env env, tangent::ModelPtr m) {
-    return ctor->New({Napi::External<tangent::ModelPtr>::New(env, &m)});
+    // The class of this environment (each worker thread has its own; no static JS handle).
+    return Data(env).model_ctor.New({Napi::External<tangent::ModelPtr>::New(env, &m)});
   }
   // The native model behind a JS NativeModel handle (for other binding files, via UnwrapModel).
   tangent::ModelPtr Handle(Napi::Env env) const { return model(env); }
@@ -238,8 +237,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   tangent::ModelPtr model_;
 };
 
-Napi::FunctionReference* ModelWrap::ctor = nullptr;
-
 // createModel(kind, config, seed, dtype, device) -> NativeModel
 Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   auto env = info.Env();
@@ -300,14 +297,14 @@ Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
 }  // namespace
 
 tangent::ModelPtr UnwrapModel(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ModelWrap::ctor->Value()))
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(Data(env).model_ctor.Value()))
     throw Napi::TypeError::New(env, what + " must be a native model handle");
   return ModelWrap::Unwrap(v.As<Napi::Object>())->Handle(env);
 }
 
 Napi::Object InitModel(Napi::Env env, Napi::Object exports) {
   auto ctor = ModelWrap::Define(env);
-  ModelWrap::ctor = new Napi::FunctionReference(Napi::Persistent(ctor));
+  Data(env).model_ctor = Napi::Persistent(ctor);
   exports.Set("Model", ctor);
   exports.Set("createModel", Napi::Function::New(env, CreateModel));
   exports.Set("loadTorchScript", Napi::Function::New(env, LoadTorchScript));

@@ -1,5 +1,10 @@
-// Tensor handles: zero-copy TypedArray -> tensor, read-back, to(device|dtype), dispose().
+// Tensor handles: TypedArray -> tensor (zero-copy over addon-owned memory, else a copy), read-back,
+// to(device|dtype), dispose().
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "addon_data.h"
 
@@ -8,25 +13,86 @@ namespace {
 
 using tangent::ErrorKind;
 
-// A JS ArrayBuffer kept alive by a tensor's storage; freed through the release queue.
-struct Source {
-  AddonData* data;
-  napi_env env;
-  napi_ref ref;
+// ---------------------------------------------------------------------------
+// Memory a tensor may share with JS (docs/security.md, "Zero-copy: the rule").
+//
+// A tensor never views memory that JS owns: V8 may free or move an ArrayBuffer's memory while
+// native code still reads it (transfer, detach, ArrayBuffer.prototype.transfer, resize of a
+// resizable buffer, another thread's SharedArrayBuffer), and Node-API can keep the JS object
+// alive but not its memory. Memory the addon owns is handed to JS instead, as an external
+// ArrayBuffer over a reference-counted Block: the ArrayBuffer holds one reference (dropped by its
+// finalizer, or when V8 frees a transferred copy of it), every tensor over it holds another (dropped
+// by the tensor's deleter, on any thread). Whatever JS does with the ArrayBuffer, the bytes stay
+// alive and in place while a tensor uses them. A TypedArray over any other memory is copied.
+struct Block {
+  void* ptr;
+  size_t size;
+  std::atomic<int64_t> refs{1};
 };
 
-void ReleaseSource(void* ctx) {
-  auto* s = static_cast<Source*>(ctx);
-  if (s->data->closing) return;  // the environment is going away: nothing to release into
-  if (std::this_thread::get_id() == s->data->main_thread) {
-    napi_delete_reference(s->env, s->ref);
-    delete s;
-    return;
+// Process-wide and JS-free (raw pointers only): blocks may be shared by tensors of any thread.
+std::mutex blocks_mutex;
+std::map<uintptr_t, Block*>& Blocks() {
+  static auto* blocks = new std::map<uintptr_t, Block*>();  // never destroyed: deleters may run at exit
+  return *blocks;
+}
+
+void UnrefBlock(Block* b) {
+  if (b->refs.fetch_sub(1) != 1) return;
+  {
+    std::lock_guard<std::mutex> lock(blocks_mutex);
+    Blocks().erase(reinterpret_cast<uintptr_t>(b->ptr));
   }
-  s->data->release_tsfn.NonBlockingCall(s, [](Napi::Env env, Napi::Function, Source* src) {
-    napi_delete_reference(env, src->ref);
-    delete src;
-  });
+  std::free(b->ptr);
+  delete b;
+}
+
+// A new reference to the live block holding [p, p + n), or nullptr.
+Block* RefBlock(const void* p, size_t n) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(blocks_mutex);
+  auto& blocks = Blocks();
+  auto it = blocks.upper_bound(addr);
+  if (it == blocks.begin()) return nullptr;
+  --it;
+  Block* b = it->second;
+  if (addr + n > it->first + b->size) return nullptr;
+  int64_t r = b->refs.load();
+  while (r > 0 && !b->refs.compare_exchange_weak(r, r + 1)) {
+  }
+  return r > 0 ? b : nullptr;
+}
+
+// allocate(bytes) -> ArrayBuffer over addon-owned, zero-filled, 64-byte aligned memory; undefined
+// where this Node forbids external buffers (then JS allocates, and tensors copy).
+Napi::Value Allocate(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const double want = info[0].As<Napi::Number>().DoubleValue();
+  if (!(want >= 0) || want > 9007199254740991.0) throw MakeError(env, "ArgumentError", "allocate: bytes must be a non-negative integer");
+  const size_t n = static_cast<size_t>(want);
+  const size_t padded = ((n == 0 ? 1 : n) + 63) / 64 * 64;
+  void* ptr = std::aligned_alloc(64, padded);
+  if (ptr == nullptr) throw MakeError(env, "TorchError", "allocate: out of memory (" + std::to_string(n) + " bytes)");
+  std::memset(ptr, 0, padded);
+  auto* b = new Block{ptr, n};
+  {
+    std::lock_guard<std::mutex> lock(blocks_mutex);
+    Blocks()[reinterpret_cast<uintptr_t>(ptr)] = b;
+  }
+  napi_value ab;
+  napi_status st = napi_create_external_arraybuffer(
+      env, ptr, n, [](napi_env, void*, void* hint) { UnrefBlock(static_cast<Block*>(hint)); }, b, &ab);
+  if (st != napi_ok) {
+    UnrefBlock(b);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value e;
+      napi_get_and_clear_last_exception(env, &e);
+    }
+    return env.Undefined();
+  }
+  return Napi::Value(env, ab);
 }
 
 napi_typedarray_type ArrayTypeFor(at::ScalarType t) {
@@ -79,7 +145,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
          InstanceMethod<&TensorWrap::Dispose>("dispose")});
   }
 
-  // new NativeTensor(typedArray, shape: number[], dtype) — zero-copy over the array's memory;
+  // new NativeTensor(typedArray, shape: number[], dtype) — zero-copy over addon-owned memory
+  // (allocate()), a copy of any other memory;
   // new NativeTensor(External<at::Tensor>, owned: boolean) — internal.
   explicit TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
     auto env = info.Env();
@@ -123,15 +190,28 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
     tangent::check(numel == static_cast<int64_t>(arr.ElementLength()), ErrorKind::Shape, "shape ",
                    tangent::shape_str(shape), " holds ", numel, " elements, the ", ArrayTypeName(got),
                    " has ", arr.ElementLength());
-    auto buffer = arr.ArrayBuffer();
-    void* ptr = static_cast<uint8_t*>(buffer.Data()) + arr.ByteOffset();
-    auto* data = &tangent_js::Data(env);
-    auto* src = new Source{data, env, nullptr};
-    napi_create_reference(env, buffer, 1, &src->ref);
-    tensor_ = at::from_blob(ptr, shape, [src](void*) { ReleaseSource(src); },
-                            at::TensorOptions().dtype(dtype));
-    source_ptr_ = ptr;
-    source_ = Napi::Persistent(arr.As<Napi::Object>());
+    // The rule (docs/security.md): zero-copy over addon-owned memory (a Block), a copy otherwise.
+    napi_value ab;
+    void* ptr = nullptr;
+    size_t length = 0, byte_offset = 0;
+    napi_typedarray_type type;
+    NAPI_THROW_IF_FAILED_VOID(env, napi_get_typedarray_info(env, arr, &type, &length, &ptr, &ab, &byte_offset));
+    bool is_ab = false, detached = false;
+    NAPI_THROW_IF_FAILED_VOID(env, napi_is_arraybuffer(env, ab, &is_ab));  // false: a SharedArrayBuffer
+    if (is_ab) NAPI_THROW_IF_FAILED_VOID(env, napi_is_detached_arraybuffer(env, ab, &detached));
+    tangent::check(!detached, ErrorKind::Argument, "Tensor data: the array's ArrayBuffer is detached (transferred); nothing to read");
+    const auto options = at::TensorOptions().dtype(dtype);
+    const size_t bytes = static_cast<size_t>(numel) * at::elementSize(dtype);
+    Block* block = (is_ab && bytes > 0 && ptr != nullptr) ? RefBlock(ptr, bytes) : nullptr;
+    if (block != nullptr) {
+      tensor_ = at::from_blob(ptr, shape, [block](void*) { UnrefBlock(block); }, options);
+      source_ptr_ = ptr;
+      source_ = Napi::Persistent(arr.As<Napi::Object>());
+      return;
+    }
+    tensor_ = at::empty(shape, options);
+    if (bytes > 0) std::memcpy(tensor_.data_ptr(), ptr, bytes);
+    Account(env, static_cast<int64_t>(bytes));
   }
 
   void Account(Napi::Env env, int64_t bytes) {
@@ -140,7 +220,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   }
 
   void Release() {
-    if (accounted_ && !tangent_js::Data(Env()).closing) Napi::MemoryManagement::AdjustExternalMemory(Env(), -accounted_);
+    if (accounted_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -accounted_);
     accounted_ = 0;
     tensor_ = at::Tensor();
     source_.Reset();
@@ -168,6 +248,19 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
     return Napi::Number::New(info.Env(), static_cast<double>(t.numel() * t.element_size()));
   }
 
+  // Whether the source array still views the tensor's memory (not detached by a transfer).
+  bool SourceIntact() const {
+    if (!source_ptr_ || source_.IsEmpty()) return false;
+    napi_value ab;
+    void* ptr = nullptr;
+    size_t length = 0, byte_offset = 0;
+    napi_typedarray_type type;
+    if (napi_get_typedarray_info(Env(), source_.Value(), &type, &length, &ptr, &ab, &byte_offset) != napi_ok) return false;
+    bool detached = true;
+    if (napi_is_detached_arraybuffer(Env(), ab, &detached) != napi_ok || detached) return false;
+    return ptr == source_ptr_;
+  }
+
   // A TypedArray of the tensor's values: the source array itself for an untouched zero-copy
   // tensor, otherwise a fresh copy (CPU tensors only).
   Napi::Value ReadData(const Napi::CallbackInfo& info) {
@@ -176,7 +269,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
     return Guard(env, [&]() -> Napi::Value {
       tangent::check(t.is_cpu(), ErrorKind::Device, "tensor is on ", t.device().str(),
                      "; move it to the CPU first (await tensor.to('cpu'))");
-      if (source_ptr_ && t.data_ptr() == source_ptr_ && t.is_contiguous() &&
+      if (SourceIntact() && t.data_ptr() == source_ptr_ && t.is_contiguous() &&
           static_cast<size_t>(t.numel()) == source_.Value().As<Napi::TypedArray>().ElementLength())
         return source_.Value();
       const auto type = ArrayTypeFor(t.scalar_type());
@@ -226,14 +319,10 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 }  // namespace
 
 Napi::Object InitTensor(Napi::Env env, Napi::Object exports) {
-  auto& data = Data(env);
   auto ctor = TensorWrap::Define(env);
-  data.tensor_ctor = Napi::Persistent(ctor);
-  data.release_tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
-                                                    "tangent.release", 0, 1);
-  data.release_tsfn.Unref(env);
-  napi_add_env_cleanup_hook(env, [](void* arg) { static_cast<AddonData*>(arg)->closing = true; }, &data);
+  Data(env).tensor_ctor = Napi::Persistent(ctor);
   exports.Set("Tensor", ctor);
+  exports.Set("allocate", Napi::Function::New(env, Allocate));
   return exports;
 }
 

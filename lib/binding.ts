@@ -118,6 +118,8 @@ export interface NativeInfo {
 
 export interface NativeBinding {
   Tensor: NativeTensorCtor;
+  /** Zero-filled addon-owned memory that tensors share without copying; undefined where external buffers are not allowed. */
+  allocate(bytes: number): ArrayBuffer | undefined;
   setErrorClasses(classes: Record<string, unknown>): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;

@@ -106,6 +106,9 @@ function spec(o: MergeOptions, out: DType): NativeMergeSpec {
 export async function mergeTensor(name: string, base: Tensor, finetuned: readonly Tensor[], opts: MergeOptions = {}): Promise<Tensor> {
   const weights = opts.weights ?? finetuned.map(() => 1);
   if (weights.length !== finetuned.length) throw new ArgumentError(`${finetuned.length} models but ${weights.length} weights`);
+  weights.forEach((w, i) => {
+    if (typeof w !== 'number' || !Number.isFinite(w)) throw new ArgumentError(`weights[${i}] must be a finite number, got ${String(w)}`);
+  });
   const out = opts.outDtype && isFloatRaw(base.dtype) ? opts.outDtype : base.dtype;
   return Tensor.wrap(await native().mergeTensor(name, base.native, finetuned.map((t) => t.native), [...weights], spec(opts, out)));
 }

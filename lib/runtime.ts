@@ -1,15 +1,20 @@
 /** Process-wide runtime settings of the native engine. */
 import { native, type NativeInfo } from './binding';
+import * as os from 'node:os';
 import { ArgumentError } from './errors';
 import { install, type InstallResult } from './install/build';
 import { packageRoot, readLibtorchRecord, type LibtorchRecord } from './install/record';
+
+/** The most threads {@link setNumThreads} accepts: 4 per logical CPU (thousands hang libtorch's pool). */
+export const MAX_THREADS = Math.max(4, 4 * os.availableParallelism());
 
 /**
  * Intra-op threads for libtorch (and OpenBLAS when present). libtorch's default counts physical
  * cores, which is 1 on many VMs: set this explicitly, and state it with every benchmark.
  */
 export function setNumThreads(n: number): void {
-  if (!Number.isSafeInteger(n) || n < 1) throw new ArgumentError(`threads must be an integer >= 1, got ${n}`);
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_THREADS)
+    throw new ArgumentError(`threads must be an integer from 1 to ${MAX_THREADS} (4 per CPU), got ${n}`);
   native().setNumThreads(n);
 }
 

@@ -1,10 +1,11 @@
 /**
- * Tensor: a handle on a libtorch tensor. Made from a TypedArray without copying (the tensor
- * keeps the array's memory alive), read back as a TypedArray, moved with `to()`, released with
- * `dispose()` or a `using` declaration. Bytes a tensor owns natively are reported to V8 as
+ * Tensor: a handle on a libtorch tensor. Made from a TypedArray (without copying when the array's
+ * memory is addon-owned, see {@link Tensor.from}), read back as a TypedArray, moved with `to()`,
+ * released with `dispose()` or a `using` declaration. Bytes a tensor owns natively are reported to V8 as
  * external memory, so the garbage collector sees them.
  */
 import { native, type NativeTensor } from './binding';
+import { setTensorMemoryAllocator } from './checkpoint/alloc';
 import { DTYPE_BYTES, DTYPES, isFloatDType, numel, TYPED_ARRAY_CTORS, type DType, type TypedArrayFor } from './checkpoint/dtype';
 import { ArgumentError, DisposedError, DTypeError, ShapeError } from './errors';
 
@@ -48,6 +49,36 @@ export function assertShape(shape: unknown, what = 'shape'): asserts shape is nu
     throw new ShapeError(`${what} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
 }
 
+function assertAttached(data: ArrayBufferView): void {
+  const buf = data.buffer as ArrayBufferLike & { detached?: boolean };
+  if (buf.detached === true || (data.byteLength === 0 && isDetached(buf)))
+    throw new ArgumentError("Tensor.from: the array's ArrayBuffer is detached (transferred); nothing to read");
+}
+
+function isDetached(buf: ArrayBufferLike): boolean {
+  try {
+    new Uint8Array(buf, 0, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** Addon-owned, zero-filled memory (see {@link Tensor.allocArray}), or undefined without it. */
+function allocateShared(bytes: number): ArrayBuffer | undefined {
+  try {
+    return native().allocate(bytes);
+  } catch {
+    return undefined; // no addon (pure checkpoint reading): plain memory
+  }
+}
+
+// The checkpoint readers read tensor bytes into addon-owned memory: loading stays zero-copy.
+setTensorMemoryAllocator((bytes) => {
+  const ab = allocateShared(bytes);
+  return ab === undefined ? undefined : new Uint8Array(ab);
+});
+
 export class Tensor implements Disposable {
   /** @internal */
   private handle: NativeTensor | null;
@@ -62,13 +93,21 @@ export class Tensor implements Disposable {
   }
 
   /**
-   * A CPU tensor over `data`'s memory, without copying: writes to the array are seen by the
-   * tensor. The dtype is inferred from the array type, except for Uint16Array (float16 or
-   * bfloat16 bits) where it must be given.
+   * A CPU tensor holding `data`'s values. The dtype is inferred from the array type, except for
+   * Uint16Array (float16 or bfloat16 bits) where it must be given.
+   *
+   * The zero-copy rule (docs/security.md): a tensor shares memory only with arrays over memory
+   * the addon owns — {@link Tensor.allocArray}, `tensor.data()` of such a tensor, and the
+   * buffers the checkpoint readers fill — and then writes to the array are seen by the tensor;
+   * that memory stays alive and in place while any tensor uses it, whatever happens to the
+   * ArrayBuffer (transferred, detached, collected). Any other array (a plain, resizable or
+   * shared ArrayBuffer, a Buffer) is copied, so moving, shrinking or freeing it afterwards cannot
+   * touch the tensor. A detached ArrayBuffer is refused with ArgumentError.
    */
   static from<D extends DType>(data: TypedArrayFor[D], shape: readonly number[], dtype?: D): Tensor {
     if (!ArrayBuffer.isView(data) || data instanceof DataView)
       throw new ArgumentError('Tensor.from: data must be a TypedArray');
+    assertAttached(data);
     assertShape(shape, 'Tensor.from: shape');
     const d = dtype ?? inferDType(data);
     if (d === undefined)
@@ -83,6 +122,20 @@ export class Tensor implements Disposable {
     if (n !== len)
       throw new ShapeError(`Tensor.from: shape ${shapeStr(shape)} holds ${n} elements, the ${got} has ${len}`);
     return new Tensor(new (native().Tensor)(data, [...shape], d));
+  }
+
+  /**
+   * A zero-filled TypedArray over addon-owned memory, which {@link Tensor.from} wraps without
+   * copying (the way to build large inputs in place). Falls back to an ordinary array (then
+   * copied by `from`) where this Node forbids external ArrayBuffers.
+   */
+  static allocArray<D extends DType>(dtype: D, length: number): TypedArrayFor[D] {
+    assertDType(dtype, 'Tensor.allocArray');
+    if (!Number.isSafeInteger(length) || length < 0)
+      throw new ArgumentError(`Tensor.allocArray: length must be a non-negative integer, got ${length}`);
+    const Ctor = TYPED_ARRAY_CTORS[dtype] as unknown as new (b: ArrayBuffer | number, o?: number, n?: number) => TypedArrayFor[D];
+    const ab = allocateShared(length * DTYPE_BYTES[dtype]);
+    return ab === undefined ? new Ctor(length) : new Ctor(ab, 0, length);
   }
 
   /** A float32 tensor from plain numbers (copied). */

@@ -2,7 +2,9 @@ import t from 'tap';
 import { ArgumentError, DeviceError, DisposedError, DTypeError, ShapeError, Tensor } from '../lib';
 
 t.test('zero-copy: the tensor reads the array memory, and data() returns the same array', async (t) => {
-  const a = new Float32Array([1, 2, 3, 4, 5, 6]);
+  // Addon-owned memory is shared; any other array is copied (docs/security.md, test/security-threads).
+  const a = Tensor.allocArray('float32', 6);
+  a.set([1, 2, 3, 4, 5, 6]);
   const x = Tensor.from(a, [2, 3]);
   t.same(x.shape, [2, 3]);
   t.equal(x.dtype, 'float32');

@@ -12,6 +12,7 @@ import { ArgumentError } from '../errors';
 import { choiceArg, commonOptions, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
 import { detectFormat, loadStateDict } from '../checkpoint/io';
 import { DTYPE_BYTES, numel } from '../checkpoint/dtype';
+import { escapeControl } from '../checkpoint/escape';
 import { openSafetensors, openSharded, type TensorLayout } from '../checkpoint/safetensors';
 
 function human(bytes: number): string {
@@ -146,14 +147,15 @@ export function registerCheckpointCommands(program: Command): void {
         console.log(JSON.stringify({ ...r, tangent }, null, 2));
         return;
       }
-      const w = Math.min(60, Math.max(4, ...r.tensors.map((t) => t.name.length)));
+      // Names and metadata come from the file: printed with control and bidi characters escaped.
+      const w = Math.min(60, Math.max(4, ...r.tensors.map((t) => escapeControl(t.name).length)));
       console.log(`${file} (${r.format})`);
       if (tangent)
-        console.log(
+        console.log(escapeControl(
           `tangent-edit ${tangent.format.includes('finetuned') ? 'fine-tuned' : 'edited'} checkpoint: mode ${tangent.mode} (evaluated with ${tangent.mode === 'linear' ? 'f_lin' : 'f'}), tasks ${Object.keys(tangent.tasks).join(', ') || '–'}, θ0 ${tangent.theta0 ? `${tangent.theta0.path} (sha256 ${tangent.theta0.sha256.slice(0, 12)}…)` : '?'}`,
-        );
+        ));
       console.log(`${'name'.padEnd(w)}  ${'dtype'.padEnd(8)}  ${'shape'.padEnd(20)}  bytes`);
-      for (const t of r.tensors) console.log(`${t.name.padEnd(w)}  ${t.dtype.padEnd(8)}  ${`[${t.shape.join(', ')}]`.padEnd(20)}  ${human(t.bytes)}`);
+      for (const t of r.tensors) console.log(`${escapeControl(t.name).padEnd(w)}  ${t.dtype.padEnd(8)}  ${`[${t.shape.join(', ')}]`.padEnd(20)}  ${human(t.bytes)}`);
       const dt = Object.entries(r.totals.byDtype).map(([d, n]) => `${d}: ${n.toLocaleString('en-US')}`).join(', ');
       console.log(`total: ${r.totals.tensors} tensors, ${r.totals.params.toLocaleString('en-US')} values (${dt}), ${human(r.totals.bytes)}`);
     });
