@@ -157,7 +157,7 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     });
   }
 
-  // allReduce(tensors, op, bucketBytes)
+  // allReduce(tensors, op, bucketBytes, prescale)
   Napi::Value AllReduce(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
@@ -165,7 +165,9 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
       auto ts = TensorList(env, info[0], "tensor");
       auto op = ParseReduce(env, info[1]);
       const int64_t bucket = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : (25 << 20);
-      return DistTask::Run(env, "tangent.processGroup.allReduce", [pg, ts, op, bucket] { pg->all_reduce(ts, op, bucket); }, nullptr);
+      const double prescale = info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 1.0;
+      return DistTask::Run(env, "tangent.processGroup.allReduce",
+                           [pg, ts, op, bucket, prescale] { pg->all_reduce(ts, op, bucket, prescale); }, nullptr);
     });
   }
 

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import type { DType } from './checkpoint/dtype';
 import { CheckpointError } from './checkpoint/errors';
 import * as errors from './errors';
+import { DistributedError } from './distributed/errors';
 import { NativeLoadError } from './errors';
 
 /** Errors the native layer raises from file reads (TorchScript, .pt): CheckpointError ERR_IO. */
@@ -27,6 +28,7 @@ const nativeErrorClasses = {
   TorchError: errors.TorchError,
   StateError: errors.StateError,
   CheckpointError: NativeCheckpointError,
+  DistributedError,
 };
 
 // The dtype union is declared once, in checkpoint/dtype.
@@ -151,6 +153,37 @@ export interface NativeBinding {
   ntkGram(model: NativeModel, x: NativeTensor, params: NativeParams, opts: { output: number; dtype: DType; maxMemoryBytes: number; workers: number }): Promise<{ gram: NativeTensor; outputs: number; params: number; forwardPasses: number; backwardPasses: number; jacobianRows: number; capacityRows: number; peakJacobianBytes: number; strategy: 'full' | 'grouped' | 'panels'; passes: number; workers: number }>;
   /** Symmetric eigendecomposition, eigenvalues descending, top-k eigenvectors (k <= 0: all); lib/analysis/ntk.ts. */
   eighSymmetric(matrix: NativeTensor, topK: number): Promise<{ values: NativeTensor; vectors: NativeTensor }>;
+  /** A c10d process group handle, empty until init(); lib/distributed. */
+  ProcessGroup: new () => NativeProcessGroup;
+  distributedBackends(): { gloo: boolean; nccl: boolean };
+}
+
+export interface NativeProcessGroupInit {
+  masterAddr: string;
+  port: number;
+  worldSize: number;
+  rank: number;
+  timeoutMs: number;
+  backend: 'gloo' | 'nccl';
+  interface?: string;
+  bindAddress?: string;
+  glooThreads?: number;
+}
+
+/** binding/distributed.cpp: every call but the accessors is an AsyncWorker; failures reject with DistributedError. */
+export interface NativeProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly port: number;
+  readonly backend: string;
+  readonly closed: boolean;
+  /** The message of the failure that broke the group, or ''. */
+  readonly broken: string;
+  init(o: NativeProcessGroupInit): Promise<{ rank: number; worldSize: number; port: number }>;
+  allReduce(tensors: NativeTensor[], op: 'sum' | 'mean' | 'max' | 'min', bucketBytes: number, prescale: number): Promise<void>;
+  broadcast(tensors: NativeTensor[], root: number, bucketBytes: number): Promise<void>;
+  barrier(): Promise<void>;
+  close(abort: boolean): Promise<void>;
 }
 
 import { AddonLoadFailure, loadAddon, packageRoot } from './install';

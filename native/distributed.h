@@ -58,8 +58,10 @@ class ProcessGroup {
 
   // In place over every tensor. Tensors are packed into buckets of at most `bucket_bytes` (one
   // dtype and device per bucket, in order), all buckets are in flight at once, then unpacked.
-  // Mean is a sum divided by the world size (Gloo has no AVG).
-  void all_reduce(const std::vector<at::Tensor>& tensors, ReduceKind op, int64_t bucket_bytes = 25 << 20);
+  // Mean is a sum divided by the world size (Gloo has no AVG). `prescale` multiplies each rank's
+  // values first (a weighted sum: data-parallel gradients over shards of unequal size).
+  void all_reduce(const std::vector<at::Tensor>& tensors, ReduceKind op, int64_t bucket_bytes = 25 << 20,
+                  double prescale = 1.0);
   // In place: every rank receives root's values.
   void broadcast(const std::vector<at::Tensor>& tensors, int root, int64_t bucket_bytes = 25 << 20);
   void barrier();

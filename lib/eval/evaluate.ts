@@ -7,6 +7,7 @@
  * validation data; α is chosen by the pure rules of ./select; test figures at the chosen α.
  */
 import { ArgumentError, ParameterError } from '../errors';
+import type { ProcessGroup } from '../distributed/group';
 import type { Head, Model, Params, StateDict } from '../model';
 import { combineStates } from '../ops';
 import type { EvalData } from '../data/splits';
@@ -40,11 +41,18 @@ export type TaskAcc = Record<string, number>;
 /** Accuracy of any parameter set on registered tasks, in f or in f_lin at θ0. */
 export class Evaluator {
   readonly tasks: Map<string, EvalTask>;
+  /**
+   * With `processGroup`, every rank evaluates every worldSize-th batch and the correct counts are
+   * summed over ranks (exact integers): every rank returns the single-process figures.
+   */
+  readonly processGroup: ProcessGroup | undefined;
   constructor(
     readonly model: Model,
     readonly theta0: StateDict,
     tasks: readonly EvalTask[],
+    o: { processGroup?: ProcessGroup } = {},
   ) {
+    this.processGroup = o.processGroup;
     model.checkParams(theta0, 'theta0');
     this.tasks = new Map(tasks.map((t) => [t.name, t]));
     for (const t of tasks) {
@@ -71,10 +79,13 @@ export class Evaluator {
     const p = params ?? this.theta0;
     const lin = linearized ? this.model.linearize(this.theta0) : null;
     let correct = 0;
-    for (const b of d.batches) {
+    const pg = this.processGroup;
+    for (const [i, b] of d.batches.entries()) {
+      if (pg && i % pg.worldSize !== pg.rank) continue;
       const r = lin ? await lin.evaluate(b.x, b.y, { params: p, head: t.head }) : await this.model.evaluate(b.x, b.y, { params: p, head: t.head });
       correct += r.correct;
     }
+    if (pg) correct = (await pg.sumNumbers([correct]))[0]!;
     return correct / d.count;
   }
 
@@ -94,7 +105,9 @@ export class Evaluator {
     const normalize = head?.normalize ?? false;
     const correct = new Array<number>(alphas.length).fill(0);
     let f = new Float64Array(D);
-    for (const batch of d.batches) {
+    const pg = this.processGroup;
+    for (const [bi, batch] of d.batches.entries()) {
+      if (pg && bi % pg.worldSize !== pg.rank) continue;
       const { primal, tangent } = await this.model.jvp(batch.x, direction, { params0: this.theta0 });
       const P = primal.data() as Float32Array;
       const T = tangent.data() as Float32Array;
@@ -130,7 +143,8 @@ export class Evaluator {
       primal.dispose();
       tangent.dispose();
     }
-    return correct.map((c) => c / d.count);
+    const total = pg ? await pg.sumNumbers(correct) : correct;
+    return total.map((c) => c / d.count);
   }
 
   async accuracies(tasks: readonly string[], split: Split, params: Params | undefined, linearized: boolean): Promise<TaskAcc> {

@@ -13,6 +13,8 @@ import { ArgumentError } from '../errors';
 import { CheckpointError } from '../checkpoint/errors';
 import type { Head, Mode, Model, Params, StateDict } from '../model';
 import { AdamW, cosineLr } from './optim';
+import { broadcastFromRoot, checkShardable, reduceStep, shardOf } from '../distributed/data-parallel';
+import type { ProcessGroup } from '../distributed/group';
 import { batchTensors, checkDataset, StepSampler } from '../data/splits';
 import { assertMatchesModel, hashTensors, loadTensors, saveTensors } from '../util/state';
 import { progress as makeProgress, type ProgressOptions } from '../util/progress';
@@ -93,6 +95,13 @@ export interface FinetuneOptions extends Partial<FinetuneHyper> {
   /** Stop after this many total steps (checkpointing first), as an interruption would. */
   stopAtStep?: number;
   progress?: ProgressOptions & { label?: string };
+  /**
+   * Data-parallel over this group (lib/distributed): each rank takes its contiguous shard of every
+   * global batch, gradients are summed weighted by shard size (bucketed, in place), θ0, the head
+   * and the optimizer state are broadcast from rank 0 first, and only rank 0 writes checkpoints
+   * and shows progress. Every rank returns the same θ.
+   */
+  processGroup?: ProcessGroup;
   /** Called with each step's gradients before the optimizer uses them (read only). */
   onGradients?: (step: number, grads: StateDict, loss: number) => void | Promise<void>;
 }
@@ -228,11 +237,22 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   } else {
     opt = AdamW.create(theta0, hyper);
   }
-  const lin = o.mode === 'linear' ? model.linearize(theta0) : null;
+  const pg = o.processGroup;
   const sampler = new StepSampler(o.train.count, hyper.batchSize, hyper.seed);
+  const writer = !pg || pg.rank === 0;
+  if (pg) {
+    try {
+      checkShardable(sampler.batchSize, pg);
+      await broadcastFromRoot(pg, [theta0, opt.params, opt.expAvg, opt.expAvgSq], [o.head]);
+    } catch (e) {
+      opt.dispose();
+      throw e;
+    }
+  }
+  const lin = o.mode === 'linear' ? model.linearize(theta0) : null;
   const end = Math.min(hyper.steps, o.stopAtStep ?? hyper.steps);
   const label = o.progress?.label ?? `finetune ${o.mode}`;
-  const bar = makeProgress(label, hyper.steps, 'step', o.progress);
+  const bar = makeProgress(label, hyper.steps, 'step', writer ? o.progress : { ...o.progress, mode: 'none' });
   const history: StepRecord[] = [];
   const t0 = performance.now();
   const startStep = opt.step;
@@ -240,11 +260,14 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   try {
     while (opt.step < end) {
       const step = opt.step;
-      const { x, y } = batchTensors(o.train, sampler.indices(step));
+      const global = sampler.indices(step);
+      const mine = pg ? shardOf(global, pg) : global;
+      const { x, y } = batchTensors(o.train, mine);
       const params = opt.params;
-      const r = lin
+      let r = lin
         ? await lin.lossAndGrad(x, y, { params, head: o.head })
         : await model.lossAndGrad(x, y, { params, head: o.head });
+      if (pg) r = await reduceStep(pg, r, mine.length, global.length);
       if (o.onGradients) await o.onGradients(step, r.grads, r.loss);
       const lr = cosineLr(step, { lr: hyper.lr, steps: hyper.steps, warmupSteps: hyper.warmupSteps });
       const { gradNorm } = await opt.update(r.grads, lr);
@@ -252,11 +275,11 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       x.dispose();
       y.dispose();
       history.push({ step, loss: r.loss, acc: r.correct / sampler.batchSize, lr, gradNorm });
-      if (o.checkpoint?.every && opt.step % o.checkpoint.every === 0 && opt.step < end) writeCheckpoint(o.checkpoint, opt, o.mode, hyper);
+      if (writer && o.checkpoint?.every && opt.step % o.checkpoint.every === 0 && opt.step < end) writeCheckpoint(o.checkpoint, opt, o.mode, hyper);
       const recent = history.slice(-20);
       bar.update(opt.step, `loss ${(recent.reduce((a, h) => a + h.loss, 0) / recent.length).toFixed(3)}`);
     }
-    if (o.checkpoint) writeCheckpoint(o.checkpoint, opt, o.mode, hyper);
+    if (writer && o.checkpoint) writeCheckpoint(o.checkpoint, opt, o.mode, hyper);
   } catch (e) {
     bar.stop('failed');
     opt.dispose();

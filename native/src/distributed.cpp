@@ -334,7 +334,8 @@ std::vector<std::vector<at::Tensor>> buckets(const std::vector<at::Tensor>& ts, 
 
 }  // namespace
 
-void ProcessGroup::all_reduce(const std::vector<at::Tensor>& tensors, ReduceKind op, int64_t bucket_bytes) {
+void ProcessGroup::all_reduce(const std::vector<at::Tensor>& tensors, ReduceKind op, int64_t bucket_bytes,
+                              double prescale) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     check(tensors[i].defined(), ErrorKind::Argument, "all-reduce: tensor ", i, " is undefined");
     check(op != ReduceKind::Mean || at::isFloatingType(tensors[i].scalar_type()), ErrorKind::DType,
@@ -351,6 +352,7 @@ void ProcessGroup::all_reduce(const std::vector<at::Tensor>& tensors, ReduceKind
       const auto& grp = groups[g];
       // One contiguous tensor goes as it is (in place, no copy); the others are packed.
       flat[g] = {grp.size() == 1 && grp[0].is_contiguous() ? grp[0] : at::flatten_dense_tensors(grp)};
+      if (prescale != 1.0) flat[g][0].mul_(prescale);
       work.push_back(impl_->pg->allreduce(flat[g], ao));
     }
     for (auto& w : work) w->wait();
