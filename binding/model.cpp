@@ -73,6 +73,17 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return m.resolve(UnwrapNamed(env, v, what));
   }
 
+  // The input: one tensor, or an array of tensors (x first) for a model whose forward takes
+  // several; the extra inputs ride along in a with_inputs() view of the model.
+  static std::pair<tangent::ModelPtr, at::Tensor> Inputs(Napi::Env env, tangent::ModelPtr m, const Napi::Value& v) {
+    if (!v.IsArray()) return {m, UnwrapTensor(env, v, "input")};
+    auto list = TensorList(env, v, "input");
+    tangent::check(!list.empty(), ErrorKind::Argument, "input array is empty");
+    at::Tensor x = list.front();
+    list.erase(list.begin());
+    return {tangent::with_inputs(std::move(m), std::move(list)), x};
+  }
+
   // A tangent aligned with the parameters; names not given are zero.
   static std::vector<at::Tensor> Tangent(Napi::Env env, const tangent::Model& m, const Napi::Value& v) {
     std::vector<at::Tensor> out(m.num_parameters());
@@ -92,8 +103,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   };
   JvpArgs ParseJvp(const Napi::CallbackInfo& info) const {
     auto env = info.Env();
-    auto m = model(env);
-    return {m, UnwrapTensor(env, info[0], "input"), State(env, *m, info[1], "params0"), Tangent(env, *m, info[2])};
+    auto in = Inputs(env, model(env), info[0]);
+    auto m = in.first;
+    at::Tensor x = in.second;
+    return {m, x, State(env, *m, info[1], "params0"), Tangent(env, *m, info[2])};
   }
 
   static tangent::Head HeadOf(Napi::Env env, const Napi::Value& v) {
@@ -133,8 +146,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      auto m = model(env);
-      at::Tensor x = UnwrapTensor(env, info[0], "input");
+      auto in = Inputs(env, model(env), info[0]);
+      auto m = in.first;
+      at::Tensor x = in.second;
       auto state = State(env, *m, info[1], "params");
       return TensorTask(env, "tangent.forward", [m, x, state] { return tangent::forward_eval(*m, x, state); });
     });
@@ -169,8 +183,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Vjp(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      auto m = model(env);
-      at::Tensor x = UnwrapTensor(env, info[0], "input");
+      auto in = Inputs(env, model(env), info[0]);
+      auto m = in.first;
+      at::Tensor x = in.second;
       auto state = State(env, *m, info[1], "params");
       at::Tensor g = UnwrapTensor(env, info[2], "cotangent");
       auto out = std::make_shared<tangent::NamedTensors>();
@@ -188,8 +203,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value LinearizedForward(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      auto m = model(env);
-      at::Tensor x = UnwrapTensor(env, info[0], "input");
+      auto in = Inputs(env, model(env), info[0]);
+      auto m = in.first;
+      at::Tensor x = in.second;
       auto state0 = State(env, *m, info[1], "params0");
       auto state = State(env, *m, info[2], "params");
       return TensorTask(env, "tangent.linearizedForward",
@@ -205,9 +221,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Step(const Napi::CallbackInfo& info, bool grads) {
     auto env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      auto m = model(env);
       const auto mode = ModeOf(info[0]);
-      at::Tensor x = UnwrapTensor(env, info[1], "input");
+      auto in = Inputs(env, model(env), info[1]);
+      auto m = in.first;
+      at::Tensor x = in.second;
       at::Tensor y = UnwrapTensor(env, info[2], "labels");
       auto state = State(env, *m, info[3], "params");
       auto state0 = State(env, *m, info[4], "params0");
@@ -281,15 +298,18 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   });
 }
 
-// loadTorchScript(path, device) -> Promise<NativeModel>
+// loadTorchScript(path, device, output?: number | string) -> Promise<NativeModel>
 Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const std::string path = info[0].As<Napi::String>();
     const auto device = ParseDevice(info[1].As<Napi::String>());
+    tangent::TorchScriptOptions opts;
+    if (info[2].IsNumber()) opts.output_index = info[2].As<Napi::Number>().Int64Value();
+    if (info[2].IsString()) opts.output_key = info[2].As<Napi::String>();
     auto out = std::make_shared<tangent::ModelPtr>();
     return Task::Run(env, "tangent.loadTorchScript",
-                     [path, device, out] { *out = tangent::load_torchscript(path, device); },
+                     [path, device, opts, out] { *out = tangent::load_torchscript(path, device, opts); },
                      [out](Napi::Env env) -> Napi::Value { return ModelWrap::Wrap(env, *out); });
   });
 }

@@ -27,6 +27,7 @@ const nativeErrorClasses = {
   DisposedError: errors.DisposedError,
   TorchError: errors.TorchError,
   StateError: errors.StateError,
+  UnsupportedError: errors.UnsupportedError,
   CheckpointError: NativeCheckpointError,
   DistributedError,
 };
@@ -60,6 +61,9 @@ export interface NativeHead {
 
 export type NativeParams = Record<string, NativeTensor> | null;
 
+/** One input tensor, or several (x first) for a TorchScript forward that takes more. */
+export type NativeInput = NativeTensor | NativeTensor[];
+
 export interface NativeStep {
   loss: number;
   correct: number;
@@ -68,7 +72,7 @@ export interface NativeStep {
 
 export type NativeStepFn = (
   mode: 'standard' | 'linear',
-  x: NativeTensor,
+  x: NativeInput,
   y: NativeTensor,
   params: NativeParams,
   params0: NativeParams,
@@ -80,19 +84,19 @@ export interface NativeModel {
   readonly disposed: boolean;
   parameters(): NamedNative;
   buffers(): NamedNative;
-  forward(x: NativeTensor, params: NativeParams): Promise<NativeTensor>;
+  forward(x: NativeInput, params: NativeParams): Promise<NativeTensor>;
   jvp(
-    x: NativeTensor,
+    x: NativeInput,
     params0: NativeParams,
     tangent: Record<string, NativeTensor>,
   ): Promise<{ primal: NativeTensor; tangent: NativeTensor }>;
   jvpDoubleBackward(
-    x: NativeTensor,
+    x: NativeInput,
     params0: NativeParams,
     tangent: Record<string, NativeTensor>,
   ): Promise<NativeTensor>;
-  vjp(x: NativeTensor, params: NativeParams, cotangent: NativeTensor): Promise<NamedNative>;
-  linearizedForward(x: NativeTensor, params0: NativeParams, params: NativeParams): Promise<NativeTensor>;
+  vjp(x: NativeInput, params: NativeParams, cotangent: NativeTensor): Promise<NamedNative>;
+  linearizedForward(x: NativeInput, params0: NativeParams, params: NativeParams): Promise<NativeTensor>;
   /** Loss and ∂loss/∂θ (standard, or linear: backward through the JVP at params0). */
   lossAndGrad: NativeStepFn;
   /** Loss and correct count, no gradients. */
@@ -127,7 +131,7 @@ export interface NativeBinding {
   getNumThreads(): number;
   info(): NativeInfo;
   createModel(kind: string, config: object, seed: number, dtype: DType, device: string): NativeModel;
-  loadTorchScript(path: string, device: string): Promise<NativeModel>;
+  loadTorchScript(path: string, device: string, output: number | string | null): Promise<NativeModel>;
   combine(
     bases: Array<NativeTensor | null>,
     inputs: NativeTensor[][],

@@ -43,6 +43,13 @@ export class TorchError extends TangentError {
 export class StateError extends TangentError {
   override readonly code = 'ERR_TANGENT_STATE';
 }
+/**
+ * A model that uses a feature tangent-edit cannot run with a functional forward (names the op,
+ * attribute or type, and what to do instead).
+ */
+export class UnsupportedError extends TangentError {
+  override readonly code = 'ERR_TANGENT_UNSUPPORTED';
+}
 // CheckpointError (unreadable, malformed or mismatched checkpoints) lives in
 // lib/checkpoint/errors.ts and is a TangentError too.
 /** The native addon could not be loaded (says what to install). */

@@ -5,7 +5,7 @@
  * loss/gradient primitives of standard and linear fine-tuning.
  */
 import * as fs from 'node:fs';
-import { native, type NamedNative, type NativeHead, type NativeModel, type NativeParams } from './binding';
+import { native, type NamedNative, type NativeHead, type NativeInput, type NativeModel, type NativeParams } from './binding';
 import { ArgumentError, DeviceError, DisposedError, DTypeError, ParameterError, ShapeError } from './errors';
 import { assertDevice, shapeStr, Tensor, type Device, type DType } from './tensor';
 
@@ -42,6 +42,22 @@ export interface ModelOptions {
   seed?: number;
   dtype?: 'float32' | 'float64';
   device?: Device;
+}
+
+/**
+ * A model input: one tensor, or for a TorchScript module whose forward takes several tensors
+ * (`forward(x, mask)`), an array of them in forward's order (x first; trailing Optional[Tensor]
+ * arguments may be left out). Only x is batched against labels; the others are not differentiated.
+ */
+export type Input = Tensor | readonly Tensor[];
+
+export interface LoadOptions {
+  device?: Device;
+  /**
+   * Which tensor of a tuple, list or dict result is the model's output: an index, a dict key or a
+   * named-tuple field. Required when forward returns more than one tensor; an error otherwise.
+   */
+  output?: number | string;
 }
 
 /** Named parameters: a Map or a plain object of name → Tensor. */
@@ -127,7 +143,7 @@ export class Model implements Disposable {
 
   private constructor(
     handle: NativeModel,
-    readonly config: ModelConfig | { arch: 'torchscript'; path: string },
+    readonly config: ModelConfig | { arch: 'torchscript'; path: string; output?: number | string },
   ) {
     this.handle = handle;
     const spec = new Map<string, ParamSpec>();
@@ -149,12 +165,21 @@ export class Model implements Disposable {
     return new Model(native().createModel(config.arch, config, seed, dtype, device), config);
   }
 
-  /** A TorchScript module saved by torch.jit.save (forward must take one tensor). */
-  static async load(path: string, opts: { device?: Device } = {}): Promise<Model> {
+  /**
+   * A TorchScript module saved by torch.jit.save, scripted or traced, in eval mode. Its forward
+   * reads parameters and buffers as inputs and plain attributes (int, float, bool, str, lists of
+   * them) as constants; tensor arguments are inputs (see {@link Input}). What cannot be lowered to
+   * a functional forward is an `UnsupportedError` naming the attribute, argument or op.
+   */
+  static async load(path: string, opts: LoadOptions = {}): Promise<Model> {
     const device = opts.device ?? 'cpu';
     assertDevice(device, 'model device');
+    const output = opts.output;
+    if (output !== undefined && !(typeof output === 'string' && output.length > 0) && !(typeof output === 'number' && Number.isSafeInteger(output) && output >= 0))
+      throw new ArgumentError(`output must be a non-negative integer index or a non-empty key, got ${JSON.stringify(output)}`);
     if (!fs.existsSync(path)) throw new ArgumentError(`TorchScript file not found: ${path}`);
-    return new Model(await native().loadTorchScript(path, device), { arch: 'torchscript', path });
+    const config = output === undefined ? { arch: 'torchscript' as const, path } : { arch: 'torchscript' as const, path, output };
+    return new Model(await native().loadTorchScript(path, device, output ?? null), config);
   }
 
   get kind(): string {
@@ -225,6 +250,13 @@ export class Model implements Disposable {
     return x.native;
   }
 
+  /** @internal One tensor, or several (x first) for a multi-input forward. */
+  static inputs(x: Input): NativeInput {
+    if (!Array.isArray(x)) return Model.input(x as Tensor);
+    if (x.length === 0) throw new ArgumentError('input array must hold at least one Tensor');
+    return x.map((t, i) => Model.input(t, `input[${i}]`));
+  }
+
   private static head(h: Head | undefined): NativeHead | null {
     if (h === undefined) return null;
     if (!(h.weight instanceof Tensor)) throw new ArgumentError('head.weight must be a Tensor');
@@ -235,30 +267,30 @@ export class Model implements Disposable {
   }
 
   /** f(x; params), no autograd bookkeeping. `params` defaults to the model's own. */
-  async forward(x: Tensor, params?: Params): Promise<Tensor> {
-    return Tensor.wrap(await this.native.forward(Model.input(x), this.nativeParams(params, 'params')));
+  async forward(x: Input, params?: Params): Promise<Tensor> {
+    return Tensor.wrap(await this.native.forward(Model.inputs(x), this.nativeParams(params, 'params')));
   }
 
   /**
    * (f(x; θ0), J_θ f(x; θ0) · tangent) by forward-mode AD. Parameters absent from `tangent` have
    * zero tangent. θ0 defaults to the model's own parameters.
    */
-  async jvp(x: Tensor, tangent: Params, opts: { params0?: Params } = {}): Promise<{ primal: Tensor; tangent: Tensor }> {
+  async jvp(x: Input, tangent: Params, opts: { params0?: Params } = {}): Promise<{ primal: Tensor; tangent: Tensor }> {
     const t = this.checkParams(tangent, 'tangent', false);
-    const r = await this.native.jvp(Model.input(x), this.nativeParams(opts.params0, 'params0'), t);
+    const r = await this.native.jvp(Model.inputs(x), this.nativeParams(opts.params0, 'params0'), t);
     return { primal: Tensor.wrap(r.primal), tangent: Tensor.wrap(r.tangent) };
   }
 
   /** The same JVP by double backward (reverse-over-reverse); slower, for cross-checks. */
-  async jvpDoubleBackward(x: Tensor, tangent: Params, opts: { params0?: Params } = {}): Promise<Tensor> {
+  async jvpDoubleBackward(x: Input, tangent: Params, opts: { params0?: Params } = {}): Promise<Tensor> {
     const t = this.checkParams(tangent, 'tangent', false);
-    return Tensor.wrap(await this.native.jvpDoubleBackward(Model.input(x), this.nativeParams(opts.params0, 'params0'), t));
+    return Tensor.wrap(await this.native.jvpDoubleBackward(Model.inputs(x), this.nativeParams(opts.params0, 'params0'), t));
   }
 
   /** Jᵀ · cotangent at `params`: one gradient per parameter. */
-  async vjp(x: Tensor, cotangent: Tensor, opts: { params?: Params } = {}): Promise<StateDict> {
+  async vjp(x: Input, cotangent: Tensor, opts: { params?: Params } = {}): Promise<StateDict> {
     return wrapPairs(
-      await this.native.vjp(Model.input(x), this.nativeParams(opts.params, 'params'), Model.input(cotangent, 'cotangent')),
+      await this.native.vjp(Model.inputs(x), this.nativeParams(opts.params, 'params'), Model.input(cotangent, 'cotangent')),
     );
   }
 
@@ -269,26 +301,26 @@ export class Model implements Disposable {
   }
 
   /** Cross-entropy of head(f(x; params)) on int64 labels `y`, and its gradient w.r.t. θ. */
-  async lossAndGrad(x: Tensor, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<GradResult> {
+  async lossAndGrad(x: Input, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<GradResult> {
     return this.step('standard', x, y, opts.params, undefined, opts.head, true) as Promise<GradResult>;
   }
 
   /** Loss and correct count of head(f(x; params)), without gradients. */
-  async evaluate(x: Tensor, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<StepResult> {
+  async evaluate(x: Input, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<StepResult> {
     return this.step('standard', x, y, opts.params, undefined, opts.head, false);
   }
 
   /** @internal */
   async step(
     mode: Mode,
-    x: Tensor,
+    x: Input,
     y: Tensor,
     params: Params | undefined,
     params0: Params | undefined,
     head: Head | undefined,
     grads: boolean,
   ): Promise<StepResult | GradResult> {
-    const nx = Model.input(x);
+    const nx = Model.inputs(x);
     const ny = Model.input(y, 'labels');
     if (ny.dtype !== 'int64') throw new DTypeError(`labels must be int64, got ${ny.dtype}`);
     const args = [mode, nx, ny, this.nativeParams(params, 'params'), this.nativeParams(params0, 'params0'), Model.head(head)] as const;
@@ -324,25 +356,24 @@ export class LinearizedModel {
   }
 
   /** f_lin(x; params); params default to θ0, where f_lin equals f exactly. */
-  async forward(x: Tensor, params?: Params): Promise<Tensor> {
+  async forward(x: Input, params?: Params): Promise<Tensor> {
     const m = this.model;
     const p0 = this.params0 === undefined ? null : m.checkParams(this.params0, 'params0');
     const p = params === undefined ? p0 : m.checkParams(params, 'params');
-    if (!(x instanceof Tensor)) throw new ArgumentError('input must be a Tensor');
-    return Tensor.wrap(await m.native.linearizedForward(x.native, p0, p));
+    return Tensor.wrap(await m.native.linearizedForward(Model.inputs(x), p0, p));
   }
 
   /** J_θ f(x; θ0) · tangent, and f(x; θ0). */
-  jvp(x: Tensor, tangent: Params): Promise<{ primal: Tensor; tangent: Tensor }> {
+  jvp(x: Input, tangent: Params): Promise<{ primal: Tensor; tangent: Tensor }> {
     return this.model.jvp(x, tangent, { params0: this.params0 });
   }
 
   /** Cross-entropy of head(f_lin(x; θ)) and its gradient w.r.t. θ (backward through the JVP). */
-  async lossAndGrad(x: Tensor, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<GradResult> {
+  async lossAndGrad(x: Input, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<GradResult> {
     return this.model.step('linear', x, y, opts.params ?? this.params0, this.params0, opts.head, true) as Promise<GradResult>;
   }
 
-  async evaluate(x: Tensor, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<StepResult> {
+  async evaluate(x: Input, y: Tensor, opts: { params?: Params; head?: Head } = {}): Promise<StepResult> {
     return this.model.step('linear', x, y, opts.params ?? this.params0, this.params0, opts.head, false);
   }
 }

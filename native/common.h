@@ -15,7 +15,7 @@ namespace tangent {
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 // Kinds of errors the native core raises; the binding turns each into a typed JS error.
-enum class ErrorKind { Argument, Shape, DType, Device, Parameter, IO, State };
+enum class ErrorKind { Argument, Shape, DType, Device, Parameter, IO, State, Unsupported };
 
 const char* error_kind_name(ErrorKind k);
 

@@ -35,6 +35,14 @@ class Model {
   // Validate x before running (shape, dtype, device); throws tangent::Error.
   virtual void check_input(const at::Tensor& x) const;
 
+  // Models whose forward takes several tensors (TorchScript: forward(x, mask)); inputs[0] is x.
+  // The built-in architectures take one.
+  virtual size_t num_inputs() const { return 1; }
+  virtual size_t num_required_inputs() const { return 1; }
+  virtual std::string input_names() const { return "x"; }
+  virtual at::Tensor forward_inputs(const std::vector<at::Tensor>& state,
+                                    const std::vector<at::Tensor>& inputs) const;
+
   size_t num_parameters() const { return params_.size(); }
   // Position of a trainable parameter in parameters(), or -1 (buffers and unknown names).
   int64_t parameter_index(const std::string& name) const;
@@ -81,8 +89,22 @@ struct VitConfig {
 ModelPtr make_mlp(const MlpConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device);
 ModelPtr make_cnn(const CnnConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device);
 ModelPtr make_vit(const VitConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device);
-// A TorchScript module saved by torch.jit.save; its forward graph is lowered so that every
-// parameter and buffer becomes an explicit graph input.
-ModelPtr load_torchscript(const std::string& path, at::Device device);
+// A view of `m` whose forward(state, x) runs m.forward_inputs(state, {x, extra...}): the extra
+// inputs (masks, ...) ride along every forward, JVP and gradient without being differentiated.
+ModelPtr with_inputs(ModelPtr m, std::vector<at::Tensor> extra);
+
+struct TorchScriptOptions {
+  // Which element of a tuple, list or dict result is the model's output: an index (tuples and
+  // lists) or a key (dicts, named-tuple fields). Unset (-1 / empty) for a tensor result.
+  int64_t output_index = -1;
+  std::string output_key;
+};
+
+// A TorchScript module saved by torch.jit.save (scripted or traced). Its forward is lowered to a
+// graph that reads no module state: parameters and buffers become explicit graph inputs, plain
+// attributes constants of the eval-mode module (native/models/torchscript.cpp). What cannot be
+// lowered is an ErrorKind::Unsupported naming the attribute, argument or op.
+ModelPtr load_torchscript(const std::string& path, at::Device device,
+                          const TorchScriptOptions& opts = {});
 
 }  // namespace tangent

@@ -11,6 +11,7 @@ const char* error_kind_name(ErrorKind k) {
     case ErrorKind::Parameter: return "ParameterError";
     case ErrorKind::IO: return "CheckpointError";
     case ErrorKind::State: return "StateError";
+    case ErrorKind::Unsupported: return "UnsupportedError";
   }
   return "TangentError";
 }

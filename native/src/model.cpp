@@ -71,4 +71,51 @@ void Model::check_input(const at::Tensor& x) const {
   }
 }
 
+at::Tensor Model::forward_inputs(const std::vector<at::Tensor>& state,
+                                 const std::vector<at::Tensor>& inputs) const {
+  check(inputs.size() == 1, ErrorKind::Argument, kind(), " model takes one input, got ", inputs.size());
+  return forward(state, inputs[0]);
+}
+
+namespace {
+
+// with_inputs(): the model's parameters and buffers, and a forward that appends the extra inputs.
+class WithInputs final : public Model {
+ public:
+  WithInputs(ModelPtr base, std::vector<at::Tensor> extra) : base_(std::move(base)), extra_(std::move(extra)) {
+    const size_t given = 1 + extra_.size();
+    check(given >= base_->num_required_inputs() && given <= base_->num_inputs(), ErrorKind::Argument,
+          base_->kind(), " model's forward takes ", base_->num_required_inputs() == base_->num_inputs()
+              ? std::to_string(base_->num_inputs())
+              : std::to_string(base_->num_required_inputs()) + " to " + std::to_string(base_->num_inputs()),
+          " input(s) (", base_->input_names(), "), got ", given);
+    for (const auto& p : base_->parameters()) add_parameter(p.first, p.second);
+    for (const auto& b : base_->buffers()) add_buffer(b.first, b.second);
+    if (!base_->parameters().empty()) dtype_ = base_->parameters().front().second.scalar_type();
+  }
+  std::string kind() const override { return base_->kind(); }
+  void check_input(const at::Tensor& x) const override {
+    base_->check_input(x);
+    for (size_t i = 0; i < extra_.size(); ++i)
+      check(!extra_[i].defined() || extra_[i].device() == x.device(), ErrorKind::Device, "input ", i + 1,
+            " is on ", extra_[i].device().str(), ", input 0 is on ", x.device().str());
+  }
+  at::Tensor forward(const std::vector<at::Tensor>& state, const at::Tensor& x) const override {
+    std::vector<at::Tensor> inputs{x};
+    inputs.insert(inputs.end(), extra_.begin(), extra_.end());
+    return base_->forward_inputs(state, inputs);
+  }
+
+ private:
+  ModelPtr base_;
+  std::vector<at::Tensor> extra_;
+};
+
+}  // namespace
+
+ModelPtr with_inputs(ModelPtr m, std::vector<at::Tensor> extra) {
+  if (extra.empty()) return m;
+  return std::make_shared<WithInputs>(std::move(m), std::move(extra));
+}
+
 }  // namespace tangent
