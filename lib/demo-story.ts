@@ -64,7 +64,7 @@ export function resultsReadme(o: { quick: boolean; summary: string[]; markdown: 
   return [
     `# tangent-edit demo results${o.quick ? ' (--quick)' : ''}`,
     '',
-    `Produced by \`tangent demo${o.quick ? ' --quick' : ''}\` on ${o.date} in ${o.seconds.toFixed(0)} s (libtorch ${o.libtorch}, ${o.threads} threads). Seed ${o.seed} everywhere (initialization, splits, batch order).`,
+    `Produced by \`tangent demo${o.quick ? ' --quick' : ''}\` on ${o.date} in ${o.seconds.toFixed(0)} s (libtorch ${o.libtorch}, ${o.threads} threads). Seeds: ${o.seed} for the initialization, the train/validation split and the batch order; the seeded subsets of the splits use seed 1.`,
     '',
     '## What it shows',
     '',

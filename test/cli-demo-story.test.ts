@@ -42,7 +42,7 @@ t.test('a full run where linear FT does not win is not told otherwise', async (t
   t.match(s[2], /no disentanglement advantage for linear FT in this run/);
   t.match(s[3], /they are localized on tasks/);
   const md = resultsReadme({ quick: false, summary: s, markdown: '| t |', settings: { tasks: ['a'] }, seed: 0, libtorch: '1.13.1', threads: 2, seconds: 360, date: '2026-01-01' });
-  t.match(md, /^# tangent-edit demo results\n\nProduced by `tangent demo` on 2026-01-01 in 360 s \(libtorch 1\.13\.1, 2 threads\)\. Seed 0 everywhere/);
+  t.match(md, /^# tangent-edit demo results\n\nProduced by `tangent demo` on 2026-01-01 in 360 s \(libtorch 1\.13\.1, 2 threads\)\. Seeds: 0 for the initialization, the train\/validation split and the batch order/);
   t.match(md, /!\[weight disentanglement\]\(disentanglement\.png\)/);
   t.match(md, /!\[NTK eigenfunctions\]\(ntk\.png\)/);
   t.match(md, /```json\n\{\n  "tasks": \[\n    "a"\n  \]\n\}\n```/);
