@@ -331,6 +331,15 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   t.equal(viaPrebuild.status, 0, `CommonJS consumer on the prebuild: ${viaPrebuild.stderr}`);
   if (viaPrebuild.status === 0) checkSaved(t, path.join(app, 'prebuilt.safetensors'));
 
+  // `tangent rebuild` with Torch_DIR set: a real build against exactly that directory.
+  const torchDir = expected.found!.torchDir!;
+  const rebuilt = sh(bin, ['rebuild'], app, userEnv({ Torch_DIR: torchDir }));
+  t.equal(rebuilt.status, 0, `tangent rebuild: ${rebuilt.stdout}${rebuilt.stderr}`);
+  t.match(rebuilt.stdout, `tangent-edit: finding libtorch: using Torch_DIR=${torchDir} (`);
+  t.match(rebuilt.stdout, /tangent-edit: compiling: done/);
+  const rebuiltRecord = JSON.parse(fs.readFileSync(path.join(pkgDir, 'build', 'Release', 'tangent.libtorch.json'), 'utf8')) as { torchDir: string; source: string };
+  t.same({ torchDir: rebuiltRecord.torchDir, source: rebuiltRecord.source }, { torchDir, source: 'Torch_DIR' }, 'the build used Torch_DIR');
+
   // An optional package that is missing: a typed error naming it.
   const plot = sh(process.execPath, ['-e', "require('tangent-edit').analysis.renderVegaLite({}).catch((e) => { console.log(e.name, e.code, e.pkg, e.message); })"], app);
   t.equal(plot.stdout.trim(), "OptionalDependencyError ERR_TANGENT_OPTIONAL_DEPENDENCY vega figures needs the npm package 'vega', which is not installed: npm install vega", plot.stderr);
