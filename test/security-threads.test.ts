@@ -56,10 +56,11 @@ async function here(seed: number): Promise<number> {
   return sum;
 }
 (async () => {
-  const first = await inWorker(1);              // a worker first ...
-  const mainSum = await here(1);                // ... then the main thread (aborted before)
+  const before = await here(1);                 // the main thread loads the addon ...
+  const first = await inWorker(1);              // ... a worker loads its own instance ...
+  const mainSum = await here(1);                // ... and the main thread again (a static handle: the worker's, gone)
   const all = await Promise.all([inWorker(2), inWorker(3), here(2), here(3)]); // all at once
-  console.log(JSON.stringify({ first: first.sum, mainSum, w2: all[0].sum, w3: all[1].sum, m2: all[2], m3: all[3] }));
+  console.log(JSON.stringify({ before, first: first.sum, mainSum, w2: all[0].sum, w3: all[1].sum, m2: all[2], m3: all[3] }));
 })();
 `);
   const r = runTs(main, [], { timeout: 120_000 });
@@ -70,6 +71,7 @@ async function here(seed: number): Promise<number> {
   if (o) {
     t.ok(Number.isFinite(o.first), 'the worker computed');
     t.equal(o.first, o.mainSum, 'same seed, same result in a worker and in the main thread');
+    t.equal(o.before, o.mainSum, 'the main thread still works after a worker loaded the addon');
     t.equal(o.w2, o.m2);
     t.equal(o.w3, o.m3);
   }
