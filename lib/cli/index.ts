@@ -10,6 +10,7 @@ import { TangentError } from '../errors';
 import { registerAnalysisCommands } from './analysis';
 import { registerCheckpointCommands } from './checkpoints';
 import { registerEvalCommands } from './eval';
+import { registerDistributed } from './launch';
 import { registerRuntimeCommands } from './runtime';
 import { registerTrainCommands } from './train';
 import { usageLine } from './options';
@@ -40,6 +41,7 @@ export function buildCli(): Command {
   registerTrainCommands(program);
   registerEvalCommands(program);
   registerAnalysisCommands(program);
+  registerDistributed(program); // tangent launch; --world-size/--rank/--master on the data-parallel verbs
   // An option error prints one line, then this verb's usage (not the whole help).
   for (const c of program.commands) c.showHelpAfterError(usageLine(c));
   return program;

@@ -8,6 +8,7 @@
  */
 import { ArgumentError, ParameterError } from '../errors';
 import type { ProcessGroup } from '../distributed/group';
+import { groupFor } from '../distributed/context';
 import type { Head, Model, Params, StateDict } from '../model';
 import { combineStates } from '../ops';
 import type { EvalData } from '../data/splits';
@@ -43,16 +44,17 @@ export class Evaluator {
   readonly tasks: Map<string, EvalTask>;
   /**
    * With `processGroup`, every rank evaluates every worldSize-th batch and the correct counts are
-   * summed over ranks (exact integers): every rank returns the single-process figures.
+   * summed over ranks (exact integers): every rank returns the single-process figures. Default:
+   * the process's default group (set by the CLI for `tangent launch` / `--world-size`); null: none.
    */
   readonly processGroup: ProcessGroup | undefined;
   constructor(
     readonly model: Model,
     readonly theta0: StateDict,
     tasks: readonly EvalTask[],
-    o: { processGroup?: ProcessGroup } = {},
+    o: { processGroup?: ProcessGroup | null } = {},
   ) {
-    this.processGroup = o.processGroup;
+    this.processGroup = groupFor(o.processGroup);
     model.checkParams(theta0, 'theta0');
     this.tasks = new Map(tasks.map((t) => [t.name, t]));
     for (const t of tasks) {

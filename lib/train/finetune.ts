@@ -15,6 +15,7 @@ import type { Head, Mode, Model, Params, StateDict } from '../model';
 import { AdamW, cosineLr } from './optim';
 import { broadcastFromRoot, checkShardable, reduceStep, shardOf } from '../distributed/data-parallel';
 import type { ProcessGroup } from '../distributed/group';
+import { groupFor } from '../distributed/context';
 import { batchTensors, checkDataset, StepSampler } from '../data/splits';
 import { assertMatchesModel, hashTensors, loadTensors, saveTensors } from '../util/state';
 import { progress as makeProgress, type ProgressOptions } from '../util/progress';
@@ -99,9 +100,10 @@ export interface FinetuneOptions extends Partial<FinetuneHyper> {
    * Data-parallel over this group (lib/distributed): each rank takes its contiguous shard of every
    * global batch, gradients are summed weighted by shard size (bucketed, in place), θ0, the head
    * and the optimizer state are broadcast from rank 0 first, and only rank 0 writes checkpoints
-   * and shows progress. Every rank returns the same θ.
+   * and shows progress. Every rank returns the same θ. Default: the process's default group
+   * (set by the CLI for `tangent launch` / `--world-size`); null: none.
    */
-  processGroup?: ProcessGroup;
+  processGroup?: ProcessGroup | null;
   /** Called with each step's gradients before the optimizer uses them (read only). */
   onGradients?: (step: number, grads: StateDict, loss: number) => void | Promise<void>;
 }
@@ -237,7 +239,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   } else {
     opt = AdamW.create(theta0, hyper);
   }
-  const pg = o.processGroup;
+  const pg = groupFor(o.processGroup);
   const sampler = new StepSampler(o.train.count, hyper.batchSize, hyper.seed);
   const writer = !pg || pg.rank === 0;
   if (pg) {

@@ -304,6 +304,8 @@ void ProcessGroup::run(const char* what, F&& body) {
     throw DistributedError(std::string(what) + ": the process group is unusable after an earlier failure (" + broken_ +
                            "); create a new group with a fresh store");
   try {
+    // Parameters may be leaves that require grad (TorchScript): collectives write them in place.
+    at::NoGradGuard no_grad;
     body();
   } catch (...) {
     auto cause = cause_of(std::current_exception());

@@ -78,7 +78,7 @@ int main() {
 
   // Collectives: values checked on both ranks.
   {
-    std::vector<bool> ok(2, false), mean_ok(2, false), bcast_ok(2, false), big_ok(2, false);
+    std::vector<bool> ok(2, false), mean_ok(2, false), bcast_ok(2, false), big_ok(2, false), leaf_ok(2, false);
     auto errs = two_ranks(ms(20000), [&](int r, ProcessGroup& pg) {
       const double k = r + 1;  // rank 0 holds 1s, rank 1 holds 2s
       // Four tensors, two dtypes, one non-contiguous, 64-byte buckets: several buckets in flight.
@@ -94,6 +94,11 @@ int main() {
       pg.broadcast(b, 1, 8);
       bcast_ok[r] = at::equal(b[0], at::full({2, 2}, 2.0f)) && at::equal(b[1], at::full({3}, 200, at::kLong));
       pg.barrier();
+      // Leaves that require grad (as TorchScript parameters are) are written in place all the same.
+      std::vector<at::Tensor> leaf = {at::full({3}, k, at::kFloat).requires_grad_(true), at::full({2}, k, at::kFloat).requires_grad_(true)};
+      pg.broadcast(leaf, 0);
+      pg.all_reduce(leaf, ReduceKind::Sum);
+      leaf_ok[r] = at::equal(leaf[0].detach(), at::full({3}, 2.0f)) && at::equal(leaf[1].detach(), at::full({2}, 2.0f));
       std::vector<at::Tensor> big = {at::full({1 << 20}, k, at::kFloat)};
       pg.all_reduce(big, ReduceKind::Sum);
       big_ok[r] = big[0].eq(3.0f).all().item<bool>();
@@ -106,6 +111,7 @@ int main() {
     expect(mean_ok[0] && mean_ok[1], "all-reduce mean = sum / world size");
     expect(bcast_ok[0] && bcast_ok[1], "broadcast from rank 1 reaches rank 0, both dtypes");
     expect(big_ok[0] && big_ok[1], "1M-float all-reduce is exact");
+    expect(leaf_ok[0] && leaf_ok[1], "leaves that require grad are broadcast and reduced in place");
   }
 
   // A rank that never joins: rank 0 alone, 1 s timeout.
