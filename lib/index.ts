@@ -26,6 +26,8 @@ export { detectFormat, loadStateDict, saveStateDict, openCheckpoint, rawToTensor
 export { mergeTensor, mergeStateDicts, mergeCheckpoints, parseMergeConfig, loadMergeConfig, MERGE_METHODS, type MergeMethod, type MergeConfig, type MergeOptions } from './merge';
 export { readTorchCheckpoint, writeTorchCheckpoint } from './checkpoint/torch-pickle';
 export * as train from './train';
+export * as distributed from './distributed';
+export { ProcessGroup, DistributedError } from './distributed';
 export * as evaluation from './eval';
 export { runPaperProtocol, PAPER_TASKS, type ProtocolOptions, type ProtocolReport } from './protocol';
 export * as analysis from './analysis';
