@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { ArgumentError } from '../errors';
 import type { DataSpec } from '../data/spec';
-import { bytesArg, choiceArg, intArg, numArg } from './options';
+import { bytesArg, choiceArg, intArg, numArg, setThreads } from './options';
 
 interface CommonAnalysisOpts {
   model?: string;
@@ -99,8 +99,7 @@ async function runDisentangle(o: DisentangleOpts): Promise<void> {
   if (!o.demo && !metas.length && !o.model && !o.pretrained) throw new ArgumentError('with --tau1/--tau2, give the model: --model and/or --pretrained');
 
   // --- work ---
-  const { setNumThreads } = await import('../runtime');
-  setNumThreads(o.threads);
+  await setThreads(o.threads);
   const { imagesTensor, demoTaskVectors } = await import('../analysis/inputs');
   const { weightDisentanglement, writeDisentanglementJson, linspace } = await import('../analysis/disentanglement');
   const { renderDisentanglement, writeFigure } = await import('../analysis/plot');
@@ -226,8 +225,7 @@ async function runNtk(o: NtkOpts): Promise<void> {
   requireFile('--pretrained', o.pretrained);
   if (o.demo && (o.model || o.pretrained)) throw new ArgumentError('--demo uses the built-in ViT from --seed; drop --model / --pretrained');
 
-  const { setNumThreads } = await import('../runtime');
-  setNumThreads(o.threads);
+  await setThreads(o.threads);
   const { ntkLocalization, empiricalNtk, writeNtkJson } = await import('../analysis/ntk');
   const { renderNtk, writeFigure } = await import('../analysis/plot');
   const { imagesTensor } = await import('../analysis/inputs');

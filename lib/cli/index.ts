@@ -13,7 +13,7 @@ import { registerEvalCommands } from './eval';
 import { registerDistributed } from './launch';
 import { registerRuntimeCommands } from './runtime';
 import { registerTrainCommands } from './train';
-import { usageLine } from './options';
+import { usageLine, workStarted } from './options';
 
 function packageVersion(): string {
   // dist/lib/cli/index.js and lib/cli/index.ts are both three levels below the package root.
@@ -62,7 +62,8 @@ export function main(argv: string[]): void {
     if (err instanceof TangentError || (err instanceof Error && err.name === 'MissingDependencyError')) {
       const verb = (current as Command | null)?.name();
       console.error(`tangent${verb ? ` ${verb}` : ''}: ${err.name}: ${err.message}`);
-      if (err.name === 'ArgumentError' && current) console.error(usageLine(current));
+      // The usage helps with a bad option, not with a problem met during the work.
+      if (err.name === 'ArgumentError' && current && !workStarted()) console.error(usageLine(current));
       process.exit(2);
     }
     throw err;

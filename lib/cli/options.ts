@@ -161,7 +161,15 @@ export function emit(o: { json?: boolean; out?: string; markdown?: string }, res
   else console.log(text);
 }
 
+let working = false;
+/** Whether a verb has finished validating and started its work (errors after that print no usage). */
+export function workStarted(): boolean {
+  return working;
+}
+
+/** Marks the end of validation (every verb calls this first thing when work starts) and sets threads. */
 export async function setThreads(n: number | undefined): Promise<void> {
+  working = true;
   const { setNumThreads } = await import('../runtime');
   setNumThreads(n ?? 2);
 }
