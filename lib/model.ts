@@ -170,6 +170,11 @@ export class Model implements Disposable {
    * reads parameters and buffers as inputs and plain attributes (int, float, bool, str, lists of
    * them) as constants; tensor arguments are inputs (see {@link Input}). What cannot be lowered to
    * a functional forward is an `UnsupportedError` naming the attribute, argument or op.
+   *
+   * **This executes the archive's code** (torch::jit::load compiles its `code/` and runs its
+   * classes' `__setstate__` while loading), like Python's `torch.load(weights_only=False)`: load
+   * only TorchScript you trust. To read the weights of an untrusted archive use `loadStateDict`,
+   * which reads them as data (docs/security.md).
    */
   static async load(path: string, opts: LoadOptions = {}): Promise<Model> {
     const device = opts.device ?? 'cpu';
