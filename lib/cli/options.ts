@@ -138,7 +138,8 @@ export async function resolveConfig<S extends z.ZodTypeAny>(
   if (!r.success) {
     // A problem with a key the config file set names the file; one given as a flag names the flag.
     const first = r.error.issues[0];
-    const fromFile = cfgFile !== undefined && first !== undefined && first.path.length > 0 && !given.has(String(first.path[0])) && String(first.path[0]) in doc;
+    const keys = first === undefined ? [] : first.code === 'unrecognized_keys' ? first.keys : first.path.length ? [String(first.path[0])] : [];
+    const fromFile = cfgFile !== undefined && keys.length > 0 && keys.every((k) => !given.has(k) && k in doc);
     throw new ArgumentError(fromFile ? `${cfgFile} is invalid: ${zodProblems(r.error, 'config').replace(/config: /g, '')}` : zodProblems(r.error, 'flags'));
   }
   const out = r.data as Record<string, unknown>;
