@@ -169,6 +169,7 @@ export function registerTrainCommands(program: Command): void {
     if (o.model) parseModelSpec(o.model);
     requireFile('--pretrained', o.pretrained);
     requireFile('--heads', o.heads);
+    if (o.resume) requireFile('--out (the checkpoint to resume)', o.out);
     if (!o.model && !o.pretrained) throw new ArgumentError('give --model (a TorchScript file or a built-in config) or --pretrained (θ0 from tangent pretrain)');
     await setThreads(o.threads);
     const { loadBase, headFor, loadData } = await import('./inputs');
