@@ -20,6 +20,7 @@ export const EvalConfig = z
   .strict();
 const sweepBase = {
   checkpoints: z.array(zfile).min(1),
+  data: z.array(zfile).optional(),
   alphas: z.union([z.number().int().min(2), z.array(z.number().finite()).min(1)]).default(21),
   regimes: z.array(REGIME).min(1).default(['nonlinear', 'posthoc', 'linear']),
   out: zfile.optional(),
@@ -116,6 +117,7 @@ function sweepOptions(c: Command): Command {
     commonOptions(
       baseOptions(c)
         .option('--checkpoints <files...>', 'fine-tuned checkpoints, standard and/or linear (required)')
+        .option('--data <specs...>', "the tasks' datasets, named as the checkpoints' tasks (default: the specs recorded in the checkpoints)")
         .option('--alphas <n|list>', 'α grid: a number of points on [0, 1] (default 21) or a comma list', (v: string) => (v.includes(',') ? numListArg('--alphas')(v) : intArg('--alphas', 2)(v)))
         .option('--regimes <list>', 'nonlinear,posthoc,linear (default all)', listArg)
         .option('--out <file>', 'write the full results (every α) as JSON')
