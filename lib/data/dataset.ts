@@ -23,7 +23,11 @@ export interface ImageSet {
   name: string;
   /** `count * C * H * W` float32 pixels, CHW per sample, samples contiguous. */
   images: Float32Array;
-  /** `count` class indices in `[0, classes)`. */
+  /**
+   * `count` class indices in `[0, classes)`, held compactly in memory; the file loaders read any
+   * integer dtype (int64 as NumPy and PyTorch write labels) and the model always receives int64
+   * label tensors (`batchTensors`, `evalData`).
+   */
   labels: Int32Array;
   /** Number of samples. */
   count: number;
