@@ -10,6 +10,7 @@ import { native, type NativeMergeSpec } from './binding';
 import { CheckpointError } from './checkpoint/errors';
 import { findNonFinite, isFloatDType as isFloatRaw, type RawTensor } from './checkpoint/dtype';
 import { openCheckpoint, rawToTensor, saveStateDict, tensorToRaw, type LoadedCheckpoint } from './checkpoint/io';
+import { quote } from './checkpoint/escape';
 import {
   assertSameLayout,
   writeSafetensorsAsync,
@@ -184,7 +185,7 @@ export async function mergeCheckpoints(
         if (cfg.non_finite === 'error')
           throw new CheckpointError('ERR_NON_FINITE', 'the merged tensor holds NaN or Inf (non_finite: error)', { file: cfg.output, tensor: name });
         nonFinite.push(name);
-        process.emitWarning(`${cfg.output}: tensor "${name}": the merged tensor holds NaN or Inf`);
+        process.emitWarning(`${cfg.output}: tensor ${quote(name)}: the merged tensor holds NaN or Inf`);
       }
       bytes += raw.data.byteLength;
       opts.onTensor?.(name, done++, names.length);

@@ -634,6 +634,10 @@ function parseIndexFile(indexFile: string): ShardedIndex {
   let bytes: Buffer;
   const fd = openForReading(indexFile);
   try {
+    const size = fs.fstatSync(fd).size;
+    if (size > DEFAULT_MAX_HEADER_BYTES) {
+      throw new CheckpointError('ERR_HEADER_TOO_LARGE', `index is ${size} bytes, more than the ${DEFAULT_MAX_HEADER_BYTES}-byte limit of a header`, { file: indexFile });
+    }
     bytes = fs.readFileSync(fd);
   } catch (e) {
     throw ioError(indexFile, 'read sharded index', e);

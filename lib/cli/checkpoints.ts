@@ -182,7 +182,7 @@ export function registerCheckpointCommands(program: Command): void {
           metadata: tangent?.metadata,
           onTensor: (name, i, n) => {
             bar ??= progress('merge', n, 'tensor', { mode: o.progress ?? 'auto' });
-            bar.update(i + 1, name.slice(0, 40));
+            bar.update(i + 1, escapeControl(name).slice(0, 40));
           },
         });
         (bar as import('../util/progress').Progress | null)?.stop();
