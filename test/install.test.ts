@@ -19,6 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { findLibtorch } from '../lib/install/libtorch';
+import { describeRecord, type LibtorchRecord } from '../lib/install/record';
 
 const REPO = path.resolve(__dirname, '..');
 const TSC = path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
@@ -339,6 +340,25 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   t.match(rebuilt.stdout, /tangent-edit: compiling: done/);
   const rebuiltRecord = JSON.parse(fs.readFileSync(path.join(pkgDir, 'build', 'Release', 'tangent.libtorch.json'), 'utf8')) as { torchDir: string; source: string };
   t.same({ torchDir: rebuiltRecord.torchDir, source: rebuiltRecord.source }, { torchDir, source: 'Torch_DIR' }, 'the build used Torch_DIR');
+
+  // A real load failure: an LD_LIBRARY_PATH entry with another libc10.so (here an empty one) comes
+  // before the rpath; the error names the libtorch the build wanted and the remedy.
+  const other = path.join(work, 'other-libtorch');
+  fs.mkdirSync(other);
+  fs.writeFileSync(path.join(other, 'empty.c'), 'int tangent_test_placeholder;\n');
+  const cc = sh('cc', ['-shared', '-fPIC', '-o', path.join(other, 'libc10.so'), path.join(other, 'empty.c')], other);
+  if (cc.status === 0) {
+    const bad = sh(process.execPath, ['-e', "try { require('tangent-edit').runtimeInfo(); } catch (e) { console.log(e.name); console.log(e.message); }"], app, userEnv({ LD_LIBRARY_PATH: other }));
+    const [name, ...msg] = bad.stdout.trim().split('\n');
+    t.equal(name, 'NativeLoadError');
+    t.match(msg.join('\n'), `undefined symbol`);
+    t.match(
+      msg.join('\n'),
+      `another libtorch version is loaded than the one the addon was built against. It was built against ${describeRecord(JSON.parse(fs.readFileSync(path.join(pkgDir, 'build', 'Release', 'tangent.libtorch.json'), 'utf8')) as LibtorchRecord)}. ` +
+        `An LD_LIBRARY_PATH or LD_PRELOAD entry may put another libtorch first, or that libtorch was upgraded in place. LD_LIBRARY_PATH is ${other}. ` +
+        'Rebuild against the libtorch you have now: npx tangent rebuild (or: npm rebuild tangent-edit).',
+    );
+  } else t.comment(`no C compiler for the LD_LIBRARY_PATH check: ${cc.stderr}`);
 
   // An optional package that is missing: a typed error naming it.
   const plot = sh(process.execPath, ['-e', "require('tangent-edit').analysis.renderVegaLite({}).catch((e) => { console.log(e.name, e.code, e.pkg, e.message); })"], app);
