@@ -1,35 +1,86 @@
 #!/usr/bin/env bash
-# The test suite: node-tap over test/*.test.ts, then native/'s plain C++ tests (built here
-# against the same libtorch). Ends with one "N passed, N failed" line.
+# The test suite: node-tap over test/**/*.test.ts, then native/'s plain C++ tests (built by
+# scripts/setup.sh in the same build tree as the addon). The exit status is the truth: a failing
+# check, a crashed or silent test file, a tap run without its summary line, or a missing native test
+# binary each fail the run. Ends with one "N passed, N failed, N skipped" line, after the reason of
+# every skip. Under CI=true a skipped PyTorch cross-check is a failure (CI has python3-torch).
+#
+# Isolation: the dataset cache (TANGENT_CACHE) and temporary files go to a fresh directory that is
+# removed at the end; set TANGENT_TEST_CACHE=DIR to reuse a cache between runs.
+#
+#   bash scripts/test.sh                       # everything
+#   bash scripts/test.sh test/merge.test.ts    # some tap files (the native tests still run)
+#   TANGENT_NATIVE_ONLY=1 / TANGENT_SKIP_NATIVE_TESTS=1
 set -uo pipefail
 cd "$(dirname "$0")/.."
-log=$(mktemp)
-pass=0; fail=0
-if [ -z "${TANGENT_NATIVE_ONLY:-}" ]; then
-npx tap --reporter=tap "$@" 2>&1 | tee "$log" | grep -E '^(not )?ok|^# (Subtest|\{)|^\s+not ok' || true
-tap_rc=${PIPESTATUS[0]}
-summary=$(grep -E '^# \{ total' "$log" | tail -1)
-pass=$(grep -oE 'pass: [0-9]+' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
-fail=$(grep -oE 'fail: [0-9]+' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
-[ "$tap_rc" != 0 ] && [ "$fail" = 0 ] && fail=1
-if [ "$tap_rc" != 0 ]; then grep -E -B2 -A30 '^\s+not ok' "$log" | head -150; fi
-fi
 
-# Native C++ tests (skip with TANGENT_SKIP_NATIVE_TESTS=1).
-if [ -z "${TANGENT_SKIP_NATIVE_TESTS:-}" ]; then
-  mkdir -p build-native
-  if (cd build-native && cmake .. -DTANGENT_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null &&
-      cmake --build . --target tangent_native_tests -j2 >/tmp/tangent-native-build.log 2>&1); then
-    out=$(build-native/tangent_native_tests cpu 2>&1); rc=$?
-    echo "$out" | sed 's/^/native: /'
-    np=$(grep -oE '^[0-9]+ passed' <<<"$out" | grep -oE '[0-9]+' || echo 0)
-    nf=$(grep -oE '[0-9]+ failed' <<<"$out" | grep -oE '[0-9]+' || echo 1)
-    [ "$rc" != 0 ] && [ "$nf" = 0 ] && nf=1
-    pass=$((pass + np)); fail=$((fail + nf))
+work=$(mktemp -d "${TMPDIR:-/tmp}/tangent-test.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export TANGENT_CACHE="${TANGENT_TEST_CACHE:-$work/cache}"
+log=$work/tap.log
+pass=0; fail=0; skip=0
+problems=()
+start=$SECONDS
+
+if [ -z "${TANGENT_NATIVE_ONLY:-}" ]; then
+  # Which files should report: the arguments, or every test file (what .taprc includes).
+  if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
+
+  npx tap --reporter=tap "$@" 2>&1 | tee "$log" | grep --line-buffered -E '^(not )?ok [0-9]+ - |^\s+not ok '
+  tap_rc=${PIPESTATUS[0]}
+
+  summary=$(grep -E '^# \{ total' "$log" | tail -1)
+  if [ -z "$summary" ]; then
+    problems+=("tap ended without its summary line (exit $tap_rc): it crashed or was killed")
+    fail=$((fail + 1))
   else
-    tail -30 /tmp/tangent-native-build.log; fail=$((fail + 1))
+    n() { grep -oE "$1: [0-9]+" <<<"$summary" | grep -oE '[0-9]+' || echo 0; }
+    pass=$(n pass); fail=$((fail + $(n fail))); skip=$(n skip)
+  fi
+  if [ "$tap_rc" != 0 ] && [ "$fail" = 0 ]; then
+    problems+=("tap exited with status $tap_rc although no check failed")
+    fail=1
+  fi
+  # Every test file must have run and reported at least one check.
+  for f in "${files[@]}"; do
+    [ -d "$f" ] && continue
+    if ! grep -qE "^(not )?ok [0-9]+ - ${f//./\\.}( |$)" "$log"; then
+      problems+=("$f never reported a result"); fail=$((fail + 1))
+    fi
+  done
+  empty=$(grep -B1 -E '^\s+1\.\.0 # no tests found' "$log" | grep -oE 'Subtest: test/\S+' | sed 's/Subtest: //')
+  for f in $empty; do problems+=("$f ran no tests"); fail=$((fail + 1)); done
+
+  skips=$(grep -E '^\s*ok [0-9]+ - .* # SKIP' "$log" | sed -E 's/^\s*ok [0-9]+ - //')
+  if [ -n "$skips" ]; then
+    echo "skipped:"
+    sed 's/^/  /' <<<"$skips"
+    if [ "${CI:-}" = true ] && grep -qiE 'torch|python' <<<"$skips"; then
+      problems+=("CI=true: a PyTorch cross-check was skipped (install python3-torch)"); fail=$((fail + 1))
+    fi
+  fi
+  if [ "$fail" != 0 ]; then
+    echo "failures:"
+    grep -E -B2 -A30 '^\s+not ok ' "$log" | head -200
   fi
 fi
-rm -f "$log"
-echo "$pass passed, $fail failed"
+
+# Native C++ tests: the binary scripts/setup.sh built next to the addon.
+if [ -z "${TANGENT_SKIP_NATIVE_TESTS:-}" ]; then
+  bin=build/Release/tangent_native_tests
+  if [ ! -x "$bin" ]; then
+    problems+=("$bin is missing (run bash scripts/setup.sh)"); fail=$((fail + 1))
+  else
+    out=$("$bin" cpu 2>&1); rc=$?
+    sed 's/^/native: /' <<<"$out"
+    np=$(grep -oE '^[0-9]+ passed' <<<"$out" | grep -oE '^[0-9]+' || echo 0)
+    nf=$(grep -oE '[0-9]+ failed' <<<"$out" | grep -oE '^[0-9]+' || echo 0)
+    if [ "$rc" != 0 ] && [ "$nf" = 0 ]; then problems+=("$bin exited with status $rc"); nf=1; fi
+    if [ "$np" = 0 ] && [ "$nf" = 0 ]; then problems+=("$bin reported no results"); nf=1; fi
+    pass=$((pass + np)); fail=$((fail + nf))
+  fi
+fi
+
+for p in "${problems[@]}"; do echo "problem: $p"; done
+echo "$pass passed, $fail failed, $skip skipped ($((SECONDS - start)) s)"
 [ "$fail" = 0 ]

@@ -5,10 +5,9 @@ import * as path from 'node:path';
 import t from 'tap';
 import { CheckpointError, detectFormat, loadStateDict, Model, saveStateDict, Tensor, type StateDict } from '../lib';
 import { bfloat16BitsToFloat32, float16BitsToFloat32 } from '../lib/checkpoint/dtype';
-import { FIXTURES } from './helpers';
+import { FIXTURES, needsTorch } from './helpers';
 
 const PY = '/usr/bin/python3';
-const hasTorch = fs.existsSync(PY) && spawnSync(PY, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 
 function values(tensor: Tensor): number[] {
   const d = tensor.data();
@@ -74,7 +73,7 @@ t.test('a TorchScript module is a checkpoint too (its parameters and buffers)', 
   t.same(values(tensors.get('fc2.bias')!), values(m.parameters().get('fc2.bias')!));
 });
 
-t.test('PyTorch reads what we write', { skip: hasTorch ? false : `${PY} with torch is not installed` }, async (t) => {
+t.test('PyTorch reads what we write', { skip: needsTorch() }, async (t) => {
   const f = path.join(tmp, 'ours.pt');
   await saveStateDict(f, sample());
   const script = `

@@ -1,4 +1,8 @@
-/** Small helpers shared by the tests: seeded random tensors and plain-array arithmetic. */
+/** Small helpers shared by the tests: seeded random tensors, plain-array arithmetic, temp dirs, PyTorch. */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { Tensor, type Model, type StateDict } from '../lib';
 import { mulberry32Raw, normalsFrom, type Rng } from '../lib/util/random';
 
@@ -59,3 +63,46 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 export const FIXTURES = `${__dirname}/fixtures`;
+
+// ---- isolation ----
+
+/** A fresh temporary directory, removed when the test `t` ends. */
+export function tmpDir(t: { teardown(fn: () => void): void }, prefix = 'tangent-test-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+// Tests never write the dataset cache into the repository: scripts/test.sh sets TANGENT_CACHE to a
+// temporary directory; a test file run on its own (npx tap test/x.test.ts) gets one of its own.
+if (!process.env['TANGENT_CACHE']) {
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-test-cache-'));
+  process.env['TANGENT_CACHE'] = cache;
+  process.on('exit', () => fs.rmSync(cache, { recursive: true, force: true }));
+}
+
+// ---- the PyTorch cross-checks ----
+
+/** Debian's interpreter, which holds python3-torch (the python3 first on PATH is another one). */
+export const PY = '/usr/bin/python3';
+let torchState: boolean | undefined;
+/** Whether Debian's python3-torch can be imported. */
+export function hasTorch(): boolean {
+  torchState ??= fs.existsSync(PY) && spawnSync(PY, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+  return torchState;
+}
+/**
+ * The `skip` option of a test that needs python3-torch: false (run) when it is there, else the
+ * reason. Under CI=true it never skips: the test runs and fails, because CI has python3-torch.
+ */
+export function needsTorch(): false | string {
+  if (hasTorch() || process.env['CI'] === 'true') return false;
+  return `${PY} cannot import torch (apt-get install python3-torch)`;
+}
+/** Runs a Python script with Debian's interpreter; throws with its stderr when it fails. */
+export function runPython(script: string, args: string[] = [], opts: { timeout?: number } = {}): string {
+  if (!hasTorch()) throw new Error(`${PY} cannot import torch: this PyTorch cross-check cannot run (apt-get install python3-torch)`);
+  const r = spawnSync(PY, ['-c', script, ...args], { encoding: 'utf8', timeout: opts.timeout ?? 120_000, env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  if (r.status !== 0) throw new Error(`python failed (status ${r.status}, signal ${r.signal}):\n${r.stderr}`);
+  return r.stdout;
+}

@@ -130,5 +130,21 @@ t.test('standard gradient equals Jᵀg at θ, with a frozen normalized head', as
   }
   const fd = (lp - lm) / (2 * h);
   t.ok(Math.abs(dot - fd) / Math.abs(fd) <= 1e-6, `⟨∇L, v⟩ = dL/dv by finite differences (${dot} vs ${fd})`);
-  t.ok(step.correct >= 0 && step.correct <= 5);
+  // The correct count, recomputed in JS from the plain forward: argmax of W·(f/‖f‖) + b.
+  const f = toF64(await model.forward(x));
+  const W = toF64(head.weight);
+  const bias = toF64(head.bias);
+  const labels = [0, 1, 2, 1, 0];
+  let correct = 0;
+  let ce = 0;
+  for (let r = 0; r < 5; r++) {
+    const row = Array.from(f.subarray(4 * r, 4 * r + 4));
+    const norm = Math.max(Math.hypot(...row), 1e-12);
+    const logits = [0, 1, 2].map((c) => bias[c]! + row.reduce((a, v, k) => a + (W[4 * c + k]! * v) / norm, 0));
+    if (logits.indexOf(Math.max(...logits)) === labels[r]) correct++;
+    const mx = Math.max(...logits);
+    ce += mx + Math.log(logits.reduce((a, l) => a + Math.exp(l - mx), 0)) - logits[labels[r]!]!;
+  }
+  t.ok(Math.abs(step.loss - ce / 5) < 1e-12, `loss ${step.loss} is the mean cross-entropy recomputed in JS (${ce / 5})`);
+  t.equal(step.correct, correct, `correct count ${step.correct} equals argmax of the head recomputed in JS`);
 });

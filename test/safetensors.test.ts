@@ -844,9 +844,11 @@ t.test('fromFloat32Array / toFloat32Array', async (tt) => {
   const vals = [1, -2, 0.1, 65504, 1e-8];
   const f16 = fromFloat32Array(vals, [5], 'float16');
   tt.equal(f16.data.byteLength, 10);
-  tt.same([...toFloat32Array(f16)], vals.map((v) => float16BitsToFloat32(float32ToFloat16Bits(v))));
+  // Expected values from PyTorch (torch.tensor(vals, dtype=float32).half() / .bfloat16()), not from
+  // the converters under test.
+  tt.same([...toFloat32Array(f16)], [1, -2, 0.0999755859375, 65504, 0]);
   const bf = fromFloat32Array(vals, [5], 'bfloat16');
-  tt.same([...toFloat32Array(bf)], vals.map((v) => bfloat16BitsToFloat32(float32ToBFloat16Bits(v))));
-  tt.same([...toFloat32Array(fromFloat32Array(vals, [5, 1], 'float64'))], [...new Float32Array(vals)]);
+  tt.same([...toFloat32Array(bf)], [1, -2, 0.10009765625, 65536, 1.0011717677116394e-8]);
+  tt.same([...toFloat32Array(fromFloat32Array(vals, [5, 1], 'float64'))], [1, -2, 0.10000000149011612, 65504, 9.99999993922529e-9]);
   tt.throws(() => fromFloat32Array(vals, [2, 2]), RangeError);
 });
