@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d "${TMPDIR:-/tmp}/tangent-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export TANGENT_CACHE="${TANGENT_TEST_CACHE:-$work/cache}"
+mkdir -p "$work/tmp"
+export TMPDIR="$work/tmp"   # whatever a test leaves in os.tmpdir() goes with $work
 log=$work/tap.log
 pass=0; fail=0; skip=0
 problems=()

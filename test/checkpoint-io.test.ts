@@ -28,6 +28,7 @@ function sample(): StateDict {
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-ckpt-'));
+t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 t.test('a torch.save file written by PyTorch reads correctly, every dtype', async (t) => {
   const expected = JSON.parse(fs.readFileSync(`${FIXTURES}/torch_state_dict.json`, 'utf8')) as Record<string, { dtype: string; shape: number[]; data: number[] }>;

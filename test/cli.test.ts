@@ -11,6 +11,7 @@ const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], {
 
 t.test('tangent merge and inspect, end to end', { skip: fs.existsSync(CLI) ? false : 'dist/ not built (run npm run build:ts)' }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-cli-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const w = (v: number[]) => new Map([['w', Tensor.from(Float32Array.from(v), [2, 2])], ['n', Tensor.from(new BigInt64Array([4n]), [1])]]);
   await saveStateDict(path.join(dir, 'base.safetensors'), w([1, 1, 1, 1]));
   await saveStateDict(path.join(dir, 'a.safetensors'), w([2, 1, 1, 1]));

@@ -128,6 +128,7 @@ t.test('merge config: validated before any file is read, errors name the field',
 
 t.test('streaming merge between files equals the in-memory merge; failures leave no output', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-merge-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const mk = (v: number[], s: number): StateDict =>
     new Map([
       ['a.weight', Tensor.from(Float32Array.from(v), [5, 8])],
