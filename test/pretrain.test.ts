@@ -3,7 +3,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { CheckpointError, Model, setNumThreads, train, type VitConfig } from '../lib';
+import { CheckpointError, evaluation, Model, setNumThreads, train, type VitConfig } from '../lib';
 import { tmpDir, toF64 } from './helpers';
 
 setNumThreads(2);
@@ -35,7 +35,7 @@ t.test('pretrain, saveBackbone/loadBackbone, fitHead, saveHeads/loadHeads', asyn
   const head = await train.fitHead(r, src.train, { maxSamples: src.train.count });
   t.same(head.weight.shape, [10, TINY.dim]);
   t.ok(head.normalize, 'heads act on normalized features');
-  const ev = new train.Evaluator(r.model, r.theta0, [{ name: 'fashion', head, val: train.evalData(src.train), test: train.evalData(src.test) }]);
+  const ev = new evaluation.Evaluator(r.model, r.theta0, [{ name: 'fashion', head, val: train.evalData(src.train), test: train.evalData(src.test) }]);
   const acc = await ev.accuracy('fashion', 'val', undefined, false);
   t.ok(Math.abs(acc - head.trainAcc) < 1e-12, `head train accuracy ${head.trainAcc} equals the native evaluation ${acc}`);
   t.ok(head.trainAcc > 0.3, `the probe learns (train accuracy ${(100 * head.trainAcc).toFixed(1)}% vs 10% chance)`);

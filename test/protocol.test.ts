@@ -6,7 +6,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { setNumThreads, train } from '../lib';
+import { evaluation, runPaperProtocol, setNumThreads } from '../lib';
 import { tmpDir } from './helpers';
 
 setNumThreads(2);
@@ -16,7 +16,7 @@ const TASKS = ['mnist', 'typed-digits'] as const;
 t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
   const dir = tmpDir(t, 'tangent-protocol-test-');
   const lines: string[] = [];
-  const r = await train.runPaperProtocol({
+  const r = await runPaperProtocol({
     quick: true,
     tasks: [...TASKS],
     sourceLimit: 600,
@@ -34,8 +34,8 @@ t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
   t.same(r.settings['tasks'], TASKS, 'settings name the tasks');
   t.same(r.settings['alphas'], ALPHAS);
   t.equal(r.settings['threads'], 2, 'settings state the thread count');
-  t.same(r.addition.map((a) => a.regime), train.REGIMES, 'addition in the three regimes');
-  t.same(r.negation.map((a) => a.regime), train.REGIMES, 'negation in the three regimes');
+  t.same(r.addition.map((a) => a.regime), evaluation.REGIMES, 'addition in the three regimes');
+  t.same(r.negation.map((a) => a.regime), evaluation.REGIMES, 'negation in the three regimes');
   t.same(r.singleTask.map((s) => s.task), TASKS, 'a single-task row per task');
   for (const k of ['data', 'pretrain', 'heads', 'finetune_standard', 'finetune_linear', 'eval_addition', 'eval_negation', 'total'])
     t.ok(typeof r.timings[k] === 'number' && r.timings[k]! >= 0, `timing ${k}`);
