@@ -84,12 +84,13 @@ t.test('a disposed tensor throws DisposedError, never crashes', async (t) => {
 
 t.test('zero-copy memory stays valid while only native code holds it, across garbage collections', { skip: typeof gc === 'function' ? false : 'run node with --expose-gc' }, async (t) => {
   // A float32 -> float32 `to()` is libtorch's no-op: the result is a second native handle on the
-  // same storage, i.e. on the JS array's memory. Drop every JS reference to the array and to
-  // the first tensor, collect, churn the heap, and read through the second handle.
+  // same storage, i.e. on the array's memory. Drop every JS reference to the array and to the
+  // first tensor, collect, churn the heap, and read through the second handle.
   const N = 16384; // 64 KiB: off the V8 heap, and a size the allocator reuses for the junk below
   const expected = Array.from({ length: N }, (_, i) => (i % 97) * 0.5);
   const make = async (): Promise<Tensor> => {
-    const a = new Float32Array(expected);
+    const a = Tensor.allocArray('float32', N); // addon-owned memory: the one kind Tensor.from shares
+    a.set(expected);
     const x = Tensor.from(a, [N]);
     const y = await x.to('float32');
     a[N - 1] = 6.5; // written through the array after the alias was made: seen by y if it shares memory
