@@ -346,8 +346,9 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   const other = path.join(work, 'other-libtorch');
   fs.mkdirSync(other);
   fs.writeFileSync(path.join(other, 'empty.c'), 'int tangent_test_placeholder;\n');
-  const cc = sh('cc', ['-shared', '-fPIC', '-o', path.join(other, 'libc10.so'), path.join(other, 'empty.c')], other);
-  if (cc.status === 0) {
+  const needed = /\[(libc10\.so[^\]]*)\]/.exec(readelf.stdout)?.[1] ?? 'libc10.so'; // Debian: libc10.so.1.13
+  const cc = sh('cc', ['-shared', '-fPIC', '-o', path.join(other, needed), path.join(other, 'empty.c')], other);
+  if (cc.status === 0 && readelf.status === 0) {
     const bad = sh(process.execPath, ['-e', "try { require('tangent-edit').runtimeInfo(); } catch (e) { console.log(e.name); console.log(e.message); }"], app, userEnv({ LD_LIBRARY_PATH: other }));
     const [name, ...msg] = bad.stdout.trim().split('\n');
     t.equal(name, 'NativeLoadError');
@@ -358,7 +359,7 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
         `An LD_LIBRARY_PATH or LD_PRELOAD entry may put another libtorch first, or that libtorch was upgraded in place. LD_LIBRARY_PATH is ${other}. ` +
         'Rebuild against the libtorch you have now: npx tangent rebuild (or: npm rebuild tangent-edit).',
     );
-  } else t.comment(`no C compiler for the LD_LIBRARY_PATH check: ${cc.stderr}`);
+  } else t.comment(`no C compiler or readelf for the LD_LIBRARY_PATH check: ${cc.stderr}${readelf.stderr}`);
 
   // An optional package that is missing: a typed error naming it.
   const plot = sh(process.execPath, ['-e', "require('tangent-edit').analysis.renderVegaLite({}).catch((e) => { console.log(e.name, e.code, e.pkg, e.message); })"], app);
