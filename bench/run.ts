@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: speed and memory figures, measured in one run and printed and written as
  * JSON (bench/results/latest.json). Targets are ratios measured in the same run, never timed
- * tests. Options: --threads N (default 2), --quick, --only NAME[,NAME].
+ * tests. Options: --threads N (default 2), --quick, --only NAME[,NAME] (core, merge, analysis,
+ * models).
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -21,6 +22,7 @@ const SUITES: Record<string, Suite> = {
   core: benchCore,
   merge: benchMerge,
   analysis: (ctx) => import('./analysis').then((m) => m.benchAnalysis(ctx)),
+  models: (ctx) => import('./models').then((m) => m.benchModels(ctx)),
 };
 
 function arg(name: string): string | undefined {

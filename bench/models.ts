@@ -1,0 +1,190 @@
+/**
+ * A real model, loaded from TorchScript: torchvision vit_b_32 (88.2M parameters), traced and
+ * scripted, batch 8 (--quick: 2) at 224×224. Forward, JVP, linearized forward, standard and
+ * linearized train step (loss and gradients), each timed alternately with PyTorch's eager module
+ * in a peer process (bench/reference_pytorch.py --serve-models): ours, fair peer, [default
+ * peer,] ours, … so drift hits both alike. The fair peer runs with OMP_WAIT_POLICY=PASSIVE;
+ * PyTorch's default settings are reported beside it, labelled. Needs Debian's python3-torch and
+ * python3-torchvision (they also write the modules, so both sides hold the same weights).
+ */
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
+import { seededNormal as normal } from '../lib/util/random';
+import type { BenchContext } from './run';
+import { fmt, medianOf } from './stats';
+
+const PY = '/usr/bin/python3';
+const SCRIPT = path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py');
+const OPS = ['forward', 'jvp', 'linearizedForward', 'standardTrainStep', 'linearizedTrainStep'] as const;
+type Op = (typeof OPS)[number];
+
+/** Multiply-add bound of each operation, in units of one forward's multiply-adds (y = xWᵀ: the
+ * tangent ẋWᵀ + xẆᵀ is two more products; a backward is two). */
+const MAC_UNITS: Record<Op, number> = { forward: 1, jvp: 3, linearizedForward: 3, standardTrainStep: 3, linearizedTrainStep: 5 };
+
+class Peer {
+  private readonly proc: ChildProcessWithoutNullStreams;
+  private readonly lines: AsyncIterableIterator<string>;
+  info: { torch: string; threads: number; params: number; forwardMacs: number } | null = null;
+
+  constructor(
+    readonly label: string,
+    env: NodeJS.ProcessEnv,
+    args: string[],
+  ) {
+    this.proc = spawn(PY, [SCRIPT, '--serve-models', ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc.stderr.resume();
+    this.lines = readline.createInterface({ input: this.proc.stdout })[Symbol.asyncIterator]();
+  }
+
+  private async next(): Promise<Record<string, unknown>> {
+    const r = await this.lines.next();
+    if (r.done) throw new Error(`PyTorch peer (${this.label}) exited`);
+    return JSON.parse(r.value) as Record<string, unknown>;
+  }
+
+  async ready(): Promise<void> {
+    this.info = (await this.next()) as unknown as Peer['info'];
+  }
+
+  async run(op: Op | 'rss'): Promise<number> {
+    this.proc.stdin.write(`${op}\n`);
+    const r = await this.next();
+    return (op === 'rss' ? r.maxRssMiB : r.ms) as number;
+  }
+
+  close(): void {
+    this.proc.stdin.end('quit\n');
+  }
+}
+
+function time(fn: () => Promise<void>): () => Promise<number> {
+  return async () => {
+    const s = performance.now();
+    await fn();
+    return performance.now() - s;
+  };
+}
+
+function disposeAll(m: StateDict): void {
+  for (const t of m.values()) t.dispose();
+}
+
+export async function benchModels(ctx: BenchContext): Promise<Record<string, unknown>> {
+  const probe = spawnSync(PY, ['-c', 'import torch, torchvision'], { encoding: 'utf8' });
+  if (probe.status !== 0) {
+    const why = `needs ${PY} with torch and torchvision (apt-get install python3-torch python3-torchvision)`;
+    ctx.log(`  skipped: ${why}`);
+    return { skipped: why };
+  }
+  setNumThreads(ctx.threads);
+  const arch = 'vit_b_32';
+  const batch = ctx.quick ? 2 : 8;
+  const reps = ctx.quick ? 2 : 3;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-bench-models-'));
+  const peerArgs = [arch, String(batch), String(ctx.threads)];
+  const fair = new Peer('fair: OMP_WAIT_POLICY=PASSIVE', { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, [...peerArgs, dir]);
+  try {
+    await fair.ready(); // it also writes the scripted and traced modules
+    const env = { ...process.env };
+    delete env.OMP_WAIT_POLICY;
+    const dflt = new Peer('default settings', env, peerArgs);
+    await dflt.ready();
+    const info = fair.info!;
+    ctx.log(`${arch}: ${(info.params / 1e6).toFixed(1)}M parameters, batch ${batch}, 224×224, ${ctx.threads} threads; PyTorch ${info.torch} eager peer; ${(info.forwardMacs / 1e9).toFixed(1)} G multiply-adds per forward; median of ${reps} alternating runs; load average at start ${os.loadavg().map((v) => v.toFixed(1)).join(' ')}`);
+
+    const x = Tensor.from(normal(batch * 3 * 224 * 224, 1), [batch, 3, 224, 224]);
+    const y = Tensor.fromLabels(Array.from({ length: batch }, (_, i) => i % 1000));
+    const out: Record<string, unknown> = {};
+    const peerTimes: Record<'fair' | 'default', Record<Op, number[]>> = {
+      fair: Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>,
+      default: Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>,
+    };
+    for (const variant of ['traced', 'scripted'] as const) {
+      const loadStart = performance.now();
+      const model = await Model.load(path.join(dir, `${arch}.${variant}.pt`));
+      const loadMs = performance.now() - loadStart;
+      const theta0 = model.parameters();
+      const tangent: StateDict = new Map();
+      let s = 2;
+      for (const [n, p] of theta0) tangent.set(n, Tensor.from(normal(p.numel, s++).map((v) => v * 1e-2), p.shape));
+      const theta = await combineStates(theta0, [tangent], [1]);
+      const lin = model.linearize();
+      const ours: Record<Op, () => Promise<number>> = {
+        forward: time(async () => (await model.forward(x)).dispose()),
+        jvp: time(async () => {
+          const r = await model.jvp(x, tangent);
+          r.primal.dispose();
+          r.tangent.dispose();
+        }),
+        linearizedForward: time(async () => (await lin.forward(x, theta)).dispose()),
+        standardTrainStep: time(async () => disposeAll((await model.lossAndGrad(x, y, { params: theta })).grads)),
+        linearizedTrainStep: time(async () => disposeAll((await lin.lossAndGrad(x, y, { params: theta })).grads)),
+      };
+      const mine: Record<Op, number[]> = Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
+      const peer: Record<Op, number[]> = Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
+      for (const op of OPS) {
+        await ours[op](); // warm-up, both sides
+        await fair.run(op);
+        if (variant === 'traced') await dflt.run(op);
+      }
+      for (let r = 0; r < reps; r++)
+        for (const op of OPS) {
+          mine[op].push(await ours[op]());
+          peer[op].push(await fair.run(op));
+          peerTimes.fair[op].push(peer[op][peer[op].length - 1]!);
+          if (variant === 'traced') peerTimes.default[op].push(await dflt.run(op));
+        }
+      const med = Object.fromEntries(OPS.map((o) => [o, medianOf(mine[o])])) as Record<Op, number>;
+      const fairMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peer[o])])) as Record<Op, number>;
+      ctx.log(`  ${variant} (load ${fmt(loadMs)}):`);
+      ctx.log(`    ${'operation'.padEnd(20)} ${'tangent-edit'.padStart(12)} ${'PyTorch fair'.padStart(12)} ${'ratio'.padStart(6)}  ${'× forward (MAC bound)'.padStart(22)}  GMAC/s`);
+      for (const op of OPS) {
+        const gmacs = (MAC_UNITS[op] * info.forwardMacs) / 1e9;
+        ctx.log(
+          `    ${op.padEnd(20)} ${fmt(med[op]).padStart(12)} ${fmt(fairMed[op]).padStart(12)} ${(med[op] / fairMed[op]).toFixed(2).padStart(6)}  ${`${(med[op] / med.forward).toFixed(2)} (${MAC_UNITS[op]})`.padStart(22)}  ${(gmacs / (med[op] / 1000)).toFixed(1)}`,
+        );
+      }
+      out[variant] = {
+        loadMs,
+        medianMs: med,
+        runsMs: mine,
+        fairPeerMedianMs: fairMed,
+        fairPeerRunsMs: peer,
+        ratioToFairPeer: Object.fromEntries(OPS.map((o) => [o, med[o] / fairMed[o]])),
+        overForward: Object.fromEntries(OPS.map((o) => [o, med[o] / med.forward])),
+      };
+      disposeAll(tangent);
+      disposeAll(theta);
+      model.dispose();
+    }
+    const dfltMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peerTimes.default[o])])) as Record<Op, number>;
+    ctx.log(`  PyTorch with default settings (OMP_WAIT_POLICY unset; labelled, not the comparison): ${OPS.map((o) => `${o} ${fmt(dfltMed[o])}`).join(', ')}`);
+    const rss = { tangentEditMaxRssMiB: process.resourceUsage().maxRSS / 1024, fairPeerMaxRssMiB: await fair.run('rss'), defaultPeerMaxRssMiB: await dflt.run('rss') };
+    ctx.log(`  peak RSS: tangent-edit process ${rss.tangentEditMaxRssMiB.toFixed(0)} MiB (both variants, one after the other), PyTorch peer ${rss.fairPeerMaxRssMiB.toFixed(0)} MiB`);
+    dflt.close();
+    return {
+      arch,
+      batch,
+      imageSize: 224,
+      threads: ctx.threads,
+      reps,
+      params: info.params,
+      forwardMacs: info.forwardMacs,
+      macUnits: MAC_UNITS,
+      torch: info.torch,
+      loadAverageAtStart: os.loadavg(),
+      ...out,
+      fairPeer: { env: 'OMP_WAIT_POLICY=PASSIVE', runsMs: peerTimes.fair, medianMs: Object.fromEntries(OPS.map((o) => [o, medianOf(peerTimes.fair[o])])) },
+      defaultPeer: { env: 'default (OMP_WAIT_POLICY unset)', runsMs: peerTimes.default, medianMs: dfltMed },
+      peakRss: rss,
+    };
+  } finally {
+    fair.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
