@@ -9,10 +9,11 @@ say() { printf 'setup: %s\n' "$*"; }
 # 1. System packages: libtorch (C++ headers, cmake config, libs), a fast BLAS, the toolchain.
 pkgs=(libtorch-dev libgloo-dev libopenblas0-pthread cmake g++ make)
 # Optional: Debian's python3-torch (the same libtorch) lets the tests cross-check against PyTorch
-# itself (torch.load of our .pt files) and the bench run PyTorch's Python API beside ours.
+# itself (torch.load of our .pt files, TorchScript modules and torchvision models built at test
+# time) and the bench run PyTorch's Python API beside ours.
 # ccache: CMakeLists.txt compiles through it when present, so test/install.test.ts (npm install of
 # the packed tarball, which builds the addon again) reuses this build's objects instead of minutes.
-optional=(python3-torch ccache)
+optional=(python3-torch python3-torchvision ccache)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${TANGENT_SKIP_OPTIONAL:-}" ]; then
