@@ -192,6 +192,10 @@ function checkSaved(t: Test, file: string): void {
   t.same(tensors.get('jvp.tangent'), { shape: [1, 2], values: [1, 3] }, 'J f · (τA + τB) = x τ_Wᵀ + τ_b');
 }
 
+// With a warm compiler cache the file takes about 3 minutes; without ccache the compile alone takes
+// about 7 minutes on 2 cores, beyond .taprc's 600 s.
+t.setTimeout(1_500_000);
+
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-install-'));
 t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
 
@@ -218,8 +222,8 @@ t.test('npm pack: prepack builds dist/, files holds what an install needs', asyn
   }
   fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(src, 'node_modules'));
   const r = sh('npm', ['pack', '--json', '--pack-destination', work], src);
-  t.equal(r.status, 0, `npm pack failed:\n${r.stderr.slice(-4000)}`);
-  if (r.status !== 0) return;
+  t.equal(r.status, 0, 'npm pack succeeds');
+  if (r.status !== 0) return t.comment(r.stderr.slice(-4000));
   t.comment(`npm pack (with prepack: tsc + ESM entry) took ${r.seconds.toFixed(1)} s`);
   const [info] = JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as Array<{ filename: string; integrity: string; files: Array<{ path: string }> }>;
   const files = info!.files.map((f) => f.path);
@@ -237,7 +241,8 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   t.ok(expected.found, 'this machine has a libtorch (npm test installs one)');
   const r = installProject(app, tarball.file, tarball.integrity, env);
   const out = `${r.stdout}\n${r.stderr}`;
-  t.equal(r.status, 0, `npm ci failed:\n${out.slice(-6000)}`);
+  t.equal(r.status, 0, 'npm ci --offline of the tarball succeeds');
+  if (r.status !== 0) t.comment(out.slice(-6000));
   t.comment(`npm ci --offline of the tarball (install script included) took ${r.seconds.toFixed(1)} s`);
   const pkgDir = path.join(app, 'node_modules', 'tangent-edit');
   // Each stage with its elapsed time; the log in this package's own build/.
@@ -335,7 +340,8 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   // `tangent rebuild` with Torch_DIR set: a real build against exactly that directory.
   const torchDir = expected.found!.torchDir!;
   const rebuilt = sh(bin, ['rebuild'], app, userEnv({ Torch_DIR: torchDir }));
-  t.equal(rebuilt.status, 0, `tangent rebuild: ${rebuilt.stdout}${rebuilt.stderr}`);
+  t.equal(rebuilt.status, 0, 'tangent rebuild succeeds');
+  if (rebuilt.status !== 0) t.comment(`${rebuilt.stdout}${rebuilt.stderr}`.slice(-6000));
   t.match(rebuilt.stdout, `tangent-edit: finding libtorch: using Torch_DIR=${torchDir} (`);
   t.match(rebuilt.stdout, /tangent-edit: compiling: done/);
   const rebuiltRecord = JSON.parse(fs.readFileSync(path.join(pkgDir, 'build', 'Release', 'tangent.libtorch.json'), 'utf8')) as { torchDir: string; source: string };
@@ -372,9 +378,11 @@ t.test('install with no libtorch succeeds; the first use throws the instructions
   // No TANGENT_LIBTORCH/Torch_DIR/CMAKE_PREFIX_PATH; Python candidates only (Debian's not searched).
   const env = userEnv({ TANGENT_LIBTORCH_SEARCH: 'python' });
   const r = installProject(app, tarball.file, tarball.integrity, env);
-  t.equal(r.status, 0, `npm ci must succeed without a libtorch:\n${r.stdout}${r.stderr}`);
+  t.equal(r.status, 0, 'npm ci succeeds without a libtorch');
+  if (r.status !== 0) t.comment(`${r.stdout}${r.stderr}`.slice(-6000));
   const printed = /tangent-edit: no libtorch found[\s\S]*?Then build the addon: [^\n]*/.exec(r.stdout)?.[0];
-  t.ok(printed, `the install printed what to install:\n${r.stdout}`);
+  t.ok(printed, 'the install printed what to install');
+  if (!printed) t.comment(r.stdout);
   t.match(printed, /Install one of:\n {2}- PyTorch for a python3 on PATH: pip install torch/);
   const use = sh(process.execPath, ['-e', "const { Model } = require('tangent-edit'); try { Model.create({ arch: 'mlp', inputDim: 2, outputDim: 2 }); } catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }"], app, env);
   const e = JSON.parse(use.stdout || '{}') as { name?: string; code?: string; message?: string };
@@ -388,7 +396,7 @@ t.test('install with a bogus Torch_DIR names it and builds nothing', async (t) =
   const app = path.join(work, 'app-bogus');
   const env = userEnv({ Torch_DIR: '/nonexistent/libtorch/share/cmake/Torch' });
   const r = installProject(app, tarball.file, tarball.integrity, env);
-  t.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  t.equal(r.status, 0, 'npm ci succeeds with a bogus Torch_DIR');
   t.match(r.stdout, 'tangent-edit: Torch_DIR=/nonexistent/libtorch/share/cmake/Torch is not a libtorch: /nonexistent/libtorch/share/cmake/Torch does not exist.');
   t.notOk(fs.existsSync(path.join(app, 'node_modules', 'tangent-edit', 'build', 'Release', 'tangent.node')));
   const use = sh(process.execPath, ['-e', "try { require('tangent-edit').runtimeInfo(); } catch (e) { console.log(e.name + ': ' + e.message.split('\\n')[0]); }"], app, env);
