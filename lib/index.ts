@@ -14,6 +14,8 @@ export {
   type StepResult,
   type GradResult,
   type Mode,
+  type Input,
+  type LoadOptions,
 } from './model';
 export { setNumThreads, getNumThreads, runtimeInfo, libtorchBuildInfo, rebuildNative } from './runtime';
 export type { LibtorchRecord } from './install/record';
