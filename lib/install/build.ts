@@ -92,6 +92,10 @@ export function checkToolchain(env: NodeJS.ProcessEnv): string[] {
   return missing;
 }
 
+function ccacheAvailable(env: NodeJS.ProcessEnv): boolean {
+  return !spawnSync('ccache', ['--version'], { env, stdio: 'ignore' }).error;
+}
+
 /** This package's build and a matching prebuild, where present. */
 function existingBinaries(root: string): Array<[string, string]> {
   const out: Array<[string, string]> = [];
@@ -223,7 +227,17 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
     `--CDTANGENT_LIBTORCH_SOURCE=${sourceOf(found)}`,
     `--CDNODE_ADDON_API_DIR=${napiInc}`,
   ];
-  if (found.cudaVersion) defs.push(`--CDCUDA_VERSION=${found.cudaVersion}`);
+  if (found.cudaVersion) defs.push(`--CDTANGENT_CUDA_VERSION=${found.cudaVersion}`);
+  const ccache = env.TANGENT_CCACHE !== '0' && ccacheAvailable(env);
+  if (env.TANGENT_CCACHE === '0') defs.push('--CDTANGENT_CCACHE=OFF');
+  // A build tree configured for another libtorch keeps that one's cached library paths: start over.
+  const cache = path.join(paths.buildDir, 'CMakeCache.txt');
+  const cachedTorch = fs.existsSync(cache) ? /^Torch_DIR:PATH=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'))?.[1] : undefined;
+  if (cachedTorch !== undefined && path.resolve(cachedTorch) !== found.torchDir) {
+    say(`the build tree was configured for ${cachedTorch}: configuring from scratch`);
+    fs.rmSync(cache, { force: true });
+    fs.rmSync(path.join(paths.buildDir, 'CMakeFiles'), { recursive: true, force: true });
+  }
   say(`build log: ${paths.log}`);
   say(`configuring (cmake-js, against ${found.torchDir})`);
   t = Date.now();
@@ -231,7 +245,7 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
   let rc = await runLogged([cmakeJs, 'configure', ...common, ...defs], { cwd: root, env: cmakeEnv, log });
   if (rc === 0) {
     say(`configuring: done (${formatSeconds(Date.now() - t)})`);
-    say('compiling (several minutes on a small machine; progress below)');
+    say(`compiling (${ccache ? 'through ccache; ' : ''}several minutes on a small machine the first time; progress below)`);
     t = Date.now();
     const jobs = env.CMAKE_BUILD_PARALLEL_LEVEL ?? env.TANGENT_BUILD_JOBS;
     let last = Date.now();
