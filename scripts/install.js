@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The package's `install` script (package.json): use a tangent.node that loads, or build one with
 // cmake-js against the libtorch it finds. The logic is lib/install/build.ts (compiled to dist/ by
-// `prepack`, so it ships in the tarball). In a development checkout (a .git beside package.json)
-// nothing happens here: scripts/setup.sh builds the addon with the native tests and compiles lib/.
+// `prepack`, so it ships in the tarball). In a development checkout (a .git beside package.json, or
+// TypeScript sources without dist/) nothing happens here: scripts/setup.sh builds the addon with the native tests and compiles lib/.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -10,7 +10,8 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 const entry = path.join(root, 'dist', 'lib', 'install', 'build.js');
 
-if (fs.existsSync(path.join(root, '.git')) && !process.env.TANGENT_INSTALL_IN_CHECKOUT) {
+const checkout = fs.existsSync(path.join(root, '.git')) || (!fs.existsSync(entry) && fs.existsSync(path.join(root, 'lib', 'install', 'build.ts')));
+if (checkout && !process.env.TANGENT_INSTALL_IN_CHECKOUT) {
   console.log('tangent-edit: development checkout, nothing to install (npm run setup builds the addon)');
   process.exit(0);
 }
