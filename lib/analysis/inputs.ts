@@ -1,14 +1,14 @@
 /**
- * Inputs of the analysis CLI: models (built-in config or TorchScript), state dicts and heads from
- * checkpoint files of any format (lib/checkpoint/io), task data from lib/data, and the built-in
- * demo inputs — θ0, heads and task vectors made with lib/train as the paper protocol makes them.
+ * Inputs of the analyses: state dicts from checkpoint files of any format (lib/checkpoint/io),
+ * checked against a model by name; images as tensors; and the built-in demo inputs — θ0, heads
+ * and task vectors made with lib/train as the paper protocol makes them. (Models, θ0 and heads for
+ * the CLI resolve in lib/cli/inputs.ts.)
  */
-import * as fs from 'node:fs';
 import { loadStateDict } from '../checkpoint/io';
 import { loadTask, type TaskName } from '../data/tasks';
 import { subset, type ImageSet } from '../data/dataset';
-import { ArgumentError, ParameterError, ShapeError } from '../errors';
-import { Model, type Head, type ModelConfig, type StateDict, type VitConfig } from '../model';
+import { ParameterError, ShapeError } from '../errors';
+import type { Head, Model, StateDict, VitConfig } from '../model';
 import { TaskVector } from '../taskvector';
 import { isFloatDType, Tensor, type DType } from '../tensor';
 import { batchTensors, prepareTask } from '../data/splits';
@@ -17,23 +17,6 @@ import { fitHead, pretrain } from '../train/pretrain';
 
 /** The built-in ViT of the benchmarks (dim 128, depth 4, heads 4, patch 4, 28×28, 10 classes). */
 export const DEMO_VIT: VitConfig = { arch: 'vit', imageSize: 28, patchSize: 4, inChannels: 1, dim: 128, depth: 4, heads: 4, mlpDim: 256, numClasses: 10 };
-
-/**
- * A model from `spec`: a TorchScript file (.pt), a JSON file or inline JSON with a built-in
- * config, or undefined for `fallback`; a built-in model's θ0 comes from `seed`.
- */
-export async function loadModel(spec: string | undefined, seed: number, fallback: ModelConfig = DEMO_VIT, dtype: 'float32' | 'float64' = 'float32'): Promise<Model> {
-  if (spec === undefined) return Model.create(fallback, { seed, dtype });
-  if (spec.endsWith('.pt') || spec.endsWith('.ts')) return Model.load(spec);
-  const text = fs.existsSync(spec) ? fs.readFileSync(spec, 'utf8') : spec;
-  let cfg: ModelConfig;
-  try {
-    cfg = JSON.parse(text) as ModelConfig;
-  } catch {
-    throw new ArgumentError(`--model: '${spec}' is neither a TorchScript .pt file nor a JSON model config (file or inline)`);
-  }
-  return Model.create(cfg, { seed, dtype });
-}
 
 /**
  * A state dict (θ0 or a task vector) from a checkpoint file of any format (lib/checkpoint/io), by
@@ -58,15 +41,6 @@ export async function loadStateFile(file: string, model: Model, what: string): P
 async function toFloat(t: Tensor, dtype: DType, what: string): Promise<Tensor> {
   if (!isFloatDType(t.dtype)) throw new ParameterError(`${what}: tensor has dtype ${t.dtype}; only float tensors belong in a state dict or task vector`);
   return t.dtype === dtype ? t : t.to(dtype);
-}
-
-/** A frozen head from a checkpoint file holding `weight` [classes, features] and optionally `bias`. */
-export async function loadHeadFile(file: string, normalize: boolean, dtype: DType): Promise<Head> {
-  const { tensors } = await loadStateDict(file);
-  const w = tensors.get('weight');
-  if (w === undefined) throw new ParameterError(`head (${file}): no tensor named 'weight'`);
-  const b = tensors.get('bias');
-  return { weight: await toFloat(w, dtype, 'head weight'), bias: b === undefined ? undefined : await toFloat(b, dtype, 'head bias'), normalize };
 }
 
 /** Images of a set as a [n, C, H, W] tensor (float32, or float64 for a float64 model). */

@@ -19,11 +19,11 @@ import { decodeEditMeta, type EditMeta, type FileRef, type ModelRef } from '../m
 import { Model, type Head, type ModelConfig, type StateDict } from '../model';
 import { Tensor } from '../tensor';
 import { hashTensors, sha256File } from '../util/state';
+import { DEMO_VIT } from '../analysis/inputs';
+import { SMALL_VIT } from '../train/pretrain';
 
-export const BUILTIN_MODELS: Record<string, ModelConfig> = {
-  'small-vit': { arch: 'vit', imageSize: 28, patchSize: 7, inChannels: 1, dim: 64, depth: 3, heads: 4, mlpDim: 128, numClasses: 0 },
-  vit: { arch: 'vit', imageSize: 28, patchSize: 4, inChannels: 1, dim: 128, depth: 4, heads: 4, mlpDim: 256, numClasses: 10 },
-};
+/** `builtin:small-vit`: the backbone `tangent pretrain` trains (features, for heads); `builtin:vit`: the benchmarks' ViT (10 logits). */
+export const BUILTIN_MODELS: Record<string, ModelConfig> = { 'small-vit': SMALL_VIT, vit: DEMO_VIT };
 
 export type ModelSpec = { kind: 'torchscript'; path: string } | { kind: 'config'; config: ModelConfig; source: string };
 
