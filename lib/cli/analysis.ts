@@ -159,7 +159,7 @@ async function runDisentangle(o: DisentangleOpts): Promise<void> {
     }
     const sets = [];
     for (const [k, s] of specs.entries()) {
-      const d = await loadData(s, base, { testLimit: undefined }, heads[k]);
+      const d = await loadData(s, base, { testLimit: undefined }, heads[k], false);
       sets.push(subset(d.test, Math.min(o.samples, d.test.count), 1000 + k));
     }
     const dtype = [...model.spec.values()][0]!.dtype === 'float64' ? 'float64' : 'float32';
@@ -236,7 +236,7 @@ async function runNtk(o: NtkOpts): Promise<void> {
   const model = base.model;
   const tasks = [];
   for (const [k, s] of specs.entries()) {
-    const d = await loadData(s, base, { testLimit: undefined }, undefined);
+    const d = await loadData(s, base, { testLimit: undefined }, undefined, false);
     tasks.push({ name: s.name, x: imagesTensor(subset(d.test, Math.min(o.perTask, d.test.count), 2000 + k)) });
   }
   const n = tasks.reduce((a, t) => a + t.x.shape[0]!, 0);

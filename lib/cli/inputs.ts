@@ -159,8 +159,11 @@ export function modelInput(model: Model): { channels?: 1 | 3; size?: [number, nu
   return {};
 }
 
-/** Loads a dataset spec at the model's input size, then checks the model accepts it (one forward of one image). */
-export async function loadData(spec: DataSpec, base: Base, o: DataOptions, head: Head | undefined): Promise<TaskSplits & { spec: string }> {
+/**
+ * Loads a dataset spec at the model's input size, then checks the model accepts it (one forward
+ * of one image) and, with `labels` (default; the analyses use no labels), that its classes fit the outputs.
+ */
+export async function loadData(spec: DataSpec, base: Base, o: DataOptions, head: Head | undefined, labels = true): Promise<TaskSplits & { spec: string }> {
   const d = await prepareData(spec, { ...modelInput(base.model), ...o });
   const x = Tensor.from(d.test.images.slice(0, d.test.shape.reduce((a, b) => a * b, 1)), [1, ...d.test.shape]);
   let out: Tensor;
@@ -173,7 +176,7 @@ export async function loadData(spec: DataSpec, base: Base, o: DataOptions, head:
   }
   const outputs = head ? head.weight.shape[0]! : out.shape[out.shape.length - 1]!;
   out.dispose();
-  if (d.classes > outputs) throw new ArgumentError(`--data ${spec.spec} has ${d.classes} classes but the ${head ? 'head' : 'model'} has only ${outputs} outputs`);
+  if (labels && d.classes > outputs) throw new ArgumentError(`--data ${spec.spec} has ${d.classes} classes but the ${head ? 'head' : 'model'} has only ${outputs} outputs`);
   return d;
 }
 
