@@ -103,6 +103,17 @@ t.test('a DEFLATE data.pkl larger than the pickle limit is refused before inflat
   expectRefused(t, file, 'ERR_LIMIT', /archive\/data\.pkl.*134217728 bytes.*limit/);
 });
 
+t.test('a DEFLATE storage inflating past maxDeflateRatio (default 100:1) is refused before inflating, and read when allowed', async (t) => {
+  // Consistent with its pickle (32 Mi float32 = 128 MiB of zeros), but 1000:1.
+  const file = path.join(tmp, 'ratio.pt');
+  const pkl = stateDictPickle([{ name: 'zeros', key: '0', numel: 32 * MiB, size: [32 * MiB], stride: [1] }]);
+  fs.writeFileSync(file, zip([stored('archive/data.pkl', pkl), bombRecord('archive/data/0')]));
+  expectRefused(t, file, 'ERR_LIMIT', /storage record "archive\/data\/0" would inflate \d+ bytes to 134217728 \(more than 100:1/, 'zeros');
+  const { readTorchCheckpoint } = await import('../lib/checkpoint/torch-pickle');
+  const r = readTorchCheckpoint(file, { maxDeflateRatio: Infinity });
+  t.equal(r.tensors.get('zeros')!.data.byteLength, 128 * MiB, 'read with maxDeflateRatio: Infinity');
+});
+
 t.test('a compressed torch.save archive within its declared sizes still reads', async (t) => {
   const file = path.join(tmp, 'deflated-ok.pt');
   const pkl = stateDictPickle([{ name: 'a', key: '0', numel: 4, size: [2, 2], stride: [2, 1] }]);

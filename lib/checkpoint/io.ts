@@ -11,7 +11,7 @@ import { Tensor } from '../tensor';
 import { assertRegularFile, CheckpointError, ioError, openForReading } from './errors';
 import { typedView, type RawTensor } from './dtype';
 import { quote } from './escape';
-import { isTorchScriptArchive, readTorchCheckpoint, readTorchScriptTensors, writeTorchCheckpoint } from './torch-pickle';
+import { isTorchScriptArchive, readTorchCheckpoint, readTorchScriptTensors, writeTorchCheckpoint, type TorchReadOptions } from './torch-pickle';
 import { ZipReader } from './zip';
 import {
   DEFAULT_INDEX_NAME,
@@ -83,7 +83,7 @@ export interface LoadedCheckpoint {
 }
 
 /** Reads a whole state dict into CPU tensors. */
-export async function loadStateDict(file: string, opts: ReadOptions = {}): Promise<LoadedCheckpoint> {
+export async function loadStateDict(file: string, opts: ReadOptions & TorchReadOptions = {}): Promise<LoadedCheckpoint> {
   const format = detectFormat(file);
   const wrap = (m: Map<string, RawTensor>): StateDict => new Map([...m].map(([n, r]) => [n, rawToTensor(r)]));
   switch (format) {
@@ -104,19 +104,19 @@ export async function loadStateDict(file: string, opts: ReadOptions = {}): Promi
       }
     }
     case 'torch': {
-      const { tensors } = readTorchCheckpoint(file);
+      const { tensors } = readTorchCheckpoint(file, opts);
       return { tensors: wrap(tensors), metadata: {}, format };
     }
     case 'torchscript': {
       // Read as data (never torch::jit::load, which runs the archive's code): see docs/security.md.
-      const { tensors } = readTorchScriptTensors(file);
+      const { tensors } = readTorchScriptTensors(file, opts);
       return { tensors: wrap(tensors), metadata: {}, format };
     }
   }
 }
 
 /** A lazily-read checkpoint: safetensors (single or sharded) stream; others are loaded whole. */
-export async function openCheckpoint(file: string, opts: ReadOptions = {}): Promise<TensorReader | LoadedCheckpoint> {
+export async function openCheckpoint(file: string, opts: ReadOptions & TorchReadOptions = {}): Promise<TensorReader | LoadedCheckpoint> {
   const format = detectFormat(file);
   if (format === 'safetensors') return openSafetensors(fs.statSync(file).isDirectory() ? path.join(file, 'model.safetensors') : file, opts);
   if (format === 'sharded') return openSharded(file, opts);

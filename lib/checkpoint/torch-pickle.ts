@@ -45,7 +45,14 @@ export interface TorchCheckpoint {
 export interface TorchReadOptions {
   /** Largest data.pkl accepted, in bytes (inflated). Default 64 MiB. */
   maxPickleBytes?: number;
+  /**
+   * Largest compression ratio of a DEFLATE storage record above 1 MiB (torch.save never
+   * compresses; zeros compress 1000:1, weights about 1.1:1). Default 100; Infinity to allow any.
+   */
+  maxDeflateRatio?: number;
 }
+
+export const DEFAULT_MAX_DEFLATE_RATIO = 100;
 
 /** Options of {@link writeTorchCheckpoint}. */
 export interface TorchWriteOptions {
@@ -224,6 +231,7 @@ class Archive {
   readonly torchScript: boolean;
   private readonly pkl: ZipEntry;
   private readonly maxPickleBytes: number;
+  private readonly maxDeflateRatio: number;
   /** Storage bytes by key, read on first use. */
   private readonly storages = new Map<string, { ref: StorageRef; bytes: Uint8Array }>();
   private storageBytes = 0;
@@ -231,6 +239,7 @@ class Archive {
 
   constructor(private readonly file: string, private readonly zip: ZipReader, opts: TorchReadOptions) {
     this.maxPickleBytes = opts.maxPickleBytes ?? DEFAULT_MAX_PICKLE_BYTES;
+    this.maxDeflateRatio = opts.maxDeflateRatio ?? DEFAULT_MAX_DEFLATE_RATIO;
     const { order, entries } = zip;
     const candidates = order.filter((n) => /^[^/]+\/data\.pkl$/.test(n));
     let chosen: string | undefined;
@@ -278,7 +287,14 @@ class Archive {
       this.fail('ERR_SIZE_MISMATCH', `storage record ${name} holds ${entry.size} bytes but ${ref.numel} ${ref.dtype} elements need ${need}`, tensor);
     }
     if (need > MAX_RECORD) this.fail('ERR_LIMIT', `storage record ${name} is ${need} bytes, larger than the ${MAX_RECORD}-byte limit of one record`, tensor);
-    const bytes = this.zip.read(entry, need, `storage record ${quote(name)}`);
+    let bytes: Uint8Array;
+    try {
+      bytes = this.zip.read(entry, need, `storage record ${quote(name)}`, this.maxDeflateRatio);
+    } catch (e) {
+      // Name the tensor that needed the record, too.
+      if (e instanceof CheckpointError && e.tensor === undefined) throw new CheckpointError(e.code, e.detail, { file: this.file, tensor, cause: e });
+      throw e;
+    }
     this.storages.set(ref.key, { ref, bytes });
     this.storageBytes += bytes.length;
     return bytes;

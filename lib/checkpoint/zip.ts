@@ -11,7 +11,8 @@
  *    directory (ERR_IO);
  *  - bytes are inflated only up to the size the central directory declares, and only after the
  *    caller has accepted that size ({@link ZipReader.read}'s `limit`; ERR_LIMIT above it); a DEFLATE
- *    record claiming more than DEFLATE's maximum ratio (1032:1) is refused before inflating;
+ *    record claiming more than DEFLATE's maximum ratio (1032:1) is refused before inflating, and
+ *    one above the caller's `maxRatio` (past 1 MiB) too (ERR_LIMIT);
  *  - the output must inflate to exactly the declared size and match the CRC-32.
  */
 import * as fs from 'node:fs';
@@ -42,6 +43,8 @@ const SIG_ZIP64_LOCATOR = 0x07064b50;
 export const MAX_RECORD = 0x7fffffff;
 /** DEFLATE cannot expand more than 1032:1 (258-byte matches coded in 2 bits); a larger claim is a lie. */
 const MAX_DEFLATE_RATIO = 1032;
+/** Records up to this size may inflate at any ratio (a caller's `maxRatio` applies above it). */
+export const RATIO_FREE_BYTES = 1024 * 1024;
 
 /** Random-access reader of a zip file's central directory and records. */
 export class ZipReader {
@@ -211,10 +214,15 @@ export class ZipReader {
    * accepts for it: a larger declared size is refused (ERR_LIMIT) before anything is read or
    * inflated.
    */
-  read(entry: ZipEntry, limit: number, what = `zip entry ${quote(entry.name)}`): Uint8Array {
+  read(entry: ZipEntry, limit: number, what = `zip entry ${quote(entry.name)}`, maxRatio = Infinity): Uint8Array {
     const file = this.file;
     if (entry.size > limit) {
       throw new CheckpointError('ERR_LIMIT', `${what} declares ${entry.size} bytes, above the limit of ${limit} bytes for it`, { file });
+    }
+    if (entry.method === 8 && entry.size > RATIO_FREE_BYTES && entry.size > entry.compressedSize * maxRatio) {
+      throw new CheckpointError('ERR_LIMIT',
+        `${what} would inflate ${entry.compressedSize} bytes to ${entry.size} (more than ${maxRatio}:1, the limit for compressed records; `
+        + 'pass a larger maxDeflateRatio to read it)', { file });
     }
     const lh = this.readAt(entry.localOffset, 30, `local header of ${what}`);
     if (lh.readUInt32LE(0) !== SIG_LOCAL) {
