@@ -21,7 +21,7 @@ function gc(): void {
 
 function makeState(shapes: Array<[string, number[]]>, value: number): StateDict {
   return new Map(shapes.map(([n, s]) => {
-    const a = new Float32Array(s.reduce((x, y) => x * y, 1)).fill(value);
+    const a = Tensor.allocArray('float32', s.reduce((x, y) => x * y, 1)).fill(value); // addon-owned: shared, not copied
     for (let i = 0; i < a.length; i += 4099) a[i] = value + i * 1e-7; // not constant
     return [n, Tensor.from(a, s)];
   }));
