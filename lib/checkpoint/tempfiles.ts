@@ -31,9 +31,13 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** The destination name a temporary file of ours belongs to and its writer's pid, or undefined. */
-export function parseTempName(name: string): { target: string; pid: number } | undefined {
-  for (const re of [TEMP, ...LEGACY]) {
+/**
+ * The destination name a temporary file of ours belongs to and its writer's pid, or undefined.
+ * With `legacy`, also the names of earlier versions (only safe when the target is known: a
+ * `.<name>.<digits>.<hex>.tmp` may be another writer's temporary of a name ending in digits).
+ */
+export function parseTempName(name: string, legacy = false): { target: string; pid: number } | undefined {
+  for (const re of legacy ? [TEMP, ...LEGACY] : [TEMP]) {
     const m = re.exec(name);
     if (m) return { target: m[1]!, pid: Number(m[2]) };
   }
@@ -43,7 +47,7 @@ export function parseTempName(name: string): { target: string; pid: number } | u
 /**
  * Removes the temporary files in `dir` left by writers that no longer run (their pid is gone);
  * those of running processes, and every other file, are left alone. With `target`, only the
- * temporaries of that destination name. Returns the removed paths. Never throws for a missing or
+ * temporaries of that destination name (including the names earlier versions used). Returns the removed paths. Never throws for a missing or
  * unreadable directory.
  */
 export function cleanStaleTempFiles(dir: string, target?: string): string[] {
@@ -55,7 +59,7 @@ export function cleanStaleTempFiles(dir: string, target?: string): string[] {
   }
   const removed: string[] = [];
   for (const n of names) {
-    const t = parseTempName(n);
+    const t = parseTempName(n, target !== undefined);
     if (t === undefined || (target !== undefined && t.target !== target) || processAlive(t.pid)) continue;
     const p = path.join(dir, n);
     try {
