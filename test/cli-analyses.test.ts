@@ -56,7 +56,9 @@ t.test('negation-sweep', { skip: skipWithoutDist }, async (t) => {
 t.test('disentangle from fine-tuned checkpoints (metadata only)', { skip: skipWithoutDist }, async (t) => {
   await fixtures();
   const out = f('xi');
-  const r = json(run('disentangle', '--checkpoints', ck('cols-standard'), ck('rows-standard'), ck('cols-linear'), ck('rows-linear'), '--grid', '3', '--range', '1', '--samples', '8', '--out', out, ...quiet));
+  const p = run('disentangle', '--checkpoints', ck('cols-standard'), ck('rows-standard'), ck('cols-linear'), ck('rows-linear'), '--grid', '3', '--range', '1', '--samples', '8', '--out', out, '--progress', 'lines', '--json');
+  const r = json(p);
+  t.match(p.stderr, /^ξ grid \(nonlinear\): 15\/15 points \(100%\), [\d.]+ point\/s, elapsed \d+s, ETA 0s, [\d.]+ s — done$/m, 'progress with rate and ETA on stderr');
   t.same(r.tasks, ['cols', 'rows']);
   t.same(r.results.map((x: { label: string; method: string }) => `${x.label}/${x.method}`), ['Non-linear FT/forward', 'Linear FT/affine']);
   const saved = JSON.parse(fs.readFileSync(path.join(out, 'disentanglement.json'), 'utf8'));
@@ -69,7 +71,9 @@ t.test('disentangle from fine-tuned checkpoints (metadata only)', { skip: skipWi
 t.test('ntk on the TorchScript model and two folders', { skip: skipWithoutDist }, async (t) => {
   const { cols, rows } = await fixtures();
   const out = f('ntk');
-  const r = json(run('ntk', '--model', TS, '--data', cols, rows, '--per-task', '4', '--top-k', '3', '--out', out, ...quiet));
+  const p = run('ntk', '--model', TS, '--data', cols, rows, '--per-task', '4', '--top-k', '3', '--out', out, '--progress', 'lines', '--json');
+  const r = json(p);
+  t.match(p.stderr, /^NTK Gram \(ETA estimated\): \d+\/\d+ seconds \(100%\), .* — done$/m, 'progress of the Gram on stderr');
   t.same(r.tasks, ['cols', 'rows']);
   t.equal(r.n, 8);
   t.equal(r.eigenvalues.length, 3);

@@ -36,6 +36,9 @@ t.test('conventions: --version, one-line option errors with the verb usage, requ
   fails(t, run('finetune', '--mode', 'linear'), 'tangent finetune: ArgumentError: --data: required; --out: required', usage);
   fails(t, run('finetune', '--bogus'), "tangent: unknown option '--bogus'", usage);
   fails(t, run('ntk', '--output', '3'), "tangent: unknown option '--output'");
+  const add = fails(t, run('add', '--checkpoints', 'a.safetensors'), "tangent add: ArgumentError: 'tangent add' is gone: the evaluation sweep is 'tangent addition-sweep', the edited checkpoint is written by 'tangent apply --checkpoints A B --alpha X --out FILE'");
+  t.equal(add.length, 1, 'one line');
+  fails(t, run('negate'), "tangent negate: ArgumentError: 'tangent negate' is gone: the evaluation sweep is 'tangent negation-sweep', the edited checkpoint is written by 'tangent apply --checkpoints A --alpha -X --out FILE'");
 });
 
 t.test('task and dataset names are validated before any work', { skip: skipWithoutDist }, async (t) => {

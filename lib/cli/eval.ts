@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { ArgumentError } from '../errors';
 import type { EditMeta } from '../meta';
 import type { Params } from '../model';
-import { commonOptions, emit, intArg, listArg, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
+import { commonOptions, emit, intArg, listArg, NO_USAGE, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
 import { dataOptions, dataOptionsOf, dataSettings, type DataSettings } from './train';
 
 const REGIME = z.enum(['nonlinear', 'posthoc', 'linear']);
@@ -214,6 +214,21 @@ export function registerEvalCommands(program: Command): void {
     for (const regime of o.regimes) results.push(await negationSweep(ev, regime, byMode(cks, sourceMode(regime)), { alphas, control: control.name, ratio: o.ratio, progress: { mode: o.progress } }));
     emit(o, { negation: results }, negationTable(results));
   });
+
+  // The old names promised checkpoint operations; say where each half went.
+  for (const [old, sweep, apply] of [
+    ['add', 'addition-sweep', 'tangent apply --checkpoints A B --alpha X --out FILE'],
+    ['negate', 'negation-sweep', 'tangent apply --checkpoints A --alpha -X --out FILE'],
+  ] as const) {
+    NO_USAGE.add(old);
+    program
+      .command(old, { hidden: true })
+      .allowUnknownOption()
+      .allowExcessArguments()
+      .action(() => {
+        throw new ArgumentError(`'tangent ${old}' is gone: the evaluation sweep is 'tangent ${sweep}', the edited checkpoint is written by '${apply}'`);
+      });
+  }
 
   commonOptions(
     program

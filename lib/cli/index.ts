@@ -13,7 +13,7 @@ import { registerEvalCommands } from './eval';
 import { registerDistributed } from './launch';
 import { registerRuntimeCommands } from './runtime';
 import { registerTrainCommands } from './train';
-import { usageLine, workStarted } from './options';
+import { NO_USAGE, usageLine, workStarted } from './options';
 
 function packageVersion(): string {
   // dist/lib/cli/index.js and lib/cli/index.ts are both three levels below the package root.
@@ -63,7 +63,7 @@ export function main(argv: string[]): void {
       const verb = (current as Command | null)?.name();
       console.error(`tangent${verb ? ` ${verb}` : ''}: ${err.name}: ${err.message}`);
       // The usage helps with a bad option, not with a problem met during the work.
-      if (err.name === 'ArgumentError' && current && !workStarted()) console.error(usageLine(current));
+      if (err.name === 'ArgumentError' && current && !workStarted() && !NO_USAGE.has((current as Command).name())) console.error(usageLine(current));
       process.exit(2);
     }
     throw err;

@@ -162,6 +162,9 @@ export function emit(o: { json?: boolean; out?: string; markdown?: string }, res
   else console.log(text);
 }
 
+/** Verbs whose errors print no usage line (the retired names). */
+export const NO_USAGE = new Set<string>();
+
 let working = false;
 /** Whether a verb has finished validating and started its work (errors after that print no usage). */
 export function workStarted(): boolean {
