@@ -7,4 +7,6 @@
  */
 import { main } from './cli/index';
 
-main(process.argv);
+export { buildCli, main } from './cli/index';
+
+if (require.main === module) main(process.argv);
