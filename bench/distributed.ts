@@ -6,6 +6,7 @@
  * the compute, and a raw 10M-float all-reduce (beside PyTorch's own gloo when python3-torch exists).
  *
  *   node dist/bench/distributed.js [--batch 128] [--steps 8] [--quick] [--out FILE]
+ *   node dist/bench/distributed.js --raw-only   (10M-float all-reduce, ours and PyTorch's, interleaved)
  *
  * Every configuration runs in fresh processes (rendezvous on 127.0.0.1); figures are medians over
  * the timed steps after two warm-up steps. On a 2-core machine two 1-thread processes and one
@@ -206,6 +207,18 @@ d.destroy_process_group()`;
 
 async function main(): Promise<void> {
   if (process.argv.includes('--worker')) return worker();
+  if (process.argv.includes('--raw-only')) {
+    // Ours and PyTorch's gloo, interleaved three times: the fair comparison on a shared machine.
+    const ours: number[] = [];
+    const theirs: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      ours.push((await job(2, 1, 'standard', 2, 1, true)).raw10MMs!);
+      const p = await pytorchRaw(await freePort());
+      if (p !== null) theirs.push(p);
+    }
+    console.log(`10M-float all-reduce over 2 processes, medians of 3 interleaved runs: tangent-edit ${median(ours).toFixed(1)} ms ${JSON.stringify(ours.map((v) => +v.toFixed(1)))}; PyTorch gloo ${theirs.length ? `${median(theirs).toFixed(1)} ms ${JSON.stringify(theirs.map((v) => +v.toFixed(1)))}` : 'n/a'}`);
+    return;
+  }
   const quick = process.argv.includes('--quick');
   const B = Number(arg('--batch') ?? (quick ? 64 : 128));
   const steps = Number(arg('--steps') ?? (quick ? 4 : 8));
