@@ -65,12 +65,18 @@ function isDetached(buf: ArrayBufferLike): boolean {
 }
 
 /** Addon-owned, zero-filled memory (see {@link Tensor.allocArray}), or undefined without it. */
+/** The addon's allocator; null without the addon (pure checkpoint reading) or with an older one. */
+let sharedAllocator: ((bytes: number) => ArrayBuffer | undefined) | null | undefined;
 function allocateShared(bytes: number): ArrayBuffer | undefined {
-  try {
-    return native().allocate(bytes);
-  } catch {
-    return undefined; // no addon (pure checkpoint reading): plain memory
+  if (sharedAllocator === undefined) {
+    try {
+      const b = native();
+      sharedAllocator = typeof b.allocate === 'function' ? (n) => b.allocate(n) : null;
+    } catch {
+      sharedAllocator = null;
+    }
   }
+  return sharedAllocator === null ? undefined : sharedAllocator(bytes);
 }
 
 // The checkpoint readers read tensor bytes into addon-owned memory: loading stays zero-copy.
