@@ -24,7 +24,7 @@ import type { Head, StateDict, VitConfig } from './model';
 import { getNumThreads, runtimeInfo, setNumThreads } from './runtime';
 import { disposeEvalData, evalData, prepareTask, type TaskSplits } from './data/splits';
 import { finetune, type FinetuneHyper } from './train/finetune';
-import { hashTensors } from './util/state';
+import { hashTensors, sha256File } from './util/state';
 import { fitHead, loadBackbone, pretrain, saveBackbone, saveHeads, SMALL_VIT, type Backbone } from './train/pretrain';
 import type { ProgressOptions } from './util/progress';
 import { additionSweep, Evaluator, negationSweep, REGIMES, singleTaskAccuracies, sourceMode, type AdditionResult, type NegationResult, type Regime, type SingleTaskRow } from './eval/evaluate';
@@ -182,7 +182,7 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
   // Evaluation.
   t = performance.now();
   const singleTask = await singleTaskAccuracies(ev, tasks, tuned.standard, tuned.linear);
-  const pre = { controlVal: await ev.accuracy(control, 'val', undefined, false), controlTest: await ev.accuracy(control, 'test', undefined, false), sha256: theta0Sha };
+  const pre = { controlVal: await ev.accuracy(control, 'val', undefined, false), controlTest: await ev.accuracy(control, 'test', undefined, false), sha256: sha256File(theta0File) };
   lap('eval_single', t);
   t = performance.now();
   const addition: AdditionResult[] = [];

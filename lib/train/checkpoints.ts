@@ -20,7 +20,7 @@ export interface FinetunedCheckpoint {
  * dtypes) and, where the checkpoint names its θ0 by content hash (always for linear ones, whose
  * meaning depends on the linearization point), the same θ0 file.
  */
-export function loadFinetuned(file: string, bb: Backbone & { sha256?: string }): FinetunedCheckpoint {
+export function loadFinetuned(file: string, bb: Backbone & { sha256?: string; theta0Sha256?: string }): FinetunedCheckpoint {
   const { tensors, metadata } = loadTensors(file);
   if (metadata.format !== CHECKPOINT_FORMAT)
     throw new CheckpointError('ERR_METADATA', `not a tangent-edit fine-tuning checkpoint (format ${JSON.stringify(metadata.format)})`, { file });
@@ -29,10 +29,12 @@ export function loadFinetuned(file: string, bb: Backbone & { sha256?: string }):
   if (mode !== 'standard' && mode !== 'linear') throw new CheckpointError('ERR_METADATA', `unknown mode ${JSON.stringify(mode)}`, { file });
   const ref = metadata.theta0Sha256;
   if (mode === 'linear' && !ref) throw new CheckpointError('ERR_METADATA', 'linear checkpoint without the content hash of its θ0 (theta0Sha256)', { file });
-  if (ref && bb.sha256 && ref !== bb.sha256)
+  // The content hash of θ0's tensors when the backbone knows it (loadBackbone), else the given sha256.
+  const mine = bb.theta0Sha256 ?? bb.sha256;
+  if (ref && mine && ref !== mine)
     throw new CheckpointError(
       'ERR_METADATA',
-      `was fine-tuned from a different θ0 (sha256 ${ref.slice(0, 12)}…, recorded path ${metadata.theta0Path ?? '?'}) than the one given (sha256 ${bb.sha256.slice(0, 12)}…)`,
+      `was fine-tuned from a different θ0 (sha256 ${ref.slice(0, 12)}…, recorded path ${metadata.theta0Path ?? '?'}) than the one given (sha256 ${mine.slice(0, 12)}…)`,
       { file },
     );
   if (!metadata.task) throw new CheckpointError('ERR_METADATA', 'checkpoint does not name its task', { file });

@@ -21,7 +21,7 @@ import { Tensor } from '../tensor';
 import { checkDataset, evalData, disposeEvalData } from '../data/splits';
 import { finetune, type FinetuneHyper } from './finetune';
 import { AdamW, cosineLr } from './optim';
-import { assertMatchesModel, hashTensors, loadTensors, saveTensors } from '../util/state';
+import { assertMatchesModel, hashTensors, loadTensors, saveTensors, sha256File } from '../util/state';
 import type { ProgressOptions } from '../util/progress';
 
 /** The default backbone: 28×28×1 input, 7×7 patches (16 tokens + class token), dim 64, depth 3. */
@@ -95,9 +95,10 @@ function parseVitConfig(s: string | undefined, file: string): VitConfig {
 
 /**
  * Loads θ0 saved by `saveBackbone` (architecture from its metadata; every tensor checked against
- * it), with the content hash of its tensors (`hashTensors`), which fine-tuned checkpoints record.
+ * it), with the file's sha256 and the content hash of its tensors (`theta0Sha256`, `hashTensors`),
+ * which fine-tuned checkpoints record (it does not change when θ0 is saved in another format).
  */
-export function loadBackbone(file: string): Backbone & { sha256: string; metadata: Record<string, string> } {
+export function loadBackbone(file: string): Backbone & { sha256: string; theta0Sha256: string; metadata: Record<string, string> } {
   const { tensors, metadata } = loadTensors(file);
   if (metadata.format !== PRETRAINED_FORMAT)
     throw new CheckpointError('ERR_METADATA', `not a tangent-edit pre-trained checkpoint (format ${JSON.stringify(metadata.format)})`, { file });
@@ -105,7 +106,7 @@ export function loadBackbone(file: string): Backbone & { sha256: string; metadat
   const model = Model.create(config);
   assertMatchesModel(tensors, model, file);
   const theta0: StateDict = new Map([...model.spec.keys()].map((n) => [n, tensors.get(n)!]));
-  return { model, config, theta0, sha256: hashTensors(theta0), metadata };
+  return { model, config, theta0, sha256: sha256File(file), theta0Sha256: hashTensors(theta0), metadata };
 }
 
 export interface HeadOptions {
