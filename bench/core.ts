@@ -11,6 +11,7 @@ import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../
 import type { BenchContext } from './run';
 import { seededNormal as normal } from '../lib/util/random';
 import { fmt, mediansInterleaved } from './stats';
+import { Peer } from './models';
 
 export async function benchCore(ctx: BenchContext): Promise<Record<string, unknown>> {
   setNumThreads(ctx.threads);
@@ -31,21 +32,38 @@ export async function benchCore(ctx: BenchContext): Promise<Record<string, unkno
     for (const t of grads.values()) t.dispose();
   };
   const reps = ctx.quick ? 5 : 15;
-  const ms = await mediansInterleaved(
-    {
-      forward: async () => (await model.forward(x, theta)).dispose(),
-      linearizedForward: async () => (await lin.forward(x, theta)).dispose(),
-      standardTrainStep: async () => sgd(theta, (await model.lossAndGrad(x, y, { params: theta })).grads),
-      linearizedTrainStep: async () => sgd(theta, (await lin.lossAndGrad(x, y, { params: theta })).grads),
-      jvp: async () => {
-        const r = await model.jvp(x, tangent);
-        r.primal.dispose();
-        r.tangent.dispose();
-      },
-      doubleBackwardJvp: async () => (await model.jvpDoubleBackward(x, tangent)).dispose(),
+  // PyTorch's Python API on the same model and the same libtorch (Debian python3-torch), in a peer
+  // process whose runs alternate with ours (ours, PyTorch, ours, …) so drift hits both alike. The
+  // fair peer runs with OMP_WAIT_POLICY=PASSIVE: with GNU OpenMP's default spin-waiting,
+  // PyTorch's main thread fights OpenBLAS's threads on small machines and runs 2–3× slower.
+  const py = '/usr/bin/python3';
+  const hasTorch = fs.existsSync(py) && spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+  const peer = hasTorch ? new Peer('fair', { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, ['--serve-core', String(ctx.threads)]) : null;
+  await peer?.ready();
+  const OPS = ['forward', 'linearizedForward', 'standardTrainStep', 'linearizedTrainStep'] as const;
+  const peerFns: Record<string, () => Promise<unknown>> = {};
+  if (peer) for (const op of OPS) peerFns[`pytorch.${op}`] = () => peer.run(op);
+  const oursFns: Record<string, () => Promise<unknown>> = {
+    forward: async () => (await model.forward(x, theta)).dispose(),
+    linearizedForward: async () => (await lin.forward(x, theta)).dispose(),
+    standardTrainStep: async () => sgd(theta, (await model.lossAndGrad(x, y, { params: theta })).grads),
+    linearizedTrainStep: async () => sgd(theta, (await lin.lossAndGrad(x, y, { params: theta })).grads),
+    jvp: async () => {
+      const r = await model.jvp(x, tangent);
+      r.primal.dispose();
+      r.tangent.dispose();
     },
-    reps,
-  );
+    doubleBackwardJvp: async () => (await model.jvpDoubleBackward(x, tangent)).dispose(),
+  };
+  const fns: Record<string, () => Promise<unknown>> = {};
+  for (const [k, f] of Object.entries(oursFns)) {
+    fns[k] = f;
+    if (peerFns[`pytorch.${k}`]) fns[`pytorch.${k}`] = peerFns[`pytorch.${k}`]!;
+  }
+  const all = await mediansInterleaved(fns, reps);
+  peer?.close();
+  const ms = Object.fromEntries(Object.entries(all).filter(([k]) => !k.startsWith('pytorch.')));
+  const peerMs = Object.fromEntries(Object.entries(all).filter(([k]) => k.startsWith('pytorch.')).map(([k, v]) => [k.slice(8), v]));
   const ratios = {
     linearizedForwardOverForward: ms.linearizedForward! / ms.forward!,
     linearizedStepOverStandardStep: ms.linearizedTrainStep! / ms.standardTrainStep!,
@@ -60,30 +78,21 @@ export async function benchCore(ctx: BenchContext): Promise<Record<string, unkno
   }
   // The same model and measurements in PyTorch's Python API (Debian python3-torch, the same
   // libtorch), run here in the same session, when it is installed.
-  // The fair peer runs with OMP_WAIT_POLICY=PASSIVE: with GNU OpenMP's default spin-waiting,
-  // PyTorch's main thread fights OpenBLAS's threads on small machines and runs 2–3× slower. The
-  // default-settings figure is kept beside it, labelled.
   let pytorch: unknown = null;
   let pytorchDefault: unknown = null;
-  const py = '/usr/bin/python3';
-  if (fs.existsSync(py) && spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) {
-    const run = (label: string, env: NodeJS.ProcessEnv): unknown => {
-      const r = spawnSync(py, [path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py'), String(ctx.threads), String(reps)], { encoding: 'utf8', env });
-      if (r.status !== 0) {
-        ctx.log(`  (PyTorch reference, ${label}, failed: ${r.stderr.trim().split('\n').pop()})`);
-        return null;
-      }
-      const ref = JSON.parse(r.stdout) as { torch: string; medianMs: Record<string, number>; ratios: Record<string, number> };
-      ctx.log(`  PyTorch ${ref.torch} Python API, same model, ${ctx.threads} threads, ${label}: forward ${fmt(ref.medianMs.forward!)}, linearized forward ${fmt(ref.medianMs.linearizedForward!)} (${ref.ratios.linearizedForwardOverForward!.toFixed(2)}×), standard step ${fmt(ref.medianMs.standardTrainStep!)}, linearized step ${fmt(ref.medianMs.linearizedTrainStep!)} (${ref.ratios.linearizedStepOverStandardStep!.toFixed(2)}×)`);
-      return { ...ref, env: label };
-    };
+  if (peer) {
+    pytorch = { torch: peer.info?.torch, env: 'OMP_WAIT_POLICY=PASSIVE', alternating: true, medianMs: peerMs, ratios: { linearizedForwardOverForward: peerMs.linearizedForward! / peerMs.forward!, linearizedStepOverStandardStep: peerMs.linearizedTrainStep! / peerMs.standardTrainStep! } };
+    ctx.log(`  PyTorch ${peer.info?.torch} Python API, same model, ${ctx.threads} threads, fair (OMP_WAIT_POLICY=PASSIVE), alternating with ours: ${OPS.map((k) => `${k} ${fmt(peerMs[k]!)}`).join(', ')}`);
+    ctx.log(`  speed-up over the fair peer: ${OPS.map((k) => `${k} ${(peerMs[k]! / ms[k]!).toFixed(2)}×`).join(', ')}`);
+    // PyTorch's default settings (spin-waiting OpenMP), after the fact, labelled: not the comparison.
     const dflt = { ...process.env };
     delete dflt.OMP_WAIT_POLICY;
-    pytorch = run('fair (OMP_WAIT_POLICY=PASSIVE)', { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' });
-    pytorchDefault = run('default settings (not the comparison)', dflt);
-    const ref = pytorch as { medianMs: Record<string, number> } | null;
-    if (ref)
-      ctx.log(`  speed-up over the fair peer: ${(['forward', 'linearizedForward', 'standardTrainStep', 'linearizedTrainStep'] as const).map((k) => `${k} ${(ref.medianMs[k]! / ms[k]!).toFixed(2)}×`).join(', ')}`);
+    const r = spawnSync(py, [path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py'), String(ctx.threads), String(Math.min(reps, 5))], { encoding: 'utf8', env: dflt });
+    if (r.status === 0) {
+      pytorchDefault = { ...(JSON.parse(r.stdout) as object), env: 'default (OMP_WAIT_POLICY unset), run after ours, not alternating' };
+      const d = (pytorchDefault as { medianMs: Record<string, number> }).medianMs;
+      ctx.log(`  PyTorch with default settings (labelled, not the comparison): ${OPS.map((k) => `${k} ${fmt(d[k]!)}`).join(', ')}`);
+    }
   }
   return { model: config, batch, params: model.numel, threads: ctx.threads, reps, medianMs: ms, ratios, targets, pytorchReference: pytorch, pytorchReferenceDefaultSettings: pytorchDefault };
 }

@@ -26,17 +26,19 @@ type Op = (typeof OPS)[number];
  * tangent ẋWᵀ + xẆᵀ is two more products; a backward is two). */
 const MAC_UNITS: Record<Op, number> = { forward: 1, jvp: 3, linearizedForward: 3, standardTrainStep: 3, linearizedTrainStep: 5 };
 
-class Peer {
+/** A PyTorch process running bench/reference_pytorch.py in a --serve-* mode: one operation per
+ * request, its time in milliseconds back (also used by bench/core.ts). */
+export class Peer {
   private readonly proc: ChildProcessWithoutNullStreams;
   private readonly lines: AsyncIterableIterator<string>;
-  info: { torch: string; threads: number; params: number; forwardMacs: number } | null = null;
+  info: { torch: string; threads: number; params?: number; forwardMacs?: number } | null = null;
 
   constructor(
     readonly label: string,
     env: NodeJS.ProcessEnv,
     args: string[],
   ) {
-    this.proc = spawn(PY, [SCRIPT, '--serve-models', ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc = spawn(PY, [SCRIPT, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc.stderr.resume();
     this.lines = readline.createInterface({ input: this.proc.stdout })[Symbol.asyncIterator]();
   }
@@ -51,7 +53,7 @@ class Peer {
     this.info = (await this.next()) as unknown as Peer['info'];
   }
 
-  async run(op: Op | 'rss'): Promise<number> {
+  async run(op: string): Promise<number> {
     this.proc.stdin.write(`${op}\n`);
     const r = await this.next();
     return (op === 'rss' ? r.maxRssMiB : r.ms) as number;
@@ -86,7 +88,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
   const batch = ctx.quick ? 2 : 8;
   const reps = ctx.quick ? 2 : 3;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-bench-models-'));
-  const peerArgs = [arch, String(batch), String(ctx.threads)];
+  const peerArgs = ['--serve-models', arch, String(batch), String(ctx.threads)];
   const fair = new Peer('fair: OMP_WAIT_POLICY=PASSIVE', { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, [...peerArgs, dir]);
   try {
     await fair.ready(); // it also writes the scripted and traced modules
@@ -94,7 +96,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
     delete env.OMP_WAIT_POLICY;
     const dflt = new Peer('default settings', env, peerArgs);
     await dflt.ready();
-    const info = fair.info!;
+    const info = fair.info as { torch: string; threads: number; params: number; forwardMacs: number };
     ctx.log(`${arch}: ${(info.params / 1e6).toFixed(1)}M parameters, batch ${batch}, 224×224, ${ctx.threads} threads; PyTorch ${info.torch} eager peer; ${(info.forwardMacs / 1e9).toFixed(1)} G multiply-adds per forward; median of ${reps} alternating runs; load average at start ${os.loadavg().map((v) => v.toFixed(1)).join(' ')}`);
 
     const x = Tensor.from(normal(batch * 3 * 224 * 224, 1), [batch, 3, 224, 224]);
@@ -130,14 +132,14 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       for (const op of OPS) {
         await ours[op](); // warm-up, both sides
         await fair.run(op);
-        if (variant === 'traced') await dflt.run(op);
       }
       for (let r = 0; r < reps; r++)
         for (const op of OPS) {
           mine[op].push(await ours[op]());
           peer[op].push(await fair.run(op));
           peerTimes.fair[op].push(peer[op][peer[op].length - 1]!);
-          if (variant === 'traced') peerTimes.default[op].push(await dflt.run(op));
+          // Default settings: one run per operation (it is 2–5× slower), for the record only.
+          if (variant === 'traced' && r === 0) peerTimes.default[op].push(await dflt.run(op));
         }
       const med = Object.fromEntries(OPS.map((o) => [o, medianOf(mine[o])])) as Record<Op, number>;
       const fairMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peer[o])])) as Record<Op, number>;
@@ -163,7 +165,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       model.dispose();
     }
     const dfltMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peerTimes.default[o])])) as Record<Op, number>;
-    ctx.log(`  PyTorch with default settings (OMP_WAIT_POLICY unset; labelled, not the comparison): ${OPS.map((o) => `${o} ${fmt(dfltMed[o])}`).join(', ')}`);
+    ctx.log(`  PyTorch with default settings (OMP_WAIT_POLICY unset; one run each, labelled, not the comparison): ${OPS.map((o) => `${o} ${fmt(dfltMed[o])}`).join(', ')}`);
     const rss = { tangentEditMaxRssMiB: process.resourceUsage().maxRSS / 1024, fairPeerMaxRssMiB: await fair.run('rss'), defaultPeerMaxRssMiB: await dflt.run('rss') };
     ctx.log(`  peak RSS: tangent-edit process ${rss.tangentEditMaxRssMiB.toFixed(0)} MiB (both variants, one after the other), PyTorch peer ${rss.fairPeerMaxRssMiB.toFixed(0)} MiB`);
     dflt.close();

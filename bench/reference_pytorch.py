@@ -129,9 +129,12 @@ def serve_models(arch, batch, threads, save_dir=None):
         print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}), flush=True)
 
 
-def core_reference():
-    threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    reps = int(sys.argv[2]) if len(sys.argv) > 2 else 15
+def core_reference(serve=False):
+    """The built-in ViT's figures; with serve=True one operation per stdin line (as serve_models),
+    so bench/core.ts can alternate its runs with PyTorch's."""
+    args = sys.argv[2:] if serve else sys.argv[1:]
+    threads = int(args[0]) if len(args) > 0 else 2
+    reps = int(args[1]) if len(args) > 1 else 15
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     D, depth, H, P, S, C, MLP, B = 128, 4, 4, 4, 28, 10, 256, 128
@@ -206,6 +209,16 @@ def core_reference():
 
     fns = {"forward": forward, "linearizedForward": lin_forward,
            "standardTrainStep": lambda: step(False), "linearizedTrainStep": lambda: step(True)}
+    if serve:
+        print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+        for line in sys.stdin:
+            op = line.strip()
+            if op == "quit":
+                return
+            t0 = time.perf_counter()
+            fns[op]()
+            print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}), flush=True)
+        return
     times = {k: [] for k in fns}
     for _ in range(2):
         for f in fns.values():
@@ -224,5 +237,7 @@ def core_reference():
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-models":
         serve_models(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
+    elif len(sys.argv) > 1 and sys.argv[1] == "--serve-core":
+        core_reference(serve=True)
     else:
         core_reference()
