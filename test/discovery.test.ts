@@ -49,6 +49,49 @@ t.test('Torch_DIR, when set, is used (before Python and Debian), with its versio
   t.equal(d3.tried[0]?.note, '/nonexistent/prefix does not exist');
 });
 
+/**
+ * A python3 whose `import torch` is a stand-in for a pip-installed PyTorch (CUDA 12.1 wheel): a
+ * torch package reporting a version, torch.version.cuda and torch.utils.cmake_prefix_path, the
+ * latter pointing at a libtorch layout with TorchConfig.cmake (as the real wheels have).
+ */
+function fakePipTorch(cuda: string | null): { bin: string; prefix: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-fake-pip-'));
+  const site = path.join(dir, 'site', 'torch');
+  fs.mkdirSync(path.join(site, '_C'), { recursive: true });
+  const prefix = path.join(site, 'share', 'cmake');
+  fs.mkdirSync(path.join(prefix, 'Torch'), { recursive: true });
+  fs.mkdirSync(path.join(site, 'lib'));
+  fs.writeFileSync(path.join(prefix, 'Torch', 'TorchConfig.cmake'), '# fake\n');
+  fs.writeFileSync(path.join(prefix, 'Torch', 'TorchConfigVersion.cmake'), 'set(PACKAGE_VERSION "2.4.1")\n');
+  fs.writeFileSync(path.join(site, 'lib', 'libtorch_cpu.so'), '');
+  fs.writeFileSync(path.join(site, '__init__.py'), `__version__ = "2.4.1${cuda ? '+cu121' : '+cpu'}"\nfrom . import utils, version, _C\n`);
+  fs.writeFileSync(path.join(site, 'utils.py'), `cmake_prefix_path = ${JSON.stringify(prefix)}\n`);
+  fs.writeFileSync(path.join(site, 'version.py'), `cuda = ${cuda ? JSON.stringify(cuda) : 'None'}\n`);
+  fs.writeFileSync(path.join(site, '_C', '__init__.py'), '_GLIBCXX_USE_CXX11_ABI = False\n');
+  const bin = path.join(dir, 'bin');
+  fs.mkdirSync(bin);
+  fs.writeFileSync(path.join(bin, 'python3'), `#!/bin/sh\nPYTHONPATH=${JSON.stringify(path.join(dir, 'site'))} exec /usr/bin/python3 "$@"\n`, { mode: 0o755 });
+  return { bin: path.join(bin, 'python3'), prefix };
+}
+
+t.test('a python3 with PyTorch (pip): TANGENT_PYTHON, then python3 on PATH, before Debian', { skip: fs.existsSync('/usr/bin/python3') ? false : 'no /usr/bin/python3' }, async (t) => {
+  const cuda = fakePipTorch('12.1');
+  const d = findLibtorch({ env: { PATH: '/nonexistent', TANGENT_PYTHON: cuda.bin } });
+  t.equal(d.found?.source, 'python');
+  t.equal(d.found?.label, `TANGENT_PYTHON=${cuda.bin}`);
+  t.equal(d.found?.torchDir, path.join(cuda.prefix, 'Torch'));
+  t.equal(d.found?.variant, 'cuda', 'CUDA from torch.version.cuda');
+  t.equal(d.found?.cudaVersion, '12.1');
+  t.equal(d.found?.version, '2.4.1');
+  t.equal(d.found?.note, `PyTorch 2.4.1+cu121 (CUDA 12.1) at ${path.join(cuda.prefix, 'Torch')} (pre-cxx11 ABI: the build follows it)`);
+  // On PATH, ahead of /usr/bin/python3 and Debian's libtorch-dev.
+  const cpu = fakePipTorch(null);
+  const d2 = findLibtorch({ env: { PATH: `${path.dirname(cpu.bin)}:/usr/bin` } });
+  t.equal(d2.found?.label, cpu.bin);
+  t.equal(d2.found?.variant, 'cpu');
+  t.equal(d2.tried.length, 1, 'the first python3 on PATH with PyTorch ends the search');
+});
+
 t.test("with nothing set it finds Debian's libtorch-dev (Python candidates without a CMake config noted)", { skip: DEBIAN ? false : "Debian's libtorch-dev is not installed" }, async (t) => {
   const d = findLibtorch({ env: { PATH: process.env.PATH } });
   // A pip-installed PyTorch on PATH would come first: that is the documented order.
