@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Pickle, evilTorchScript, stored, zip } from './fixtures/security/craft';
-import { runChild, runTs } from './fixtures/security/run-child';
+import { CLI, runChild, runTs } from './fixtures/security/run-child';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sec-code-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -51,8 +51,7 @@ t.test('merge reads a TorchScript archive as data, without running it', async (t
 });
 
 t.test('tangent inspect reads a TorchScript archive as data, without running it', async (t) => {
-  const cli = path.join(__dirname, '..', 'lib', 'cli.ts');
-  const r = runTs(cli, ['inspect', looping], { timeout: 30_000 });
+  const r = runTs(CLI, ['inspect', looping], { timeout: 30_000 });
   t.equal(r.timedOut, false, 'no hang');
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /^w\s+float32\s+\[3\]/m);

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { f32, stateDictPickle, torchSaveZip } from './fixtures/security/craft';
-import { runChild, runTs, TS_NODE } from './fixtures/security/run-child';
+import { CLI, runChild, runTs, TS_NODE } from './fixtures/security/run-child';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sec-files-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -48,7 +48,7 @@ t.test('Why 6: names are printed with control and bidi characters escaped', asyn
   const evil = 'w\u001b]0;pwned\u0007\u202etxt.exe';
   const file = path.join(tmp, 'names.safetensors');
   fs.writeFileSync(file, safetensors(JSON.stringify({ [evil]: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }), 4));
-  const r = runTs(path.join(LIB, 'cli.ts'), ['inspect', file], { timeout: 60_000 });
+  const r = runTs(CLI, ['inspect', file], { timeout: 60_000 });
   t.equal(r.status, 0, r.stderr);
   t.notMatch(r.stdout, /[\u001b\u0007\u202e]/, 'no raw control or bidi character on the terminal');
   t.match(r.stdout, 'w\\x1b]0;pwned\\x07\\u202etxt.exe', 'the name, escaped');
