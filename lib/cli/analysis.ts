@@ -79,7 +79,11 @@ async function runDisentangle(o: DisentangleOpts): Promise<void> {
     const byTask = new Map<string, string>();
     for (const m of metas) for (const [t, s] of Object.entries(m.tasks)) if (!byTask.has(t)) byTask.set(t, s);
     if (byTask.size !== 2) throw new ArgumentError(`--checkpoints must cover exactly two tasks, got ${byTask.size} (${[...byTask.keys()].join(', ')})`);
-    specs = parseDataSpecs([...byTask.values()]);
+    try {
+      specs = parseDataSpecs([...byTask.values()]);
+    } catch (e) {
+      throw e instanceof ArgumentError ? new ArgumentError(`${e.message.replace(/^--data: /, '')} (recorded in the checkpoints' metadata; give the data with --data)`) : e;
+    }
     specs.forEach((s, k) => (s.name = [...byTask.keys()][k]!));
   } else throw new ArgumentError('--data: give the datasets of the two tasks (two specs)');
   if (o.demo) for (const s of specs) if (s.kind !== 'builtin') throw new ArgumentError(`--demo fine-tunes on built-in tasks only; --data ${s.spec} is a file dataset (give --checkpoints for your own)`);

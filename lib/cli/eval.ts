@@ -70,7 +70,13 @@ async function loadSetup(o: { checkpoints: string[]; data?: string[]; model?: st
   else for (const m of metas) for (const [t, s] of Object.entries(m.tasks)) if (!specs.has(t)) specs.set(t, s);
   for (const e of parseDataSpecs(extra, '--control')) if (!specs.has(e.name)) specs.set(e.name, e.spec);
   if (specs.size === 0) throw new ArgumentError('nothing to evaluate: give --checkpoints and/or --data');
-  const parsed = parseDataSpecs([...specs.values()]);
+  let parsed: ReturnType<typeof parseDataSpecs>;
+  try {
+    parsed = parseDataSpecs([...specs.values()]);
+  } catch (e) {
+    if (o.data || !(e instanceof ArgumentError)) throw e;
+    throw new ArgumentError(`${(e as Error).message.replace(/^--data: /, '')} (recorded in the checkpoints' metadata; give the data with --data)`);
+  }
   if (!first && !o.model && !o.pretrained) throw new ArgumentError('give --model or --pretrained (there is no checkpoint whose metadata names them)');
   // Everything named is valid: now the work (and the native library).
   await setThreads(o.threads);
