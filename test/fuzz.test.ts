@@ -67,7 +67,7 @@ t.test('seeded mutations: typed errors or consistent results, never a signal, ne
     }
   }
   const t0 = Date.now();
-  const r = runChild('fuzz', [dir], { timeout: 60_000, dataCapMiB: CAP_MIB, heapMiB: 512 });
+  const r = runChild('fuzz', [dir], { timeout: 60_000, dataCapMiB: CAP_MIB, heapMiB: 512, env: { OMP_NUM_THREADS: '1' } }); // one thread: the cap counts thread stacks
   t.comment(`${n} mutants + ${seeds.length} seeds (seed ${SEED}) in ${((Date.now() - t0) / 1000).toFixed(1)} s, peak RSS ${Math.round((r.maxRSS ?? 0) / 1024)} MiB`);
   t.equal(r.timedOut, false, 'within the time limit');
   t.equal(r.signal, null, 'no signal');
