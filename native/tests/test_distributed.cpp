@@ -114,6 +114,34 @@ int main() {
     expect(leaf_ok[0] && leaf_ok[1], "leaves that require grad are broadcast and reduced in place");
   }
 
+  // Three ranks (a ring of three); then two of three missing are both named.
+  {
+    const int port = free_port();
+    std::vector<bool> ok(3, false);
+    std::vector<std::thread> th;
+    for (int r = 0; r < 3; ++r)
+      th.emplace_back([&, r] {
+        try {
+          auto pg = ProcessGroup::create(opts(port, r, 3, ms(20000)));
+          std::vector<at::Tensor> t = {at::full({1000}, double(r + 1), at::kDouble)};
+          pg->all_reduce(t, ReduceKind::Sum, 1024);
+          ok[r] = at::equal(t[0], at::full({1000}, 6.0, at::kDouble));
+          pg->close();
+        } catch (const std::exception& e) {
+          std::printf("# rank %d: %s\n", r, e.what());
+        }
+      });
+    for (auto& t : th) t.join();
+    expect(ok[0] && ok[1] && ok[2], "three ranks: all-reduce in 1 KiB buckets sums 1 + 2 + 3 on every rank");
+    std::string err;
+    try {
+      ProcessGroup::create(opts(free_port(), 0, 3, ms(1000)));
+    } catch (const DistributedError& e) {
+      err = e.what();
+    }
+    expect(has(err, "ranks 1, 2 did not join"), "two missing ranks are both named: " + err);
+  }
+
   // A rank that never joins: rank 0 alone, 1 s timeout.
   {
     const auto t0 = std::chrono::steady_clock::now();
