@@ -4,12 +4,13 @@
  * (to float tolerance), one report (rank 0's), the same pre-trained accuracy from the sharded
  * evaluation; `--world-size`/`--rank`/`--master` validation names the flag.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
 import { loadStateDict, saveStateDict, Tensor } from '../lib';
 import { CLI, skipWithoutDist, TS } from './cli-fixtures';
+import { freePort } from './fixtures/distributed/spawn';
 
 t.setTimeout(120_000);
 const dir = t.testdir({});
@@ -50,6 +51,35 @@ t.test('launch --nproc 2 -- finetune equals finetune in one process', { skip: sk
   }
   t.ok(worst < 1e-4, `θ from two ranks equals θ from one (max rel Δ ${worst.toExponential(2)})`);
   t.same(fs.readdirSync(dir).sort(), ['data.safetensors', 'one.optim.safetensors', 'one.safetensors', 'two.optim.safetensors', 'two.safetensors'], 'one checkpoint per run, no temporary files');
+
+  // The two-host recipe on one host: two launchers, --nnodes 2, node ranks 0 and 1, one rank each.
+  const port = await freePort();
+  const node = (k: number) =>
+    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      const p = spawn(process.execPath, [CLI, 'launch', '--nproc', '1', '--nnodes', '2', '--node-rank', String(k), '--master', `127.0.0.1:${port}`, '--dist-timeout', '30000', '--', ...args('nodes.safetensors')], { env: { ...process.env, OMP_NUM_THREADS: '1' } });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const timer = setTimeout(() => p.kill('SIGKILL'), 90_000);
+      p.on('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, out, err });
+      });
+    });
+  const [n0, n1] = await Promise.all([node(0), node(1)]);
+  t.equal(n0.code, 0, `node 0 exits 0${n0.code ? `: ${n0.err}` : ''}`);
+  t.equal(n1.code, 0, `node 1 exits 0${n1.code ? `: ${n1.err}` : ''}`);
+  t.match(n0.err, /1 rank\(s\) of 2 on this host \(node 0 of 2\)/, 'node 0 runs rank 0 of 2');
+  t.equal(n1.out.trim(), '', 'node 1 (rank 1) prints no report');
+  const c = (await loadStateDict(f('nodes.safetensors'))).tensors;
+  let worstNodes = 0;
+  for (const [k, ta] of a) {
+    const u = ta.data() as Float32Array;
+    const v = c.get(k)!.data() as Float32Array;
+    for (let i = 0; i < u.length; i++) worstNodes = Math.max(worstNodes, Math.abs(u[i]! - v[i]!) / Math.max(1e-3, Math.abs(u[i]!)));
+  }
+  t.ok(worstNodes < 1e-4, `θ from the two "hosts" equals θ from one process (max rel Δ ${worstNodes.toExponential(2)})`);
 });
 
 t.test('the distributed flags are validated before any work', { skip: skipWithoutDist }, async (t) => {
