@@ -67,20 +67,26 @@ if [ -z "${TANGENT_NATIVE_ONLY:-}" ]; then
   fi
 fi
 
-# Native C++ tests: the binary scripts/setup.sh built next to the addon.
-if [ -z "${TANGENT_SKIP_NATIVE_TESTS:-}" ]; then
-  bin=build/Release/tangent_native_tests
+# Native C++ tests: the binaries scripts/setup.sh built next to the addon (the core's, on the CPU;
+# the process group's, two and three ranks as threads over loopback).
+run_native() {
+  local bin=$1; shift
   if [ ! -x "$bin" ]; then
-    problems+=("$bin is missing (run bash scripts/setup.sh)"); fail=$((fail + 1))
-  else
-    out=$("$bin" cpu 2>&1); rc=$?
-    sed 's/^/native: /' <<<"$out"
-    np=$(grep -oE '^[0-9]+ passed' <<<"$out" | grep -oE '^[0-9]+' || echo 0)
-    nf=$(grep -oE '[0-9]+ failed' <<<"$out" | grep -oE '^[0-9]+' || echo 0)
-    if [ "$rc" != 0 ] && [ "$nf" = 0 ]; then problems+=("$bin exited with status $rc"); nf=1; fi
-    if [ "$np" = 0 ] && [ "$nf" = 0 ]; then problems+=("$bin reported no results"); nf=1; fi
-    pass=$((pass + np)); fail=$((fail + nf))
+    problems+=("$bin is missing (run bash scripts/setup.sh)"); fail=$((fail + 1)); return
   fi
+  local out rc np nf
+  out=$(timeout 600 "$bin" "$@" 2>&1); rc=$?
+  sed "s/^/native: /" <<<"$out"
+  np=$(grep -oE '^[0-9]+ passed' <<<"$out" | grep -oE '^[0-9]+' | tail -1 || true)
+  nf=$(grep -oE '[0-9]+ failed' <<<"$out" | grep -oE '^[0-9]+' | tail -1 || true)
+  np=${np:-0}; nf=${nf:-0}
+  if [ "$rc" != 0 ] && [ "$nf" = 0 ]; then problems+=("$bin exited with status $rc"); nf=1; fi
+  if [ "$np" = 0 ] && [ "$nf" = 0 ]; then problems+=("$bin reported no results"); nf=1; fi
+  pass=$((pass + np)); fail=$((fail + nf))
+}
+if [ -z "${TANGENT_SKIP_NATIVE_TESTS:-}" ]; then
+  run_native build/Release/tangent_native_tests cpu
+  run_native build/Release/tangent_distributed_tests
 fi
 
 for p in "${problems[@]}"; do echo "problem: $p"; done
