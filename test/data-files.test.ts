@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
+import { crc32 } from '../lib/checkpoint/zip';
 import t from 'tap';
 import { writeSafetensors } from '../lib/checkpoint/safetensors';
 import { defaultCacheDir } from '../lib/data/cache';
@@ -35,15 +36,18 @@ function zip(members: Array<[string, Buffer]>, deflate: boolean): Buffer {
   for (const [name, raw] of members) {
     const data = deflate ? zlib.deflateRawSync(raw) : raw;
     const n = Buffer.from(name);
+    const crc = crc32(raw);
     const lh = Buffer.alloc(30);
     lh.writeUInt32LE(0x04034b50, 0);
     lh.writeUInt16LE(deflate ? 8 : 0, 8);
+    lh.writeUInt32LE(crc, 14);
     lh.writeUInt32LE(data.length, 18);
     lh.writeUInt32LE(raw.length, 22);
     lh.writeUInt16LE(n.length, 26);
     const ch = Buffer.alloc(46);
     ch.writeUInt32LE(0x02014b50, 0);
     ch.writeUInt16LE(deflate ? 8 : 0, 10);
+    ch.writeUInt32LE(crc, 16);
     ch.writeUInt32LE(data.length, 20);
     ch.writeUInt32LE(raw.length, 24);
     ch.writeUInt16LE(n.length, 28);
@@ -120,6 +124,26 @@ t.test('.npz, stored and deflated, with images/labels or x/y', async (t) => {
   const f = path.join(tmp, 'nolabels.npz');
   fs.writeFileSync(f, zip([['images.npy', imgs]], false));
   t.throws(() => loadNpyDataset(f), { message: `${f}: no labels array (looked for 'labels', 'y', 'Y'; has 'images')` });
+});
+
+t.test('.npz from a stranger: read through the hardened zip reader', async (t) => {
+  const imgs = npy('|u1', [4, 1, 2, 2], Uint8Array.from({ length: 16 }, (_, i) => i));
+  const labs = npy('<i8', [4], BigInt64Array.from([0n, 1n, 1n, 0n]));
+  // The local header names another member than the central directory.
+  const renamed = zip([['x.npy', imgs], ['y.npy', labs]], false);
+  renamed.write('z', 30, 'latin1'); // first local header's name: x.npy -> z.npy
+  const f1 = path.join(tmp, 'renamed.npz');
+  fs.writeFileSync(f1, renamed);
+  t.throws(() => readNpz(f1), { name: 'DatasetFileError', message: `${f1}: not a readable .npz: local header of zip entry "x.npy" names "z.npy": the archive is inconsistent` });
+  // A member that inflates far beyond the size its record declares (a DEFLATE bomb): refused at the
+  // declared size, never inflated in full.
+  const big = Buffer.alloc(64 * 2 ** 20);
+  const bomb = zip([['x.npy', imgs], ['y.npy', big]], true);
+  const cd = bomb.lastIndexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02])); // the second central record
+  bomb.writeUInt32LE(100, cd + 24); // declares 100 bytes
+  const f2 = path.join(tmp, 'bomb.npz');
+  fs.writeFileSync(f2, bomb);
+  t.throws(() => readNpz(f2), { name: 'DatasetFileError', message: /bomb\.npz: not a readable \.npz: cannot inflate member 'y\.npy'/ });
 });
 
 t.test('safetensors datasets: images + labels', async (t) => {

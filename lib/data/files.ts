@@ -18,10 +18,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as zlib from 'node:zlib';
 import { ArgumentError } from '../errors';
 import { readSafetensors } from '../checkpoint/safetensors';
 import type { ImageSet } from './dataset';
+import { CheckpointError, openForReading } from '../checkpoint/errors';
+import { MAX_RECORD, ZipReader } from '../checkpoint/zip';
 import { MissingDependencyError } from './sources';
 
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp'] as const;
@@ -115,59 +116,30 @@ export function readNpy(file: string): NpyArray {
  * np.savez_compressed write them), by name without the .npy suffix.
  */
 export function readNpz(file: string): Map<string, NpyArray> {
-  const b = Buffer.from(readFile(file));
-  let eocd = -1;
-  for (let i = b.length - 22; i >= Math.max(0, b.length - 22 - 65535); i--)
-    if (b.readUInt32LE(i) === 0x06054b50) {
-      eocd = i;
-      break;
+  // The members are read through the hardened zip reader of the checkpoint code (lib/checkpoint/zip.ts):
+  // no overlapping records, local and central names agree, inflation bounded by the declared sizes
+  // and DEFLATE's maximum ratio, CRC-checked. A .npz from a stranger is as hostile as a checkpoint.
+  const fail = (e: unknown): never => {
+    if (e instanceof CheckpointError) throw new DatasetFileError(file, `not a readable .npz: ${e.detail}`);
+    throw e;
+  };
+  let fd: number | undefined;
+  try {
+    fd = openForReading(file);
+    const zip = new ZipReader(file, fd);
+    const out = new Map<string, NpyArray>();
+    for (const name of zip.order) {
+      const entry = zip.entries.get(name)!;
+      if (entry.method !== 0 && entry.method !== 8)
+        throw new DatasetFileError(file, `member '${name}' uses zip compression method ${entry.method} (only stored and deflated are supported)`);
+      out.set(name.replace(/\.npy$/, ''), parseNpy(zip.read(entry, MAX_RECORD, `member '${name}'`), `${file}:${name}`));
     }
-  if (eocd < 0) throw new DatasetFileError(file, 'not a .npz file (no zip end-of-central-directory record)');
-  let count = b.readUInt16LE(eocd + 10);
-  let cd = b.readUInt32LE(eocd + 16);
-  if (cd === 0xffffffff || count === 0xffff) {
-    const loc = eocd - 20;
-    if (loc < 0 || b.readUInt32LE(loc) !== 0x07064b50) throw new DatasetFileError(file, 'zip64 locator missing');
-    const rec = Number(b.readBigUInt64LE(loc + 8));
-    count = Number(b.readBigUInt64LE(rec + 32));
-    cd = Number(b.readBigUInt64LE(rec + 48));
+    return out;
+  } catch (e) {
+    return fail(e);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
-  const out = new Map<string, NpyArray>();
-  let p = cd;
-  for (let k = 0; k < count; k++) {
-    if (p + 46 > b.length || b.readUInt32LE(p) !== 0x02014b50) throw new DatasetFileError(file, 'corrupt zip central directory');
-    const method = b.readUInt16LE(p + 10);
-    let csize = b.readUInt32LE(p + 20);
-    let usize = b.readUInt32LE(p + 24);
-    const nlen = b.readUInt16LE(p + 28);
-    const elen = b.readUInt16LE(p + 30);
-    const clen = b.readUInt16LE(p + 32);
-    let local = b.readUInt32LE(p + 42);
-    const name = b.toString('utf8', p + 46, p + 46 + nlen);
-    // zip64 extra field (id 1): the 0xFFFFFFFF fields in order usize, csize, offset.
-    for (let e = p + 46 + nlen; e + 4 <= p + 46 + nlen + elen; ) {
-      const id = b.readUInt16LE(e);
-      const len = b.readUInt16LE(e + 2);
-      if (id === 1) {
-        let q = e + 4;
-        if (usize === 0xffffffff) (usize = Number(b.readBigUInt64LE(q))), (q += 8);
-        if (csize === 0xffffffff) (csize = Number(b.readBigUInt64LE(q))), (q += 8);
-        if (local === 0xffffffff) local = Number(b.readBigUInt64LE(q));
-      }
-      e += 4 + len;
-    }
-    p += 46 + nlen + elen + clen;
-    if (b.readUInt32LE(local) !== 0x04034b50) throw new DatasetFileError(file, `corrupt zip record '${name}'`);
-    const dataAt = local + 30 + b.readUInt16LE(local + 26) + b.readUInt16LE(local + 28);
-    const raw = b.subarray(dataAt, dataAt + csize);
-    let bytes: Uint8Array;
-    if (method === 0) bytes = raw;
-    else if (method === 8) bytes = zlib.inflateRawSync(raw);
-    else throw new DatasetFileError(file, `member '${name}' uses zip compression method ${method} (only stored and deflated are supported)`);
-    if (bytes.length !== usize) throw new DatasetFileError(file, `member '${name}' is ${bytes.length} bytes, its record says ${usize}`);
-    out.set(name.replace(/\.npy$/, ''), parseNpy(bytes, `${file}:${name}`));
-  }
-  return out;
 }
 
 function readFile(file: string): Uint8Array {
