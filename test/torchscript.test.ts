@@ -29,6 +29,11 @@ t.test('small TorchScript modules against PyTorch', async (t) => {
     model.dispose();
   });
 
+  t.test('scripted: List[str], Tuple[int, int], Optional[float] None, torch.device and List[float] attributes', async (t) => {
+    const m = manifest(dir, 'plain_values');
+    await crossCheck(t, dir, m, m.modules.scripted!, 'plain values (scripted)', TOL);
+  });
+
   t.test('traced and scripted: a tuple result chosen by index', async (t) => {
     const m = manifest(dir, 'twoheads');
     await crossCheck(t, dir, m, m.modules.scripted!, 'twoheads (scripted, output 1)', TOL);
