@@ -4,6 +4,7 @@
 # check, a crashed or silent test file, a tap run without its summary line, or a missing native test
 # binary each fail the run. Ends with one "N passed, N failed, N skipped" line, after the reason of
 # every skip. Under CI=true a skipped PyTorch cross-check is a failure (CI has python3-torch).
+# The test files are type-checked first (tsconfig.test.json); a type error fails the run.
 #
 # Isolation: the dataset cache (TANGENT_CACHE) and temporary files go to a fresh directory that is
 # removed at the end; set TANGENT_TEST_CACHE=DIR to reuse a cache between runs.
@@ -25,6 +26,14 @@ problems=()
 start=$SECONDS
 
 if [ -z "${TANGENT_NATIVE_ONLY:-}" ]; then
+  # The tests are type-checked with the library (tap's TypeScript loader only transpiles).
+  if ! tsc_out=$(npx tsc -p tsconfig.test.json 2>&1 | grep -v 'npm warn'); then :; fi
+  if grep -q 'error TS' <<<"$tsc_out"; then
+    grep 'error TS' <<<"$tsc_out" | head -40
+    problems+=("the tests do not type-check ($(grep -c 'error TS' <<<"$tsc_out") errors; npx tsc -p tsconfig.test.json)")
+    fail=$((fail + 1))
+  fi
+
   # Which files should report: the arguments, or every test file (what .taprc includes).
   if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
 

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Model, Tensor, type ModelConfig, type StateDict } from '../lib';
 import { axpy, FIXTURES, randomTangent, randTensor, relErr, maxAbsDiff, toF64 } from './helpers';
 
@@ -13,7 +13,7 @@ const CASES: Array<[string, ModelConfig, number[]]> = [
   ],
 ];
 
-async function checkJvp(t: Tap.Test, name: string, model: Model, x: Tensor): Promise<void> {
+async function checkJvp(t: Test, name: string, model: Model, x: Tensor): Promise<void> {
   const theta0 = model.parameters();
   const v = randomTangent(model, 11);
   const { primal, tangent } = await model.jvp(x, v);

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   ArgumentError,
   CheckpointError,
@@ -62,7 +62,7 @@ async function run(opts: MergeOptions): Promise<number[]> {
   return Array.from(toF64(out.get('w')!));
 }
 
-function close(t: Tap.Test, got: number[], want: number[], what: string): void {
+function close(t: Test, got: number[], want: number[], what: string): void {
   const err = Math.max(...got.map((g, i) => Math.abs(g - want[i]!)));
   t.ok(err < 1e-5, `${what} (max |Δ| ${err.toExponential(2)})`);
 }

@@ -68,7 +68,7 @@ t.test('bad parameters and inputs: typed errors naming the parameter, shape, dty
   await t.rejects(m.lossAndGrad(randTensor([2, 4], 1, 'float32'), Tensor.fromLabels([0, 1, 2])), ShapeError);
   await t.rejects(m.lossAndGrad(randTensor([2, 4], 1, 'float32'), randTensor([2], 1, 'float32')), DTypeError);
   // Configs and devices.
-  t.throws(() => Model.create({ arch: 'vit', ...VIT, patchSize: 3 }), /imageSize 8 is not a multiple of vit.patchSize 3/);
+  t.throws(() => Model.create({ ...VIT, patchSize: 3 }), /imageSize 8 is not a multiple of vit.patchSize 3/);
   t.throws(() => Model.create({ arch: 'mlp', inputDim: 0, outputDim: 2 }), /mlp.inputDim must be an integer >= 1, got 0/);
   t.throws(() => Model.create({ arch: 'rnn' } as never), ArgumentError);
   t.throws(() => Model.create({ arch: 'mlp', inputDim: 2, outputDim: 2 }, { device: 'cuda:3' }), DeviceError);

@@ -2,7 +2,7 @@
 // process; the child must end with a typed CheckpointError naming the file (and tensor or record)
 // and a peak RSS far below what the file would make an unbounded reader allocate (>= 1 GiB here).
 // Run: npx tap test/security-memory.test.ts
-import t from 'tap';
+import t, { type Test as Tap } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -28,7 +28,6 @@ function expectRefused(t: Tap, file: string, code: string, message: RegExp, tens
   if (tensor !== undefined) t.match(String(o.message), `tensor ${JSON.stringify(tensor)}`, 'the message names the tensor');
   t.ok(r.maxRSS !== undefined && r.maxRSS < RSS_CAP_MIB * 1024, `peak RSS ${Math.round((r.maxRSS ?? 0) / 1024)} MiB < ${RSS_CAP_MIB} MiB`);
 }
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0];
 
 t.test('stride-0 views of a 4-byte storage are not blown up', async (t) => {
   // 4 tensors of 2^26 float32 (256 MiB each) viewing one element.

@@ -1,7 +1,7 @@
 // Issue 9, Why 3 and 4: worker_threads and zero-copy tensors. Each scenario runs in a child
 // process, which must exit normally (no abort, no SIGSEGV) and print the values it expects.
 // Run: npx tap test/security-threads.test.ts
-import t from 'tap';
+import t, { type Test as Tap } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -95,7 +95,6 @@ ${body}
   t.equal(r.status, 0, r.stderr.slice(-2000));
   return r.lines[0];
 }
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0];
 
 for (const [kind, make] of [['a plain array (copied)', 'new Float32Array(N)'], ['addon-owned memory (shared)', "Tensor.allocArray('float32', N)"]] as const) {
   t.test(`${kind}: transferring its buffer with structuredClone does not leave the tensor dangling`, async (t) => {

@@ -55,7 +55,7 @@ t.test('applyTo: θ0 + α τ, integer buffers passed through', async (t) => {
 t.test('mismatches are reported with the exact keys, shapes and dtypes', async (t) => {
   const bad = sd({ w: f32([1, 2, 3, 4, 5, 6], [2, 3]), b: Tensor.from(new Float64Array([0, 0]), [2]), extra: f32([1]) });
   await t.rejects(TaskVector.from(theta0(), bad), CheckpointError);
-  const err = await TaskVector.from(theta0(), bad).catch((e: Error) => e);
+  const err = (await TaskVector.from(theta0(), bad).catch((e: Error) => e)) as Error;
   t.match(err.message, /extra/);
   t.match(err.message, /steps/);
   t.match(err.message, /w.*\[2, ?2\].*\[2, ?3\]/s);

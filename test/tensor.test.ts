@@ -59,10 +59,10 @@ t.test('to(dtype) converts values; to(device) checks devices', async (t) => {
 t.test('bad construction arguments give typed errors naming the problem', async (t) => {
   t.throws(() => Tensor.from(new Float32Array(6), [4, 2]), ShapeError);
   t.throws(() => Tensor.from(new Float32Array(6), [4, 2]), /\[4, 2\] holds 8 elements, the Float32Array has 6/);
-  t.throws(() => Tensor.from(new Float32Array(2), [2], 'float64' as never), DTypeError);
-  t.throws(() => Tensor.from(new Float32Array(2), [2], 'float64' as never), /float64 needs a Float64Array, got a Float32Array/);
+  t.throws(() => Tensor.from(new Float32Array(2) as never, [2], 'float64' as never), DTypeError);
+  t.throws(() => Tensor.from(new Float32Array(2) as never, [2], 'float64' as never), /float64 needs a Float64Array, got a Float32Array/);
   t.throws(() => Tensor.from(new Uint16Array(2), [2]), /pass the dtype/);
-  t.throws(() => Tensor.from(new Float32Array(2), [2], 'complex64' as never), DTypeError);
+  t.throws(() => Tensor.from(new Float32Array(2) as never, [2], 'complex64' as never), DTypeError);
   t.throws(() => Tensor.from(new Float32Array(2), [-2] as never), ShapeError);
   t.throws(() => Tensor.from([1, 2] as never, [2]), ArgumentError);
 });

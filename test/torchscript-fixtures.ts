@@ -1,3 +1,4 @@
+import type { Test } from 'tap';
 /**
  * Shared by test/torchscript*.test.ts: generates TorchScript modules and PyTorch reference values
  * at test time with Debian's python3-torch / python3-torchvision
@@ -26,19 +27,19 @@ export function pythonMissing(modules: string[]): string | null {
  * Skip the test (saying why) when the Python modules are missing, except under CI=true, where a
  * missing PyTorch is a failure: CI must run the cross-checks.
  */
-export function needPython(t: Tap.Test, modules: string[]): boolean {
+export function needPython(t: Test, modules: string[]): boolean {
   const why = pythonMissing(modules);
   if (why === null) return true;
   if (process.env.CI === 'true') t.fail(`PyTorch cross-check cannot run under CI=true: ${why}`);
   else {
     t.comment(`skipped: ${why}`);
-    t.skip(why);
+    t.skip(why, async () => {});
   }
   return false;
 }
 
 /** Run the generator for `cases` into a fresh temporary directory, removed at the end of `t`. */
-export function generate(t: Tap.Test, cases: string[]): string {
+export function generate(t: Test, cases: string[]): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-ts-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const r = spawnSync(PYTHON, [GENERATOR, dir, ...cases], { encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } });
@@ -137,7 +138,7 @@ export interface Tolerances {
  * Load `file` and compare forward, JVP and the linearized gradient with the manifest's PyTorch
  * references. Returns the measured errors (also asserted against `tol`).
  */
-export async function crossCheck(t: Tap.Test, dir: string, m: Manifest, file: string, label: string, tol: Tolerances): Promise<void> {
+export async function crossCheck(t: Test, dir: string, m: Manifest, file: string, label: string, tol: Tolerances): Promise<void> {
   const model = await Model.load(path.join(dir, file), m.select === null ? {} : { output: m.select });
   try {
     t.same([...model.spec.keys()], m.params, `${label}: parameter names and order are PyTorch's`);

@@ -21,7 +21,7 @@ async function makeTask() {
   return { d, model, theta0, head };
 }
 
-async function valAcc(model: Model, theta0: StateDict, params: StateDict, head: train.EvalTask['head'], set: ImageSet, linear: boolean) {
+async function valAcc(model: Model, theta0: StateDict, params: StateDict, head: evaluation.EvalTask['head'], set: ImageSet, linear: boolean) {
   const ev = new evaluation.Evaluator(model, theta0, [{ name: 'x', head, val: train.evalData(set), test: train.evalData(set) }]);
   return ev.accuracy('x', 'val', params, linear);
 }
