@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
 import type { BenchContext } from './run';
 import { seededNormal as normal } from '../lib/util/random';
-import { fmt, mediansInterleaved } from './stats';
+import { fmt, mediansInterleaved, perturbed } from './stats';
 import { Peer } from './models';
 
 export async function benchCore(ctx: BenchContext): Promise<Record<string, unknown>> {
@@ -21,10 +21,7 @@ export async function benchCore(ctx: BenchContext): Promise<Record<string, unkno
   const x = Tensor.from(normal(batch * 784, 1), [batch, 1, 28, 28]);
   const y = Tensor.fromLabels(Array.from({ length: batch }, (_, i) => i % 10));
   const theta0 = model.parameters();
-  const tangent: StateDict = new Map();
-  let s = 2;
-  for (const [n, p] of theta0) tangent.set(n, Tensor.from(normal(p.numel, s++).map((v) => v * 1e-2), p.shape));
-  const theta = await combineStates(theta0, [tangent], [1]);
+  const { tangent, theta } = await perturbed(theta0);
   const lin = model.linearize();
   const sgd = async (params: StateDict, grads: StateDict): Promise<void> => {
     const next = await combineStates(params, [grads], [-1e-3]);

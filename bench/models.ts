@@ -15,7 +15,7 @@ import * as readline from 'node:readline';
 import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
 import { seededNormal as normal } from '../lib/util/random';
 import type { BenchContext } from './run';
-import { fmt, medianOf } from './stats';
+import { fmt, medianOf, perturbed } from './stats';
 
 const PY = '/usr/bin/python3';
 const SCRIPT = path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py');
@@ -111,10 +111,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       const model = await Model.load(path.join(dir, `${arch}.${variant}.pt`));
       const loadMs = performance.now() - loadStart;
       const theta0 = model.parameters();
-      const tangent: StateDict = new Map();
-      let s = 2;
-      for (const [n, p] of theta0) tangent.set(n, Tensor.from(normal(p.numel, s++).map((v) => v * 1e-2), p.shape));
-      const theta = await combineStates(theta0, [tangent], [1]);
+      const { tangent, theta } = await perturbed(theta0);
       const lin = model.linearize();
       const ours: Record<Op, () => Promise<number>> = {
         forward: time(async () => (await model.forward(x)).dispose()),

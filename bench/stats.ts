@@ -1,4 +1,6 @@
 /** Timing helpers for the benchmarks (all bench/* suites take their medians from here). */
+import { combineStates, Tensor, type StateDict } from '../lib';
+import { seededNormal } from '../lib/util/random';
 
 /** The median of `xs` (the mean of the two middle values for an even count); `xs` is not modified. */
 export function medianOf(xs: readonly number[]): number {
@@ -34,3 +36,11 @@ export async function mediansInterleaved(fns: Record<string, () => Promise<unkno
 }
 
 export const fmt = (ms: number): string => `${ms.toFixed(1)} ms`;
+
+/** θ0 + τ with a small seeded random τ (1e-2 × N(0,1) per entry): the "fine-tuned" point the benches evaluate. */
+export async function perturbed(theta0: StateDict): Promise<{ tangent: StateDict; theta: StateDict }> {
+  const tangent: StateDict = new Map();
+  let s = 2;
+  for (const [n, p] of theta0) tangent.set(n, Tensor.from(seededNormal(p.numel, s++).map((v) => v * 1e-2), p.shape));
+  return { tangent, theta: await combineStates(theta0, [tangent], [1]) };
+}
