@@ -4,15 +4,45 @@
  * (tables, the ξ and NTK figures embedded, the settings and the seed).
  */
 import type { AdditionResult, NegationResult } from './eval/evaluate';
+import type { AlphaEdge, LrSelection, MeanStd } from './protocol';
 
 export interface StoryInput {
   quick: boolean;
   addition: Pick<AdditionResult, 'regime' | 'chosenAlpha' | 'test'>[];
   negation: Pick<NegationResult, 'regime' | 'meanTargetTest' | 'meanControlTest'>[];
   xi: Array<{ mode: 'nonlinear' | 'linear'; meanXi: number; lowErrorFraction: number }>;
-  ntk: { meanMaxEnergy: number; tasks: number; topK: number };
+  ntk: { meanMaxEnergy: number; tasks: number; topK: number; initMeanMaxEnergy?: number };
   tasks: string[];
   fineTuneSteps: number;
+  /** Seeds run; with `headline`, a paragraph of mean ± std and the issue's claims checked. */
+  seeds?: number;
+  headline?: Record<string, MeanStd>;
+  lrSelection?: LrSelection[];
+  alphaEdges?: AlphaEdge[];
+  pretrainedAcc?: number;
+}
+
+const pm = (m: MeanStd | undefined, pct = true): string => (m ? (pct ? `${(100 * m.mean).toFixed(1)} ± ${(100 * m.std).toFixed(1)}` : `${m.mean.toFixed(2)} ± ${m.std.toFixed(2)}`) : 'n/a');
+
+/**
+ * The claims checked over seeds (issue 13's "Must show"), each held or not with its numbers. A
+ * margin "beyond the seeds' std" means the difference of means exceeds the larger of the two stds.
+ */
+export function claimChecks(h: Record<string, MeanStd>, xiThreshold = 0.1): Array<{ claim: string; held: boolean; numbers: string }> {
+  const out: Array<{ claim: string; held: boolean; numbers: string }> = [];
+  const g = (k: string) => h[k];
+  const margin = (a: MeanStd, b: MeanStd, min: number) => a.mean - b.mean >= min && a.mean - b.mean > Math.max(a.std, b.std);
+  const ln = g('addition.linear.meanNorm'), nn = g('addition.nonlinear.meanNorm');
+  if (ln && nn) out.push({ claim: 'linear FT ahead on mean normalized addition accuracy by ≥ 5 points, beyond the std', held: margin(ln, nn, 0.05), numbers: `${pm(ln)} vs ${pm(nn)}` });
+  const la = g('addition.linear.meanAbs'), na = g('addition.nonlinear.meanAbs');
+  if (la && na) out.push({ claim: 'linear FT ahead on mean absolute addition accuracy by ≥ 2 points, beyond the std', held: margin(la, na, 0.02), numbers: `${pm(la)} vs ${pm(na)}` });
+  const gap = g('singleTask.gapStandardMinusLinear');
+  if (gap) out.push({ claim: 'single-task gap standard − linear ≤ 8 points', held: gap.mean <= 0.08, numbers: `${pm(gap)} (standard ${pm(g('singleTask.standard'))}, linear ${pm(g('singleTask.linear'))})` });
+  const lt = g('negation.linear.target'), nt = g('negation.nonlinear.target');
+  if (lt && nt) out.push({ claim: 'negation target lower for linear FT (control ≥ 0.95 × pre-trained)', held: lt.mean < nt.mean, numbers: `${pm(lt)} vs ${pm(nt)} (control ${pm(g('negation.linear.control'))} vs ${pm(g('negation.nonlinear.control'))})` });
+  const xl = g(`xi.linear.below${xiThreshold}`), xn = g(`xi.nonlinear.below${xiThreshold}`);
+  if (xl && xn) out.push({ claim: `larger low-ξ area (ξ ≤ ${xiThreshold}) for linear FT`, held: xl.mean > xn.mean, numbers: `${pm(xl)}% vs ${pm(xn)}% of the grid (mean ξ ${pm(g('xi.linear.mean'), false)} vs ${pm(g('xi.nonlinear.mean'), false)})` });
+  return out;
 }
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
@@ -52,19 +82,47 @@ export function demoSummary(s: StoryInput): string[] {
     `NTK eigenfunctions (the bar chart): the top ${s.ntk.topK} eigenfunctions of the kernel at θ0 hold on average ${pct(s.ntk.meanMaxEnergy)} of their energy on a single task, against ${pct(1 / s.ntk.tasks)} for an even spread — ` +
       (s.ntk.meanMaxEnergy > 1.5 / s.ntk.tasks ? 'they are localized on tasks, the property the paper ties to disentanglement.' : 'only weak localization at this scale (the paper sees it for CLIP-sized pre-training).'),
   );
+  if (s.ntk.initMeanMaxEnergy !== undefined)
+    out.push(
+      `NTK at a random initialisation of the same architecture, same inputs: ${pct(s.ntk.initMeanMaxEnergy)} of the energy on one task, against ${pct(s.ntk.meanMaxEnergy)} at θ0 — ` +
+        (s.ntk.meanMaxEnergy > s.ntk.initMeanMaxEnergy ? 'pre-training increased the localization, as the paper argues.' : 'pre-training did NOT increase the localization at this scale.'),
+    );
+  if (s.lrSelection?.length)
+    out.push(
+      `Recipe: the learning rate was chosen per mode on validation data (mean single-task validation accuracy, seed 0, ${s.fineTuneSteps} steps for both modes): ` +
+        s.lrSelection.map((l) => `${l.mode} lr ${l.chosen} from {${l.grid.join(', ')}}`).join('; ') +
+        (s.pretrainedAcc !== undefined ? `. θ0's pre-training accuracy (control task, test): ${pct(s.pretrainedAcc)}.` : '.'),
+    );
+  if (s.alphaEdges?.length) {
+    const ext = s.alphaEdges.filter((e) => e.extended);
+    const still = s.alphaEdges.filter((e) => e.stillOnEdge);
+    out.push(
+      `α grid edges: ${ext.length} of ${s.alphaEdges.length} sweeps chose α on the upper edge of the first grid (0..${s.alphaEdges[0]!.gridMax}) and were re-run on the extended grid` +
+        (ext.length ? ` (${ext.map((e) => `${e.kind} ${e.regime} seed ${e.seed}: ${e.firstChoice.join('/')} → ${e.finalChoice.join('/')}`).join('; ')})` : '') +
+        (still.length ? `; ${still.length} still sit on the edge of the grid they were chosen on.` : '.'),
+    );
+  }
+  if (s.headline && s.seeds !== undefined) {
+    const checks = claimChecks(s.headline);
+    if (checks.length)
+      out.push(
+        `Over ${s.seeds} seed${s.seeds === 1 ? '' : 's'} (mean ± std): ` + checks.map((c) => `${c.claim}: ${c.held ? 'held' : 'NOT held'} (${c.numbers})`).join('; ') + '.' +
+          (s.seeds < 2 ? ' With one seed the std is 0: no margin can be told from noise.' : ''),
+      );
+  }
   if (s.quick)
     out.push(
-      `This was the --quick run (${s.fineTuneSteps} fine-tuning steps per task, small validation and test subsets): it shows the pipeline working end to end, but differences of a few points between regimes are within its noise, and it cannot show the full run's gaps (README, "What npm run demo does"). Run \`npm run demo\` without --quick for those.`,
+      `This was the --quick run (one seed, ${s.fineTuneSteps} fine-tuning steps per task, small validation and test subsets): it can show the pipeline working end to end and the direction of each comparison; it cannot show any margin against seed noise (no error bars: differences of a few points between regimes are within its noise), nor the full run's gaps (README, "What npm run demo does"). Run \`npm run demo\` without --quick for those.`,
     );
   return out;
 }
 
 /** results/README.md: what was run, the summary, the tables and the figures. */
-export function resultsReadme(o: { quick: boolean; summary: string[]; markdown: string; settings: Record<string, unknown>; seed: number; libtorch: string; threads: number; seconds: number; date: string }): string {
+export function resultsReadme(o: { quick: boolean; summary: string[]; markdown: string; settings: Record<string, unknown>; seed: number; seeds?: number; libtorch: string; threads: number; seconds: number; date: string }): string {
   return [
     `# tangent-edit demo results${o.quick ? ' (--quick)' : ''}`,
     '',
-    `Produced by \`tangent demo${o.quick ? ' --quick' : ''}\` on ${o.date} in ${o.seconds.toFixed(0)} s (libtorch ${o.libtorch}, ${o.threads} threads). Seeds: ${o.seed} for the initialization, the train/validation split and the batch order; the seeded subsets of the splits use seed 1.`,
+    `Produced by \`tangent demo${o.quick ? ' --quick' : ''}\` on ${o.date} in ${o.seconds.toFixed(0)} s (libtorch ${o.libtorch}, ${o.threads} threads). Seeds: ${o.seed} for the initialization, the train/validation split and the batch order; the seeded subsets of the splits use seed 1. ${o.seeds && o.seeds > 1 ? `Fine-tuning and evaluation repeated for seeds 0..${o.seeds - 1} (seed s: batch order; θ0 and heads shared); mean ± std over seeds reported, detailed tables for seed 0.` : 'One fine-tuning seed: no error bars.'}`,
     '',
     '## What it shows',
     '',
@@ -84,6 +142,10 @@ export function resultsReadme(o: { quick: boolean; summary: string[]; markdown: 
     'Local energy of the top NTK eigenfunctions at θ0 on each task (one colour per task):',
     '',
     '![NTK eigenfunctions](ntk.png)',
+    '',
+    'The same at a random initialisation of the same architecture:',
+    '',
+    '![NTK eigenfunctions at init](ntk-init.png)',
     '',
     '## Settings',
     '',

@@ -31,5 +31,5 @@ export * as train from './train';
 export * as distributed from './distributed';
 export { ProcessGroup, DistributedError } from './distributed';
 export * as evaluation from './eval';
-export { runPaperProtocol, PAPER_TASKS, type ProtocolOptions, type ProtocolReport } from './protocol';
+export { runPaperProtocol, PAPER_TASKS, LR_GRID, meanStd, headlineOf, aggregateHeadlines, type ProtocolOptions, type ProtocolReport, type MeanStd, type LrSelection, type AlphaEdge, type SeedResult } from './protocol';
 export * as analysis from './analysis';

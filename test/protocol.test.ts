@@ -7,10 +7,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
 import { evaluation, runPaperProtocol, setNumThreads } from '../lib';
+import { headlineOf as evaluationHeadline } from '../lib/protocol';
 import { tmpDir } from './helpers';
 
 setNumThreads(2);
-const ALPHAS = [0, 0.5, 1];
+// A grid of small α so that the choice often sits on its edge (0.1), exercising the extension.
+const ALPHAS = [0, 0.05, 0.1];
+const EXT = [0, 0.05, 0.1, 0.5, 1];
 const TASKS = ['mnist', 'typed-digits'] as const;
 
 t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
@@ -25,7 +28,11 @@ t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
     valLimit: 60,
     testLimit: 60,
     finetune: { steps: 6, batchSize: 32 },
+    lrGrid: { standard: [1e-3, 3e-3], linear: [1e-3, 1e-2] },
+    seeds: 2,
     alphas: ALPHAS,
+    alphaExtension: EXT,
+    theta0Cache: path.join(dir, 'cache'),
     workDir: dir,
     progress: { mode: 'none' },
     log: (l) => lines.push(l),
@@ -33,6 +40,7 @@ t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
   // Structure.
   t.same(r.settings['tasks'], TASKS, 'settings name the tasks');
   t.same(r.settings['alphas'], ALPHAS);
+  t.equal(r.settings['seeds'], 2);
   t.equal(r.settings['threads'], 2, 'settings state the thread count');
   t.same(r.addition.map((a) => a.regime), evaluation.REGIMES, 'addition in the three regimes');
   t.same(r.negation.map((a) => a.regime), evaluation.REGIMES, 'negation in the three regimes');
@@ -58,7 +66,7 @@ t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
   t.same(at0('linear'), at0('nonlinear'), 'α = 0: linear FT regime equals non-linear exactly');
   const singleKey = { nonlinear: 'standard', posthoc: 'posthoc', linear: 'linear' } as const;
   for (const a of r.addition) {
-    t.ok(ALPHAS.includes(a.chosenAlpha), `${a.regime}: chosen α ${a.chosenAlpha} is on the grid`);
+    t.ok(a.alphas.some((row) => row.alpha === a.chosenAlpha), `${a.regime}: chosen α ${a.chosenAlpha} is on the grid`);
     const best = Math.max(...a.alphas.map((row) => row.valMeanNorm));
     t.equal(a.chosenAlpha, a.alphas.find((row) => row.valMeanNorm === best)!.alpha, `${a.regime}: chosen α has the best mean normalized validation accuracy`);
     for (const task of TASKS) {
@@ -70,9 +78,57 @@ t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
   for (const n of r.negation) {
     t.ok(Math.abs(n.threshold - 0.95 * n.pretrainedControl.val) < 1e-12, `${n.regime}: threshold = 0.95 × pre-trained control accuracy`);
     for (const [task, row] of Object.entries(n.tasks)) {
-      t.ok(ALPHAS.includes(row.chosen.alpha), `${n.regime}/${task}: α on the grid`);
+      t.ok(row.alphas.some((x) => x.alpha === row.chosen.alpha), `${n.regime}/${task}: α on the grid`);
       const c = row.alphas.find((x) => x.alpha === row.chosen.alpha)!;
       t.ok(c.alpha === 0 || c.control >= n.threshold, `${n.regime}/${task}: control ${c.control} ≥ ${n.threshold} at α ${c.alpha}`);
     }
   }
+
+  // Learning rate per mode: on its grid, the best mean validation accuracy, and the seed-0 models.
+  t.same(r.lrSelection.map((l) => l.mode), ['standard', 'linear']);
+  for (const l of r.lrSelection) {
+    t.ok(l.grid.includes(l.chosen), `${l.mode}: chosen lr ${l.chosen} is on its grid`);
+    t.equal(l.valMeanAcc.length, l.grid.length);
+    const best = Math.max(...l.valMeanAcc);
+    t.equal(l.chosen, l.grid[l.valMeanAcc.findIndex((v) => v >= best - 1e-12)], `${l.mode}: chosen lr has the best mean validation accuracy`);
+    for (const task of TASKS) t.equal(r.finetuning[task]![l.mode].lr, l.chosen, `${task}/${l.mode}: seed-0 model used the chosen lr`);
+    t.equal((r.settings['finetune'] as Record<string, { lr: number }>)[l.mode]!.lr, l.chosen, 'settings state the chosen lr');
+  }
+  // Seeds: per-seed results, seed ≥ 1 uses the chosen lr, headline = mean/std of per-seed values.
+  t.same(r.seeds.map((s) => s.seed), [0, 1]);
+  t.equal(r.seeds[0]!.addition, r.addition, 'top-level tables are seed 0');
+  for (const task of TASKS)
+    for (const l of r.lrSelection) t.equal(r.seeds[1]!.finetuning[task]![l.mode].lr, l.chosen, `seed 1 ${task}/${l.mode}: chosen lr`);
+  const per = r.seeds.map((s) => evaluationHeadline(s));
+  for (const k of ['addition.linear.meanNorm', 'addition.nonlinear.meanAbs', 'negation.linear.target', 'singleTask.gapStandardMinusLinear']) {
+    const v = per.map((h) => h[k]!);
+    const m = (v[0]! + v[1]!) / 2;
+    t.ok(Math.abs(r.headline[k]!.mean - m) < 1e-12, `${k}: mean of the seeds`);
+    t.ok(Math.abs(r.headline[k]!.std - Math.abs(v[0]! - v[1]!) / Math.SQRT2) < 1e-12, `${k}: sample std of the seeds`);
+    t.same(r.headline[k]!.values, v);
+  }
+  t.match(r.markdown, /Headline numbers over 2 seeds/);
+  t.comment(`α extended in ${r.alphaEdges.filter((e) => e.extended).length} of ${r.alphaEdges.length} sweeps`);
+  // α edges: one record per sweep; extended exactly when the first choice sat on the edge.
+  t.equal(r.alphaEdges.length, 2 * 2 * 3, 'seeds × {addition, negation} × regimes');
+  for (const e of r.alphaEdges) {
+    t.equal(e.extended, e.firstChoice.includes(0.1), `${e.kind}/${e.regime}/seed ${e.seed}: extended iff α = 0.1 (the edge) was chosen (${e.firstChoice})`);
+    t.equal(e.gridMax, 0.1);
+    const res = e.kind === 'addition' ? r.seeds[e.seed]!.addition.find((a) => a.regime === e.regime)!.alphas.map((x) => x.alpha) : Object.values(r.seeds[e.seed]!.negation.find((a) => a.regime === e.regime)!.tasks)[0]!.alphas.map((x) => x.alpha);
+    t.same(res, e.extended ? EXT : ALPHAS, 'the reported sweep ran on the grid the record names');
+  }
+  // θ0 cache: written, keyed, and reused by a second run; pre-training accuracy reported.
+  t.equal(r.pretrained.cached, false);
+  t.ok(r.pretrained.cacheFile && fs.existsSync(r.pretrained.cacheFile) && r.pretrained.cacheFile.includes(r.pretrained.key!), 'θ0 written to the cache under its key');
+  t.ok(r.pretrained.controlTest > 0 && r.pretrained.controlTest <= 1, 'pre-training accuracy reported');
+  const r2 = await runPaperProtocol({
+    quick: true, tasks: ['mnist'], sourceLimit: 600, pretrainSteps: 15, trainLimit: 128, valLimit: 60, testLimit: 60,
+    finetune: { steps: 2, batchSize: 32, lr: 1e-3 }, alphas: ALPHAS, alphaExtension: false, regimes: ['linear'],
+    theta0Cache: path.join(dir, 'cache'), workDir: path.join(dir, 'second'), progress: { mode: 'none' }, log: () => {},
+  });
+  t.equal(r2.pretrained.cached, true, 'the second run reused θ0 from the cache');
+  t.equal(r2.pretrained.key, r.pretrained.key);
+  t.equal(r2.pretrained.controlVal, r.pretrained.controlVal, 'the same θ0');
+  t.same(r2.lrSelection.map((l) => l.grid), [[1e-3], [1e-3]], 'an explicit lr is a one-point grid');
+  t.ok(r2.alphaEdges.every((e) => !e.extended), 'alphaExtension false: never extended');
 });
