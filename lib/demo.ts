@@ -148,7 +148,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   // 4. NTK eigenfunction localization at θ0 on inputs pooled from the tasks.
   const per = opts.quick ? 24 : 60;
   const pooled = await Promise.all(tasks.map(async (name, i) => ({ name, x: (await taskInputs(name, per, 10 + i)).x })));
-  const ntk = await ntkLocalization(bb.model, pooled, { topK: 20 });
+  // bb.model holds its initial parameters: θ0 must be passed explicitly (without it this was the
+  // NTK at initialisation).
+  const ntk = await ntkLocalization(bb.model, pooled, { topK: 20, params: bb.theta0 });
   writeNtkJson(ntk, path.join(out, 'ntk.json'));
   const ntkFig = writeFigure(await renderNtk(ntk), path.join(out, 'ntk'));
   log(`NTK at θ0 (trace over the feature outputs) on ${ntk.n} inputs (${tasks.map((tk) => `${tk} ${per}`).join(', ')}): top-20 eigenfunctions hold on average ${(100 * ntk.meanMaxEnergy).toFixed(0)}% of their energy on one task (${(100 / tasks.length).toFixed(0)}% = spread evenly); ${(ntk.timing.totalMs / 1000).toFixed(1)} s`);
