@@ -90,7 +90,9 @@ export function demoSummary(s: StoryInput): string[] {
   if (s.lrSelection?.length)
     out.push(
       `Recipe: the learning rate was chosen per mode on validation data (mean single-task validation accuracy, seed 0, ${s.fineTuneSteps} steps for both modes): ` +
-        s.lrSelection.map((l) => `${l.mode} lr ${l.chosen} from {${l.grid.join(', ')}}`).join('; ') +
+        s.lrSelection
+          .map((l) => `${l.mode} lr ${l.chosen} from {${l.grid.join(', ')}}` + (l.extendedWith?.length ? ` (grid extended upwards with ${l.extendedWith.join(', ')}: the best sat on its edge)` : '') + (l.stillOnEdge ? ', still the largest tried' : ''))
+          .join('; ') +
         (s.pretrainedAcc !== undefined ? `. θ0's pre-training accuracy (control task, test): ${pct(s.pretrainedAcc)}.` : '.'),
     );
   if (s.alphaEdges?.length) {

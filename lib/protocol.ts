@@ -19,6 +19,9 @@
  *   per mode on VALIDATION data from a small grid (standard {1e-3, 3e-3}, linear {1e-3, 3e-3,
  *   1e-2}) by the mean single-task validation accuracy over the tasks (f for standard, f_lin for
  *   linear; ties → the smaller lr), using seed 0's runs; the chosen lr's seed-0 models are kept.
+ *   When the best lr is the grid's largest, the next lr up (the grid's last ratio) is tried too,
+ *   at most `lrExtension` (2) times per mode; `lrSelection` records the extension and whether the
+ *   choice still sits on the edge.
  * - Seeds (`seeds`, default 1): fine-tuning (batch order) and evaluation are repeated for seeds
  *   0..seeds−1 with θ0 and the heads shared; `headline` gives mean ± sample std (n − 1) of every
  *   headline number over seeds. The top-level singleTask/addition/negation are seed 0's.
@@ -72,6 +75,11 @@ export interface ProtocolOptions {
   alphaExtension?: number[] | false;
   /** Learning-rate grids per mode, chosen on validation (ignored for a mode whose lr is set explicitly). */
   lrGrid?: { standard?: number[]; linear?: number[] };
+  /**
+   * When the best lr is the largest tried, try the next one up (the grid's last ratio, ×√10 for a
+   * one-point grid) at most this many times per mode (default 2; 0: never).
+   */
+  lrExtension?: number;
   /** Fine-tuning + evaluation seeds 0..seeds−1 (θ0 and heads shared). Default 1. */
   seeds?: number;
   /** Directory caching pre-trained θ0 by a hash of its config and data (default `<user cache>/pretrained`); false: no cache. */
@@ -107,6 +115,10 @@ export interface LrSelection {
   /** Mean single-task VALIDATION accuracy over the tasks per lr (seed 0), aligned with grid. */
   valMeanAcc: number[];
   chosen: number;
+  /** The lrs added above the first grid because the best sat on its upper edge (empty: none). */
+  extendedWith: number[];
+  /** Whether the chosen lr is still the largest tried (the extension limit was reached). */
+  stillOnEdge: boolean;
 }
 
 export interface AlphaEdge {
@@ -204,7 +216,10 @@ function lrTable(sel: LrSelection[], steps: number): string {
     '',
     '| Mode | lr grid | Val acc (%) per lr | Chosen |',
     '|---|---|---|---|',
-    ...sel.map((s) => `| ${s.mode} | ${s.grid.join(', ')} | ${s.valMeanAcc.map((v) => (100 * v).toFixed(1)).join(', ')} | ${s.chosen} |`),
+    ...sel.map(
+      (s) =>
+        `| ${s.mode} | ${s.grid.join(', ')}${s.extendedWith.length ? ` (extended: ${s.extendedWith.join(', ')})` : ''} | ${s.valMeanAcc.map((v) => (100 * v).toFixed(1)).join(', ')} | ${s.chosen}${s.stillOnEdge ? ' (upper edge)' : ''} |`,
+    ),
   ].join('\n');
 }
 
@@ -232,6 +247,8 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
     standard: hyper.standard.lr !== undefined ? [hyper.standard.lr] : [...(o.lrGrid?.standard ?? LR_GRID.standard)],
     linear: hyper.linear.lr !== undefined ? [hyper.linear.lr] : [...(o.lrGrid?.linear ?? LR_GRID.linear)],
   };
+  const lrExt = o.lrExtension ?? 2;
+  if (!Number.isSafeInteger(lrExt) || lrExt < 0) throw new RangeError(`lrExtension must be a non-negative integer, got ${lrExt}`);
   const sizes = {
     sourceLimit: o.sourceLimit ?? (quick ? 6000 : 20000),
     trainLimit: o.trainLimit,
@@ -364,10 +381,18 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
       t = performance.now();
       if (seed === 0) {
         // Learning rate on validation: every lr of the grid, seed 0, same steps; keep the best.
-        const grid = lrGrids[mode];
+        const grid = [...lrGrids[mode]];
         const runs: Array<{ models: Map<string, Params>; info: Record<string, ProtocolReport['finetuning'][string]['standard']> }> = [];
         const scores: number[] = [];
-        for (const lr of grid) {
+        const extendedWith: number[] = [];
+        const explicit = hyper[mode].lr !== undefined;
+        const bestOf = () => {
+          let b = 0;
+          for (let i = 1; i < scores.length; i++) if (scores[i]! > scores[b]! + 1e-12) b = i;
+          return b;
+        };
+        for (let gi = 0; gi < grid.length; gi++) {
+          const lr = grid[gi]!;
           const models = new Map<string, Params>();
           const info: Record<string, ProtocolReport['finetuning'][string]['standard']> = {};
           for (const name of tasks) {
@@ -381,10 +406,18 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
           scores.push(acc / tasks.length);
           runs.push({ models, info });
           log(`  ${mode} lr ${lr}: mean single-task validation accuracy ${((100 * acc) / tasks.length).toFixed(1)}%`);
+          // The best lr is the largest tried: the grid did not bracket it, so go one step up.
+          if (gi === grid.length - 1 && !explicit && bestOf() === gi && extendedWith.length < lrExt) {
+            const ratio = grid.length > 1 ? grid[gi]! / grid[gi - 1]! : Math.sqrt(10);
+            const up = Number((lr * ratio).toPrecision(3));
+            extendedWith.push(up);
+            grid.push(up);
+            log(`  ${mode}: lr ${lr} is the best and the grid's upper edge → also trying ${up}`);
+          }
         }
-        let best = 0;
-        for (let i = 1; i < scores.length; i++) if (scores[i]! > scores[best]! + 1e-12) best = i;
-        lrSelection.push({ mode, grid: [...grid], valMeanAcc: scores, chosen: grid[best]! });
+        const best = bestOf();
+        const stillOnEdge = grid.length > 1 && best === grid.length - 1;
+        lrSelection.push({ mode, grid: [...grid], valMeanAcc: scores, chosen: grid[best]!, extendedWith, stillOnEdge });
         tuned[mode] = runs[best]!.models;
         for (const name of tasks) (finetuning[name] ??= {} as never)[mode] = runs[best]!.info[name]!;
         for (const [i, r] of runs.entries()) if (i !== best) for (const p of r.models.values()) if (p instanceof Map) disposeState(p);

@@ -93,6 +93,20 @@ t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
     t.equal(l.chosen, l.grid[l.valMeanAcc.findIndex((v) => v >= best - 1e-12)], `${l.mode}: chosen lr has the best mean validation accuracy`);
     for (const task of TASKS) t.equal(r.finetuning[task]![l.mode].lr, l.chosen, `${task}/${l.mode}: seed-0 model used the chosen lr`);
     t.equal((r.settings['finetune'] as Record<string, { lr: number }>)[l.mode]!.lr, l.chosen, 'settings state the chosen lr');
+    // Edge extension: the grid grows by one lr (the last ratio) exactly while the best is its largest, at most twice.
+    const first = l.mode === 'standard' ? [1e-3, 3e-3] : [1e-3, 1e-2];
+    t.same(l.grid, [...first, ...l.extendedWith], `${l.mode}: grid = first grid + extension`);
+    t.ok(l.extendedWith.length <= 2, `${l.mode}: at most 2 extensions`);
+    for (let i = 0; i <= l.extendedWith.length; i++) {
+      const n = first.length + i;
+      const scores = l.valMeanAcc.slice(0, n);
+      const bestIdx = scores.findIndex((v) => v >= Math.max(...scores) - 1e-12);
+      if (i < l.extendedWith.length) {
+        t.equal(bestIdx, n - 1, `${l.mode}: extended after ${n} lrs because the best was the largest`);
+        t.ok(Math.abs(l.grid[n]! / l.grid[n - 1]! - first[1]! / first[0]!) < 1e-6, `${l.mode}: the extension keeps the grid's ratio`);
+      } else if (l.extendedWith.length < 2) t.not(bestIdx, n - 1, `${l.mode}: not extended: the best is inside the grid`);
+    }
+    t.equal(l.stillOnEdge, l.chosen === l.grid[l.grid.length - 1], `${l.mode}: stillOnEdge iff the largest lr tried was chosen`);
   }
   // Seeds: per-seed results, seed ≥ 1 uses the chosen lr, headline = mean/std of per-seed values.
   t.same(r.seeds.map((s) => s.seed), [0, 1]);
