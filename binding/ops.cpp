@@ -1,6 +1,7 @@
 // Fused task-vector kernels, exposed as one AsyncWorker per call.
 #include "addon_data.h"
 #include "merge.h"
+#include "merge_files.h"
 #include "ops.h"
 
 namespace tangent_js {
@@ -51,6 +52,73 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   });
 }
 
+tangent::MergeSpec ParseMergeSpec(const Napi::Object& o) {
+  tangent::MergeSpec spec;
+  spec.method = tangent::parse_merge_method(o.Get("method").As<Napi::String>());
+  spec.lambda = NumberOr(o, "lambda", 1.0);
+  spec.density = NumberOr(o, "density", 1.0);
+  spec.gamma = NumberOr(o, "gamma", 0.0);
+  spec.seed = static_cast<uint64_t>(NumberOr(o, "seed", 0));
+  spec.weighted_election = !(o.Has("election") && o.Get("election").As<Napi::String>().Utf8Value() == "unweighted");
+  spec.compute = ParseDType(o.Get("compute").As<Napi::String>());
+  spec.out = ParseDType(o.Get("out").As<Napi::String>());
+  return spec;
+}
+
+std::vector<double> Numbers(const Napi::Value& v) {
+  auto arr = v.As<Napi::Array>();
+  std::vector<double> out(arr.Length());
+  for (uint32_t i = 0; i < out.size(); ++i) out[i] = arr.Get(i).As<Napi::Number>().DoubleValue();
+  return out;
+}
+
+tangent::OpenFile FileArg(const Napi::Value& v) {
+  auto o = v.As<Napi::Object>();
+  return {o.Get("fd").As<Napi::Number>().Int32Value(), o.Get("path").As<Napi::String>().Utf8Value()};
+}
+
+// mergeFiles(files: {fd, path}[], out: {fd, path}, items: NativeFileMergeItem[], weights: number[],
+//            spec, checkFinite: boolean) -> Promise<string[]> (the non-finite tensors' names).
+// The files stay open and owned by the caller (lib/merge.ts validated their headers).
+Napi::Value MergeFiles(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    auto farr = info[0].As<Napi::Array>();
+    std::vector<tangent::OpenFile> files;
+    for (uint32_t i = 0; i < farr.Length(); ++i) files.push_back(FileArg(farr.Get(i)));
+    const tangent::OpenFile out = FileArg(info[1]);
+    auto iarr = info[2].As<Napi::Array>();
+    std::vector<tangent::FileMergeItem> items(iarr.Length());
+    for (uint32_t i = 0; i < items.size(); ++i) {
+      auto o = iarr.Get(i).As<Napi::Object>();
+      auto& it = items[i];
+      it.name = o.Get("name").As<Napi::String>().Utf8Value();
+      it.dtype = ParseDType(o.Get("dtype").As<Napi::String>());
+      it.out = ParseDType(o.Get("out").As<Napi::String>());
+      for (double d : Numbers(o.Get("shape"))) it.shape.push_back(static_cast<int64_t>(d));
+      auto ins = o.Get("inputs").As<Napi::Array>();
+      for (uint32_t k = 0; k < ins.Length(); ++k) {
+        auto pair = ins.Get(k).As<Napi::Array>();
+        it.inputs.push_back({pair.Get(0u).As<Napi::Number>().Int32Value(),
+                             static_cast<uint64_t>(pair.Get(1u).As<Napi::Number>().DoubleValue())});
+      }
+      it.out_offset = static_cast<uint64_t>(o.Get("outOffset").As<Napi::Number>().DoubleValue());
+    }
+    const std::vector<double> w = Numbers(info[3]);
+    const tangent::MergeSpec spec = ParseMergeSpec(info[4].As<Napi::Object>());
+    const bool check_finite = info[5].ToBoolean();
+    auto bad = std::make_shared<std::vector<std::string>>();
+    return Task::Run(
+        env, "tangent.mergeFiles",
+        [files, out, items, w, spec, check_finite, bad] { *bad = tangent::merge_file_tensors(files, out, items, w, spec, check_finite); },
+        [bad](Napi::Env env) -> Napi::Value {
+          auto arr = Napi::Array::New(env, bad->size());
+          for (uint32_t i = 0; i < bad->size(); ++i) arr.Set(i, Napi::String::New(env, (*bad)[i]));
+          return arr;
+        });
+  });
+}
+
 // mergeTensor(name, base, finetuned: Tensor[], weights: number[], spec) -> Promise<Tensor>
 Napi::Value MergeTensor(const Napi::CallbackInfo& info) {
   auto env = info.Env();
@@ -61,16 +129,7 @@ Napi::Value MergeTensor(const Napi::CallbackInfo& info) {
     auto warr = info[3].As<Napi::Array>();
     std::vector<double> w(warr.Length());
     for (uint32_t i = 0; i < w.size(); ++i) w[i] = warr.Get(i).As<Napi::Number>().DoubleValue();
-    auto o = info[4].As<Napi::Object>();
-    tangent::MergeSpec spec;
-    spec.method = tangent::parse_merge_method(o.Get("method").As<Napi::String>());
-    spec.lambda = NumberOr(o, "lambda", 1.0);
-    spec.density = NumberOr(o, "density", 1.0);
-    spec.gamma = NumberOr(o, "gamma", 0.0);
-    spec.seed = static_cast<uint64_t>(NumberOr(o, "seed", 0));
-    spec.weighted_election = !(o.Has("election") && o.Get("election").As<Napi::String>().Utf8Value() == "unweighted");
-    spec.compute = ParseDType(o.Get("compute").As<Napi::String>());
-    spec.out = ParseDType(o.Get("out").As<Napi::String>());
+    const tangent::MergeSpec spec = ParseMergeSpec(info[4].As<Napi::Object>());
     return TensorTask(env, "tangent.merge", [name, base, ft, w, spec] { return tangent::merge_tensor(name, base, ft, w, spec); });
   });
 }
@@ -106,6 +165,7 @@ Napi::Value CopyInto(const Napi::CallbackInfo& info) {
 Napi::Object InitOps(Napi::Env env, Napi::Object exports) {
   exports.Set("combine", Napi::Function::New(env, Combine));
   exports.Set("mergeTensor", Napi::Function::New(env, MergeTensor));
+  exports.Set("mergeFiles", Napi::Function::New(env, MergeFiles));
   exports.Set("dot", Napi::Function::New(env, Dot));
   exports.Set("copyInto", Napi::Function::New(env, CopyInto));
   return exports;

@@ -104,6 +104,24 @@ export interface NativeModel {
   dispose(): void;
 }
 
+export interface NativeOpenFile {
+  fd: number;
+  /** For messages. */
+  path: string;
+}
+
+export interface NativeFileMergeItem {
+  name: string;
+  dtype: string;
+  /** Output dtype (the input's for integer tensors). */
+  out: string;
+  shape: number[];
+  /** [index into files, absolute byte offset]: the base first, then one per model. */
+  inputs: Array<[number, number]>;
+  /** Absolute byte offset in the output file. */
+  outOffset: number;
+}
+
 export interface NativeMergeSpec {
   method: 'task_arithmetic' | 'ties' | 'dare_linear' | 'dare_ties' | 'breadcrumbs';
   lambda: number;
@@ -151,6 +169,12 @@ export interface NativeBinding {
   ): Promise<{ gradNorm: number; clipCoef: number }>;
   globalNorm(tensors: NativeTensor[]): Promise<number>;
   mergeTensor(name: string, base: NativeTensor, finetuned: NativeTensor[], weights: number[], spec: NativeMergeSpec): Promise<NativeTensor>;
+  /**
+   * Merges tensors file to file (positioned reads and writes on descriptors the caller opened,
+   * validated and still owns); resolves with the names of the merged tensors holding NaN/Inf
+   * when `checkFinite`.
+   */
+  mergeFiles(files: NativeOpenFile[], out: NativeOpenFile, items: NativeFileMergeItem[], weights: number[], spec: NativeMergeSpec, checkFinite: boolean): Promise<string[]>;
   dot(a: NativeTensor[], b: NativeTensor[]): Promise<number>;
   copyInto(dst: NativeTensor[], src: NativeTensor[]): Promise<void>;
   /** Empirical NTK Gram matrix at params (null: the model's own); lib/analysis/ntk.ts. */

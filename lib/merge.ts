@@ -6,16 +6,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { native, type NativeMergeSpec } from './binding';
+import { native, type NativeFileMergeItem, type NativeMergeSpec, type NativeOpenFile } from './binding';
 import { CheckpointError } from './checkpoint/errors';
-import { findNonFinite, isFloatDType as isFloatRaw, type RawTensor } from './checkpoint/dtype';
+import { DTYPE_BYTES, findNonFinite, isFloatDType as isFloatRaw, numel as numelOf, type RawTensor } from './checkpoint/dtype';
 import { openCheckpoint, rawToTensor, saveStateDict, tensorToRaw, type LoadedCheckpoint } from './checkpoint/io';
 import { quote } from './checkpoint/escape';
 import {
   assertSameLayout,
   writeSafetensorsAsync,
+  writeSafetensorsFilled,
   writeShardedAsync,
   type AsyncLazyTensor,
+  type TensorLocation,
   type TensorLayout,
   type TensorReader,
 } from './checkpoint/safetensors';
@@ -197,7 +199,56 @@ export async function mergeCheckpoints(
       ...opts.metadata,
     };
     const output = resolve(cfg.output);
-    if (/\.(pt|pth|bin)$/.test(output)) {
+    const readers = [base, ...models];
+    if (output.endsWith('.safetensors') && cfg.shard_size === undefined && readers.every((r) => 'locate' in r && typeof r.locate === 'function')) {
+      // File to file in native code: positioned reads from the descriptors the readers validated,
+      // the merge, the NaN/Inf check and positioned writes into the output, with no tensor bytes
+      // in JS. Calls cover ~64 MiB of output each, so progress is reported between them.
+      const specs = names.map((n) => {
+        const l = baseLayout.get(n)!;
+        return { name: n, dtype: cfg.out_dtype && isFloatRaw(l.dtype) ? cfg.out_dtype : l.dtype, shape: [...l.shape] };
+      });
+      const files: NativeOpenFile[] = [];
+      const fileIndex = new Map<number, number>();
+      const indexOf = (loc: TensorLocation) => {
+        let i = fileIndex.get(loc.fd);
+        if (i === undefined) fileIndex.set(loc.fd, (i = files.push({ fd: loc.fd, path: loc.file }) - 1));
+        return i;
+      };
+      const nat = native();
+      const sp = spec(o, 'float32');
+      await writeSafetensorsFilled(output, specs, metadata, async (fd, offsets) => {
+        const items: NativeFileMergeItem[] = names.map((n, i) => ({
+          name: n,
+          dtype: baseLayout.get(n)!.dtype,
+          out: specs[i]!.dtype,
+          shape: specs[i]!.shape,
+          inputs: readers.map((r) => {
+            const loc = (r as TensorReader).locate!(n);
+            return [indexOf(loc), loc.offset] as [number, number];
+          }),
+          outOffset: offsets[i]!,
+        }));
+        for (let i = 0; i < items.length; ) {
+          const group: NativeFileMergeItem[] = [];
+          let groupBytes = 0;
+          while (i < items.length && (group.length === 0 || groupBytes < 64 * 2 ** 20)) {
+            group.push(items[i]!);
+            groupBytes += (numelOf(items[i]!.shape) * DTYPE_BYTES[items[i]!.out as DType]);
+            i++;
+          }
+          const bad = await nat.mergeFiles(files, { fd, path: output }, group, [...weights], sp, cfg.non_finite !== 'allow');
+          for (const name of bad) {
+            if (cfg.non_finite === 'error')
+              throw new CheckpointError('ERR_NON_FINITE', 'the merged tensor holds NaN or Inf (non_finite: error)', { file: cfg.output, tensor: name });
+            nonFinite.push(name);
+            process.emitWarning(`${cfg.output}: tensor ${quote(name)}: the merged tensor holds NaN or Inf`);
+          }
+          bytes += groupBytes;
+          for (const it of group) opts.onTensor?.(it.name, done++, names.length);
+        }
+      });
+    } else if (/\.(pt|pth|bin)$/.test(output)) {
       const all: StateDict = new Map();
       for (const n of names) {
         await produce(n);

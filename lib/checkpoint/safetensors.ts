@@ -36,6 +36,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as bufferConstants } from 'node:buffer';
 
+import { TangentError } from '../errors';
 import { CheckpointError, ioError, openForReading, openForReadingAsync } from './errors';
 import { escapeControl, quote } from './escape';
 import { cleanStaleTempFiles, makeDirectory, tempPathFor } from './tempfiles';
@@ -125,9 +126,23 @@ export interface TensorReader {
   readAsync(name: string): Promise<RawTensor>;
   /** A {@link LazyTensor} reading this tensor when loaded, to stream into a writer. */
   lazy(name: string): LazyTensor;
+  /**
+   * Where a tensor's bytes are, on the descriptor this reader holds open (and validated the
+   * header of): for native code that reads them in place. Valid until {@link close}.
+   */
+  locate?(name: string): TensorLocation;
   /** Closes the file descriptor(s). Idempotent. */
   close(): void;
   [Symbol.dispose](): void;
+}
+
+/** A tensor's bytes in an open file: {@link TensorReader.locate}. */
+export interface TensorLocation {
+  fd: number;
+  file: string;
+  /** Absolute byte offset of the data. */
+  offset: number;
+  byteLength: number;
 }
 
 export interface WriteOptions {
@@ -334,6 +349,11 @@ export class SafetensorsFile implements TensorReader {
 
   layout(): Map<string, TensorLayout> {
     return new Map([...this.entries].map(([n, e]) => [n, { dtype: e.dtype, shape: e.shape.slice() }]));
+  }
+
+  locate(name: string): TensorLocation {
+    const e = this.entry(name);
+    return { fd: this.fd, file: this.file, offset: this.base + e.begin, byteLength: e.end - e.begin };
   }
 
   read(name: string): RawTensor {
@@ -578,6 +598,49 @@ export function writeSafetensors(
   commitTemps([[tmp, file]], opts);
 }
 
+/**
+ * Writes a safetensors file whose tensor bytes `fill` writes itself, with positioned writes on the
+ * open temporary file (`fd`) at the offsets given (absolute, in the order of `specs`): for native
+ * code writing straight from its own buffers. Header, temporary name, fsync and rename as
+ * {@link writeSafetensors}: if `fill` throws, neither the output nor the temporary file remains.
+ */
+export async function writeSafetensorsFilled(
+  file: string,
+  specs: ReadonlyArray<{ name: string; dtype: DType; shape: number[] }>,
+  metadata: Record<string, string> | undefined,
+  fill: (fd: number, offsets: number[]) => Promise<void>,
+  opts: WriteOptions = {},
+): Promise<void> {
+  const items = planTensors(file, specs.map((sp) => [sp.name, { dtype: sp.dtype, shape: sp.shape, load: () => new Uint8Array(0) }] as const), metadata);
+  const { bytes, dataLength } = encodeHeader(items.map((i) => ({ name: i.name, dtype: i.tensor.dtype, shape: i.tensor.shape })), metadata);
+  const offsets: number[] = [];
+  let at = bytes.length;
+  for (const i of items) {
+    offsets.push(at);
+    at += i.byteLength;
+  }
+  cleanStaleTempFiles(path.dirname(file), path.basename(file));
+  const tmp = tempPathFor(file);
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(tmp, 'wx');
+  } catch (e) {
+    throw ioError(file, `create temporary file ${tmp}`, e);
+  }
+  try {
+    await writeFullyAsync(fh, bytes);
+    await fh.truncate(bytes.length + dataLength);
+    await fill(fh.fd, offsets);
+    if (opts.fsync !== false) await fh.sync();
+    await fh.close();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    unlinkQuietly(tmp);
+    throw e instanceof TangentError ? e : ioError(file, 'write', e);
+  }
+  commitTemps([[tmp, file]], opts);
+}
+
 /** Async {@link writeSafetensors}; lazy tensors may load asynchronously. */
 export async function writeSafetensorsAsync(
   file: string,
@@ -778,6 +841,10 @@ export class ShardedReader implements TensorReader {
 
   readAsync(name: string): Promise<RawTensor> {
     return this.reader(name).readAsync(name);
+  }
+
+  locate(name: string): TensorLocation {
+    return this.reader(name).locate(name);
   }
 
   lazy(name: string): LazyTensor {

@@ -1,0 +1,94 @@
+// mergeCheckpoints file to file (the native path: positioned reads from the validated readers'
+// descriptors, fused kernel, positioned writes): bit-identical to the in-memory merge over
+// tensors of several chunks, odd lengths and every float dtype; a plain-TS float64 reference;
+// progress per tensor; a read past the end of an input is a CheckpointError naming the file.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import t from 'tap';
+import { CheckpointError, loadStateDict, mergeCheckpoints, mergeStateDicts, parseMergeConfig, saveStateDict, Tensor, type StateDict } from '../lib';
+import { openSafetensors } from '../lib/checkpoint/safetensors';
+import { native } from '../lib/binding';
+import { randn, tmpDir } from './helpers';
+
+const SHAPES: Array<[string, number[]]> = [['big', [3, 70001]], ['odd', [65537]], ['small', [7]], ['empty', [0, 4]]];
+
+const bytes = (x: Tensor) => {
+  const d = x.data() as unknown as ArrayBufferView;
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+};
+const f64 = async (x: Tensor) => Array.from((await x.to('float64')).data() as Float64Array);
+
+async function model(seed: number, dtype: 'float32' | 'float64' | 'float16' | 'bfloat16'): Promise<StateDict> {
+  const sd: StateDict = new Map();
+  for (const [i, [n, s]] of SHAPES.entries()) {
+    const v = randn(s.reduce((a, b) => a * b, 1), seed * 10 + i);
+    sd.set(n, await Tensor.from(Float64Array.from(v), s).to(dtype));
+  }
+  sd.set('steps', Tensor.from(BigInt64Array.from([BigInt(seed)]), [1]));
+  return sd;
+}
+
+for (const [dtype, compute, outDtype] of [
+  ['float32', 'float32', undefined],
+  ['float32', 'float64', 'float16'],
+  ['bfloat16', 'float32', 'float32'],
+  ['float64', 'float64', undefined],
+] as const) {
+  t.test(`task arithmetic ${dtype} (compute ${compute}, out ${outDtype ?? 'same'}): file to file = in memory, bit for bit`, async (t) => {
+    const dir = tmpDir(t);
+    const sds = await Promise.all([0, 1, 2, 3].map((k) => model(k, dtype)));
+    for (const [k, sd] of sds.entries()) await saveStateDict(path.join(dir, `m${k}.safetensors`), sd);
+    const cfg = parseMergeConfig({
+      base_model: 'm0.safetensors',
+      models: [1, 2, 3].map((k) => ({ model: `m${k}.safetensors`, weight: [1, 0.5, -0.25][k - 1] })),
+      parameters: { lambda: 0.7 },
+      dtype: compute,
+      out_dtype: outDtype,
+      output: 'out.safetensors',
+    });
+    const seen: string[] = [];
+    const r = await mergeCheckpoints(cfg, { configDir: dir, onTensor: (n) => seen.push(n) });
+    t.same(seen, ['big', 'odd', 'small', 'empty', 'steps'], 'progress: every tensor once, in order');
+    const got = (await loadStateDict(path.join(dir, 'out.safetensors'))).tensors;
+    const want = await mergeStateDicts(sds[0]!, sds.slice(1), { weights: [1, 0.5, -0.25], lambda: 0.7, compute, outDtype });
+    for (const [n, w] of want) {
+      const g = got.get(n)!;
+      t.equal(g.dtype, w.dtype, `${n}: dtype ${w.dtype}`);
+      t.same(g.shape, w.shape, `${n}: shape`);
+      t.ok(bytes(g).equals(bytes(w)), `${n}: bytes identical to the in-memory merge`);
+    }
+    t.equal(r.bytesWritten, [...want.values()].reduce((a, w) => a + w.nbytes, 0), 'bytesWritten');
+    // Against plain float64 arithmetic, θ0 + λ Σ w_k (θ_k − θ0), at the output dtype's precision.
+    const [b, x1, x2, x3] = await Promise.all(sds.map((sd) => f64(sd.get('odd')!)));
+    const o = await f64(got.get('odd')!);
+    let worst = 0;
+    for (let i = 0; i < b!.length; i++) {
+      const ref = b![i]! + 0.7 * (1 * (x1![i]! - b![i]!) + 0.5 * (x2![i]! - b![i]!) - 0.25 * (x3![i]! - b![i]!));
+      worst = Math.max(worst, Math.abs(o[i]! - ref) / (1 + Math.abs(ref)));
+    }
+    const tol = { float32: 1e-6, float64: 1e-12, float16: 2e-3, bfloat16: 1e-2 }[outDtype ?? dtype];
+    t.ok(worst < tol, `odd: within ${tol} of the float64 reference (${worst.toExponential(2)})`);
+    t.same(Array.from(got.get('steps')!.data() as BigInt64Array), [0n], 'integer tensor: the base');
+  });
+}
+
+t.test('a read past the end of an input is a CheckpointError naming the file and tensor', async (t) => {
+  const dir = tmpDir(t);
+  const f = path.join(dir, 'short.safetensors');
+  await saveStateDict(f, new Map([['w', Tensor.from(new Float32Array(100), [100])]]));
+  const r = openSafetensors(f);
+  t.teardown(() => r.close());
+  const loc = r.locate('w');
+  const outPath = path.join(dir, 'out.bin');
+  const fd = fs.openSync(outPath, 'w');
+  t.teardown(() => fs.closeSync(fd));
+  const item = { name: 'w', dtype: 'float32', out: 'float32', shape: [100], inputs: [[0, loc.offset + 8]] as Array<[number, number]>, outOffset: 0 };
+  const spec = { method: 'task_arithmetic', lambda: 1, density: 1, gamma: 0, election: 'weighted', seed: 0, compute: 'float32', out: 'float32' } as const;
+  await t.rejects(native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [], spec, true), CheckpointError);
+  await t.rejects(
+    native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [], spec, true),
+    { message: /short\.safetensors: tensor 'w': unexpected end of file at byte \d+/ },
+  );
+  const inMiddle = { ...item, shape: [100, 1], inputs: [[5, 0]] as Array<[number, number]> };
+  await t.rejects(native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [inMiddle], [], spec, true), { name: 'ArgumentError', message: /input file 5 of 1/ });
+});
