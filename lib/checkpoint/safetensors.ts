@@ -536,7 +536,11 @@ function writeTempSync(file: string, header: Uint8Array, items: PlannedTensor<Te
   return tmp;
 }
 
-async function writeTempAsync(file: string, header: Uint8Array, items: PlannedTensor<AsyncTensorInput>[], opts: WriteOptions): Promise<string> {
+/**
+ * Creates `file`'s temporary (after removing stale ones), runs `body` on it, fsyncs and closes
+ * it; on any failure the temporary is removed. Returns the temporary's path, for commitTemps.
+ */
+async function withTempFileAsync(file: string, opts: WriteOptions, body: (fh: fs.promises.FileHandle) => Promise<void>): Promise<string> {
   cleanStaleTempFiles(path.dirname(file), path.basename(file));
   const tmp = tempPathFor(file);
   let fh: fs.promises.FileHandle;
@@ -546,6 +550,20 @@ async function writeTempAsync(file: string, header: Uint8Array, items: PlannedTe
     throw ioError(file, `create temporary file ${tmp}`, e);
   }
   try {
+    await body(fh);
+    if (opts.fsync !== false) await fh.sync();
+    await fh.close();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    unlinkQuietly(tmp);
+    // Typed errors (a bad tensor, a native read that failed) keep their class and message.
+    throw e instanceof TangentError ? e : ioError(file, 'write', e);
+  }
+  return tmp;
+}
+
+function writeTempAsync(file: string, header: Uint8Array, items: PlannedTensor<AsyncTensorInput>[], opts: WriteOptions): Promise<string> {
+  return withTempFileAsync(file, opts, async (fh) => {
     await writeFullyAsync(fh, header);
     for (const item of items) {
       const t = item.tensor;
@@ -553,14 +571,7 @@ async function writeTempAsync(file: string, header: Uint8Array, items: PlannedTe
       checkData(data, item.byteLength, t, file, item.name);
       await writeFullyAsync(fh, data);
     }
-    if (opts.fsync !== false) await fh.sync();
-    await fh.close();
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    unlinkQuietly(tmp);
-    throw ioError(file, 'write', e);
-  }
-  return tmp;
+  });
 }
 
 /** Renames temporaries into place (in order); on failure removes the temporaries not yet renamed. */
@@ -619,25 +630,11 @@ export async function writeSafetensorsFilled(
     offsets.push(at);
     at += i.byteLength;
   }
-  cleanStaleTempFiles(path.dirname(file), path.basename(file));
-  const tmp = tempPathFor(file);
-  let fh: fs.promises.FileHandle;
-  try {
-    fh = await fs.promises.open(tmp, 'wx');
-  } catch (e) {
-    throw ioError(file, `create temporary file ${tmp}`, e);
-  }
-  try {
+  const tmp = await withTempFileAsync(file, opts, async (fh) => {
     await writeFullyAsync(fh, bytes);
     await fh.truncate(bytes.length + dataLength);
     await fill(fh.fd, offsets);
-    if (opts.fsync !== false) await fh.sync();
-    await fh.close();
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    unlinkQuietly(tmp);
-    throw e instanceof TangentError ? e : ioError(file, 'write', e);
-  }
+  });
   commitTemps([[tmp, file]], opts);
 }
 
