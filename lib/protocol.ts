@@ -6,10 +6,14 @@
  *
  * Small-scale choices (stated in the report's `settings`):
  * - θ0: SMALL_VIT (28×28, 7×7 patches, dim 64, depth 3, 4 heads, MLP 128; ≈105k parameters),
- *   pre-trained on Fashion-MNIST (a 20,000-image subset; quick: 6,000) for 1000 steps (quick: 150),
- *   cached in the user cache (`<cache>/pretrained/theta0-<hash>.safetensors`, keyed by a hash of
- *   the config, steps, source name and source images/labels); its pre-training accuracy (the
- *   control head on θ0, validation and test) is reported.
+ *   pre-trained for 3000 steps (quick: 300) on one classifier over the union of two label spaces:
+ *   Fashion-MNIST (a 20,000-image subset; quick: 6,000) and the `scripts` glyphs (Cyrillic capitals,
+ *   Hebrew and Georgian letters, symbols; 88 classes, at most as many images as Fashion-MNIST) —
+ *   printed strokes, but no Latin letter, Greek letter or digit, so no edited task's data or
+ *   classes (`pretrainExtra: []` pre-trains on Fashion-MNIST alone). Cached in the user cache
+ *   (`<cache>/pretrained/theta0-<hash>.safetensors`, keyed by a hash of the config, steps, source
+ *   names and source images/labels); its pre-training accuracy (the control head on θ0,
+ *   validation and test) is reported.
  * - Edited tasks: mnist, letters, greek, typed-digits. Control task for negation: fashion (the
  *   pre-training source, like ImageNet for CLIP); threshold 0.95 × pre-trained control accuracy.
  * - Heads: linear probes on L2-normalized θ0 features, closed-form ridge (λ = 0.01·N, unpenalized
@@ -33,7 +37,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { TaskName } from './data';
+import { concatSets, loadTask, subset, type TaskName } from './data';
+import { ArgumentError } from './errors';
 import type { Head, VitConfig } from './model';
 import { getNumThreads, runtimeInfo, setNumThreads } from './runtime';
 import { disposeEvalData, evalData, prepareTask, type TaskSplits } from './data/splits';
@@ -59,7 +64,13 @@ export interface ProtocolOptions {
   pretrained?: string;
   config?: VitConfig;
   pretrainSteps?: number;
+  /** At most this many pre-training images from the control task (and from each extra source). */
   sourceLimit?: number;
+  /**
+   * Further pre-training sources, each with its own classes beside the control task's (default
+   * ['scripts']; [] for the control task alone). None may be an edited task or the control.
+   */
+  pretrainExtra?: TaskName[];
   /** Fine-tuning hyper-parameters for both modes, then per-mode overrides. */
   finetune?: Partial<FinetuneHyper>;
   standard?: Partial<FinetuneHyper>;
@@ -223,9 +234,10 @@ function lrTable(sel: LrSelection[], steps: number): string {
   ].join('\n');
 }
 
-function theta0Key(config: VitConfig, steps: number, control: string, src: TaskSplits['train']): string {
+function theta0Key(config: VitConfig, steps: number, control: string, extra: readonly string[], src: TaskSplits['train']): string {
   const h = crypto.createHash('sha256');
-  h.update(JSON.stringify({ format: 'tangent-edit/theta0-cache@1', config, steps, control, count: src.count, shape: src.shape, classes: src.classes }));
+  const sources = extra.length ? { control, extra } : { control };
+  h.update(JSON.stringify({ format: 'tangent-edit/theta0-cache@1', config, steps, ...sources, count: src.count, shape: src.shape, classes: src.classes }));
   h.update(Buffer.from(src.images.buffer, src.images.byteOffset, src.images.byteLength));
   h.update(Buffer.from(src.labels.buffer, src.labels.byteOffset, src.labels.byteLength));
   return h.digest('hex').slice(0, 16);
@@ -238,6 +250,10 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
   const tasks = [...(o.tasks ?? PAPER_TASKS)];
   const control = o.control ?? 'fashion';
   const regimes = o.regimes ?? [...REGIMES];
+  const extra = [...(o.pretrainExtra ?? ['scripts'])];
+  for (const x of extra)
+    if (x === control || tasks.includes(x) || extra.indexOf(x) !== extra.lastIndexOf(x))
+      throw new ArgumentError(`pretrainExtra: '${x}' is ${x === control ? 'the control task' : tasks.includes(x) ? 'an edited task (its data must stay out of pre-training)' : 'listed twice'}`);
   const nSeeds = o.seeds ?? 1;
   if (!Number.isSafeInteger(nSeeds) || nSeeds < 1) throw new RangeError(`seeds must be a positive integer, got ${nSeeds}`);
   const ft: Partial<FinetuneHyper> = { steps: quick ? 60 : 300, batchSize: 128, weightDecay: 0.1, maxGradNorm: 1, seed: 0, ...o.finetune };
@@ -254,7 +270,7 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
     trainLimit: o.trainLimit,
     valLimit: o.valLimit ?? (quick ? 250 : 500),
     testLimit: o.testLimit ?? (quick ? 500 : 1000),
-    pretrainSteps: o.pretrainSteps ?? (quick ? 150 : 1000),
+    pretrainSteps: o.pretrainSteps ?? (quick ? 300 : 3000),
     headSamples: quick ? 2000 : 5000,
   };
   const alphas = o.alphas ?? alphaGrid();
@@ -285,21 +301,27 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
     fs.copyFileSync(o.pretrained, theta0File);
     log(`θ0 loaded from ${path.resolve(o.pretrained)}`);
   } else {
-    const src = data.get(control)!;
+    const parts = [data.get(control)!.train];
+    for (const x of extra) {
+      const { train } = await loadTask(x);
+      parts.push(train.count > sizes.sourceLimit ? subset(train, sizes.sourceLimit, 0) : train);
+    }
+    const src = { train: parts.length === 1 ? parts[0]! : concatSets(parts, [control, ...extra].join('+')) };
+    const srcName = [control, ...extra].join(' + ');
     const config = o.config ?? SMALL_VIT;
-    key = theta0Key(config, sizes.pretrainSteps, control, src.train);
+    key = theta0Key(config, sizes.pretrainSteps, control, extra, src.train);
     const cacheDir = o.theta0Cache === false ? null : (o.theta0Cache ?? path.join(defaultCacheDir(), 'pretrained'));
     cacheFile = cacheDir ? path.join(cacheDir, `theta0-${key}.safetensors`) : undefined;
     if (cacheFile && fs.existsSync(cacheFile)) {
       bb = loadBackbone(cacheFile);
       cached = true;
-      log(`θ0 reused from the cache ${cacheFile} (key ${key}: ${control}, ${src.train.count} images, ${sizes.pretrainSteps} steps)`);
+      log(`θ0 reused from the cache ${cacheFile} (key ${key}: ${srcName}, ${src.train.count} images, ${sizes.pretrainSteps} steps)`);
     } else {
       const r = await pretrain({ source: src.train, config, steps: sizes.pretrainSteps, progress: o.progress });
       bb = r;
-      log(`θ0: pre-trained on ${control} (${src.train.count} images, ${sizes.pretrainSteps} steps) in ${(r.ms / 1000).toFixed(1)} s, final loss ${r.finalLoss.toFixed(3)}`);
+      log(`θ0: pre-trained on ${srcName} (${src.train.count} images, ${src.train.classes} classes, ${sizes.pretrainSteps} steps) in ${(r.ms / 1000).toFixed(1)} s, final loss ${r.finalLoss.toFixed(3)}`);
     }
-    saveBackbone(theta0File, bb, { source: control, steps: String(sizes.pretrainSteps), key });
+    saveBackbone(theta0File, bb, { source: srcName, steps: String(sizes.pretrainSteps), key });
     if (cacheFile && !cached) {
       fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
       const tmp = `${cacheFile}.${process.pid}.tmp`;
@@ -478,6 +500,7 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
       quick,
       tasks,
       control,
+      pretrainSources: o.pretrained ? null : [control, ...extra],
       regimes,
       seeds: nSeeds,
       model: bb.config,

@@ -186,7 +186,7 @@ t.test('image folders: PNG decoded, resized and converted by sharp', async (t) =
 t.test('--data specs are validated without reading the data', async (t) => {
   t.throws(() => parseDataSpec('builtin:cifar'), {
     name: 'ArgumentError',
-    message: "--data: unknown built-in dataset 'cifar' (built-in: mnist, fashion, letters, greek, typed-digits; or give a path to an image folder, .npy, .npz or .safetensors)",
+    message: "--data: unknown built-in dataset 'cifar' (built-in: mnist, fashion, letters, greek, typed-digits, scripts; or give a path to an image folder, .npy, .npz or .safetensors)",
   });
   t.throws(() => parseDataSpec('./no/such/pngs'), { message: '--data: ./no/such/pngs: no such file or folder' });
   const csv = path.join(tmp, 'x.csv');

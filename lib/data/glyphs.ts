@@ -162,7 +162,7 @@ export function fontFiles(task: string): string[] {
 // Task specifications
 // ---------------------------------------------------------------------------------------------
 
-export type GlyphTaskName = 'letters' | 'greek' | 'typed-digits';
+export type GlyphTaskName = 'letters' | 'greek' | 'typed-digits' | 'scripts';
 
 export interface GlyphTaskSpec {
   name: GlyphTaskName;
@@ -179,6 +179,21 @@ const GREEK_LOWER = 'αβγδεζηθικλμνξοπρστυφχψω';
 const GREEK_NAMES = [
   'alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'iota', 'kappa', 'lambda', 'mu',
   'nu', 'xi', 'omicron', 'pi', 'rho', 'sigma', 'tau', 'upsilon', 'phi', 'chi', 'psi', 'omega',
+];
+
+/**
+ * The `scripts` set: a pre-training source of printed glyphs that are NOT in any edited task —
+ * Cyrillic capitals, Hebrew letters, Georgian letters and symbols — so that θ0 learns what printed
+ * strokes look like without seeing a Latin letter, a Greek letter or a digit. Characters that copy
+ * the shape of one of those are left out: Cyrillic А В Е К М Н О Р С Т Х У (Latin), Б (6), З (3),
+ * Л П Ф (Λ π φ), Ь (b); Hebrew ו (l), י ('), ס (o); Georgian ა (s), გ (8), ე, ვ (3), ი (o), ო (m),
+ * ყ (y); the symbols ∑ (Σ) and ∂ (δ).
+ */
+const SCRIPTS_CHARS = [
+  ...'ГДЖИЦЧШЩЪЫЭЮЯ', // Cyrillic capitals
+  ...'אבגדהזחטכלמנעפצקרשת', // Hebrew
+  ...'დზთკლმნპჟრსტუფქღშჩცძწჭხჯჰ', // Georgian
+  ...'+×÷=%&@#$§¶?!*←→↑↓∞√∫♠♣♥♦♪∩≈≠≤≥', // symbols
 ];
 
 export const GLYPH_TASKS: Readonly<Record<GlyphTaskName, GlyphTaskSpec>> = {
@@ -205,6 +220,14 @@ export const GLYPH_TASKS: Readonly<Record<GlyphTaskName, GlyphTaskSpec>> = {
     trainPerClass: 500,
     testPerClass: 100,
     seed: 0xd161,
+  },
+  scripts: {
+    name: 'scripts',
+    chars: SCRIPTS_CHARS.map((c) => [c]),
+    classNames: SCRIPTS_CHARS.map((c) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`),
+    trainPerClass: 250,
+    testPerClass: 50,
+    seed: 0x5c1275,
   },
 };
 

@@ -68,6 +68,12 @@ export const TASKS: readonly TaskInfo[] = [
     ...glyphCounts('typed-digits'),
     requirements: { debian: [...FONT_DEBIAN_PACKAGES], npm: GLYPH_NPM },
   },
+  {
+    name: 'scripts',
+    description: 'Cyrillic capitals, Hebrew and Georgian letters and symbols (no Latin or Greek letter, no digit look-alikes), rendered like the other glyph tasks: the demo\'s extra pre-training source',
+    ...glyphCounts('scripts'),
+    requirements: { debian: [...FONT_DEBIAN_PACKAGES], npm: GLYPH_NPM },
+  },
 ];
 
 export const TASK_NAMES: readonly TaskName[] = TASKS.map((t) => t.name);
@@ -114,6 +120,7 @@ function versionOf(name: TaskName, opts: LoadOptions): string {
     case 'letters':
     case 'greek':
     case 'typed-digits':
+    case 'scripts':
       return glyphVersion(name);
   }
 }
@@ -129,6 +136,7 @@ export async function decodeTask(name: TaskName, opts: LoadOptions = {}): Promis
     case 'letters':
     case 'greek':
     case 'typed-digits':
+    case 'scripts':
       return renderGlyphTask(name, version);
   }
 }
