@@ -1,9 +1,11 @@
-// Merging checkpoint files tensor by tensor, file to file: every input tensor is read with
-// positioned reads from an open file (no JS buffers, no memory map: a file truncated under us is
-// an error naming it, never a SIGBUS), merged, checked for NaN/Inf, and written with positioned
-// writes at its offset in the output. Task arithmetic streams each tensor in cache-sized chunks
-// through the fused kernel (bit-identical to ops.h's combine); the other methods read whole
-// tensors and run merge.h's merge_tensor.
+// Merging checkpoint files tensor by tensor, file to file (no JS buffers): task arithmetic reads
+// the inputs through read-only memory maps of the open files (no copy of the input bytes) and
+// streams each tensor in cache-sized chunks through the fused kernel (bit-identical to ops.h's
+// combine), checks for NaN/Inf per chunk and writes with positioned writes at the tensor's offset
+// in the output. A file that shrinks under the mapping raises SIGBUS inside a guard: an IO error
+// naming the file and byte, never a crash. Where a file cannot be mapped the chunks are read with
+// positioned reads. The other methods read whole tensors with positioned reads and run merge.h's
+// merge_tensor.
 #pragma once
 
 #include <string>
@@ -35,6 +37,11 @@ struct OpenFile {
 // Merges `items` from `files` into `out` (all already open; nothing is opened, closed or synced
 // here). Returns the names of the merged float tensors that hold NaN or Inf when `check_finite`
 // (the tensors are written all the same; the caller decides). weights: one per model.
+// Test seams: mapping on/off (off: positioned reads, the fallback path), and a hook run after the
+// inputs are mapped and checked, before any tensor is read (a test truncates a file there).
+extern bool merge_files_use_mmap;
+extern void (*merge_files_after_map_hook)();
+
 std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, const OpenFile& out,
                                             const std::vector<FileMergeItem>& items,
                                             const std::vector<double>& weights, const MergeSpec& spec,

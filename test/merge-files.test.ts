@@ -1,7 +1,8 @@
-// mergeCheckpoints file to file (the native path: positioned reads from the validated readers'
+// mergeCheckpoints file to file (the native path: memory-mapped reads of the validated readers'
 // descriptors, fused kernel, positioned writes): bit-identical to the in-memory merge over
 // tensors of several chunks, odd lengths and every float dtype; a plain-TS float64 reference;
-// progress per tensor; a read past the end of an input is a CheckpointError naming the file.
+// progress per tensor; a read past the end of an input, or an input truncated while it is merged
+// (SIGBUS under the mapping), is a CheckpointError naming the file, and the process lives on.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
@@ -91,4 +92,37 @@ t.test('a read past the end of an input is a CheckpointError naming the file and
   );
   const inMiddle = { ...item, shape: [100, 1], inputs: [[5, 0]] as Array<[number, number]> };
   await t.rejects(native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [inMiddle], [], spec, true), { name: 'ArgumentError', message: /input file 5 of 1/ });
+});
+
+t.test('an input truncated while it is being merged is a CheckpointError, not a SIGBUS', async (t) => {
+  const dir = tmpDir(t);
+  const f = path.join(dir, 'shrinking.safetensors');
+  const n = 32 * 2 ** 20; // 128 MiB of float32: the merge takes long enough to be cut short
+  await saveStateDict(f, new Map([['w', Tensor.from(new Float32Array(n).fill(1), [n])]]));
+  const outPath = path.join(dir, 'out.bin');
+  const fd = fs.openSync(outPath, 'w');
+  t.teardown(() => fs.closeSync(fd));
+  const spec = { method: 'task_arithmetic', lambda: 0.5, density: 1, gamma: 0, election: 'weighted', seed: 0, compute: 'float32', out: 'float32' } as const;
+  const seen: string[] = [];
+  for (let round = 0; round < 3; round++) {
+    await saveStateDict(f, new Map([['w', Tensor.from(new Float32Array(n).fill(1), [n])]]));
+    const r = openSafetensors(f);
+    const loc = r.locate('w');
+    const item = { name: 'w', dtype: 'float32', out: 'float32', shape: [n], inputs: [[0, loc.offset], [0, loc.offset]] as Array<[number, number]>, outOffset: 0 };
+    const p = native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [1], spec, true);
+    setTimeout(() => fs.truncateSync(f, 4096), 3);
+    const err = await p.then(() => null, (e: unknown) => e);
+    r.close();
+    if (err === null) {
+      seen.push('finished before the truncation');
+      continue;
+    }
+    t.type(err, CheckpointError, `round ${round}: a CheckpointError`);
+    t.match((err as Error).message, /shrinking\.safetensors: tensor 'w': (could not read byte \d+ \(the file was truncated or replaced while it was being merged|unexpected end of file)/, `round ${round}: names the file and tensor`);
+    seen.push((err as Error).message.includes('could not read') ? 'SIGBUS under the mapping, caught' : 'refused before reading');
+  }
+  t.comment(seen.join('; '));
+  t.ok(seen.some((s) => s !== 'finished before the truncation'), 'at least one merge was cut short by the truncation');
+  const again = await native().mergeFiles([], { fd, path: outPath }, [], [], spec, true);
+  t.same(again, [], 'the process and the addon still work afterwards');
 });

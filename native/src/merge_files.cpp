@@ -6,9 +6,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <csetjmp>
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <type_traits>
 
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace tangent {
@@ -44,6 +51,110 @@ void pwrite_fully(const OpenFile& f, const void* src, size_t n, uint64_t off, co
     if (r <= 0) fail(ErrorKind::IO, where(f, tensor), ": write failed at byte ", off + done, ": ", r < 0 ? std::strerror(errno) : "no progress");
     done += static_cast<size_t>(r);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory-mapped inputs, with SIGBUS turned into an error.
+//
+// Task arithmetic reads every input byte once: through a read-only shared mapping of the page
+// cache it is not copied (positioned reads copy all of it). A mapped file that shrinks under us
+// (truncated or rewritten in place by another process) or whose storage fails makes the access
+// raise SIGBUS; the reading loops run under a per-thread guard that jumps back to its start and
+// reports an IO error naming the file and byte. Guarded code holds only trivially destructible
+// state (raw pointers, a local accumulator), so leaving it by siglongjmp skips no destructor.
+// A SIGBUS outside a guard goes to the handler that was installed before ours (or the default
+// action, as if ours were not there).
+
+struct FaultJump {
+  sigjmp_buf jb;
+  void* volatile addr = nullptr;
+};
+thread_local FaultJump* t_guard = nullptr;
+struct sigaction g_prev_bus;
+std::once_flag g_bus_once;
+bool g_bus_ok = false;
+
+void on_sigbus(int sig, siginfo_t* si, void* uc) {
+  FaultJump* g = t_guard;
+  if (g != nullptr) {
+    t_guard = nullptr;
+    g->addr = si->si_addr;
+    siglongjmp(g->jb, 1);
+  }
+  if (g_prev_bus.sa_flags & SA_SIGINFO) {
+    if (g_prev_bus.sa_sigaction != nullptr) return g_prev_bus.sa_sigaction(sig, si, uc);
+  } else if (g_prev_bus.sa_handler != SIG_DFL && g_prev_bus.sa_handler != SIG_IGN && g_prev_bus.sa_handler != nullptr) {
+    return g_prev_bus.sa_handler(sig);
+  }
+  // Default action: returning re-runs the faulting access, which now terminates the process.
+  ::signal(SIGBUS, SIG_DFL);
+}
+
+bool install_sigbus_handler() {
+  std::call_once(g_bus_once, [] {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    g_bus_ok = ::sigaction(SIGBUS, &sa, &g_prev_bus) == 0;
+  });
+  return g_bus_ok;
+}
+
+// Every input file mapped whole (read-only, shared with the page cache); base == nullptr where
+// mapping is not possible (then the chunks are read with pread).
+struct Mappings {
+  struct Map {
+    const char* base = nullptr;
+    uint64_t size = 0;   // the file's size when it was mapped
+    bool sized = false;  // size known (fstat worked)
+  };
+  std::vector<Map> maps;
+
+  explicit Mappings(const std::vector<OpenFile>& files, bool want) : maps(files.size()) {
+    const bool guard = want && install_sigbus_handler();
+    for (size_t i = 0; i < files.size(); ++i) {
+      struct stat st;
+      if (::fstat(files[i].fd, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+      maps[i].size = static_cast<uint64_t>(st.st_size);
+      maps[i].sized = true;
+      if (!guard || st.st_size == 0) continue;
+      void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, files[i].fd, 0);
+      if (p == MAP_FAILED) continue;
+      ::madvise(p, static_cast<size_t>(st.st_size), MADV_SEQUENTIAL);
+      maps[i].base = static_cast<const char*>(p);
+    }
+  }
+  ~Mappings() {
+    for (const Map& m : maps)
+      if (m.base != nullptr) ::munmap(const_cast<char*>(m.base), static_cast<size_t>(m.size));
+  }
+  Mappings(const Mappings&) = delete;
+  Mappings& operator=(const Mappings&) = delete;
+
+  // Which file a faulting address lies in (-1: none), and its byte offset there.
+  int owner(const void* addr, uint64_t* off) const {
+    const auto a = reinterpret_cast<uintptr_t>(addr);
+    for (size_t i = 0; i < maps.size(); ++i) {
+      const auto b = reinterpret_cast<uintptr_t>(maps[i].base);
+      if (maps[i].base != nullptr && a >= b && a - b < maps[i].size) {
+        *off = a - b;
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
+};
+
+// Failure reported after a guarded read faulted.
+[[noreturn]] void fail_fault(const std::vector<OpenFile>& files, const Mappings& maps, const void* addr,
+                             const std::string& tensor) {
+  uint64_t off = 0;
+  const int i = maps.owner(addr, &off);
+  if (i < 0) fail(ErrorKind::IO, "merge: tensor '", tensor, "': SIGBUS reading a mapped input");
+  fail(ErrorKind::IO, where(files[static_cast<size_t>(i)], tensor), ": could not read byte ", off,
+       " (the file was truncated or replaced while it was being merged, or its storage failed)");
 }
 
 // NaN or ±Inf among v[0..n): x − x is 0 for a finite x and NaN otherwise (vectorizes; no branch).
@@ -83,38 +194,64 @@ void combine_span(const std::vector<const In*>& in, const std::vector<Acc>& c, O
   }
 }
 
-// Task arithmetic, chunk by chunk: read K+1 chunks, combine, check, write. Chunks run on
-// libtorch's intra-op threads, each with its own buffers. Returns whether any output is non-finite.
+// Task arithmetic, chunk by chunk: per chunk, K+1 input spans (mapped, or read into per-thread
+// buffers), combine, check, write. Chunks run on libtorch's intra-op threads. Returns whether any
+// output is non-finite.
 template <typename In, typename Acc, typename Out>
-bool task_arithmetic_file(const std::vector<OpenFile>& files, const OpenFile& out, const FileMergeItem& it,
-                          const std::vector<double>& coeffs, int64_t n, bool check_finite) {
+bool task_arithmetic_file(const std::vector<OpenFile>& files, const Mappings& maps, const OpenFile& out,
+                          const FileMergeItem& it, const std::vector<double>& coeffs, int64_t n, bool check_finite) {
   const size_t K1 = it.inputs.size();
   const std::vector<Acc> c(coeffs.begin(), coeffs.end());
   const int64_t chunks = (n + kFileChunk - 1) / kFileChunk;
+  // Mapped when every input is (and aligned for In); otherwise every chunk is read with pread.
+  bool mapped = true;
+  for (const FileSpan& sp : it.inputs) {
+    const auto& m = maps.maps[static_cast<size_t>(sp.file)];
+    mapped = mapped && m.base != nullptr && (reinterpret_cast<uintptr_t>(m.base) + sp.offset) % alignof(In) == 0;
+  }
   std::atomic<bool> bad{false};
+  std::atomic<void*> fault{nullptr};
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     // Per-thread buffers, kept between calls (aligned for any dtype: vectors of double).
     thread_local std::vector<double> inbuf, outbuf;
     const size_t in_elems = (kFileChunk * sizeof(In) + sizeof(double) - 1) / sizeof(double);
     const size_t out_elems = (kFileChunk * sizeof(Out) + sizeof(double) - 1) / sizeof(double);
-    if (inbuf.size() < K1 * in_elems) inbuf.resize(K1 * in_elems);
+    if (!mapped && inbuf.size() < K1 * in_elems) inbuf.resize(K1 * in_elems);
     if (outbuf.size() < out_elems) outbuf.resize(out_elems);
     std::vector<const In*> ptrs(K1);
+    auto* o = reinterpret_cast<Out*>(outbuf.data());
+    FaultJump guard;
     for (int64_t ch = begin; ch < end; ++ch) {
       const int64_t s = ch * kFileChunk;
       const int64_t len = std::min(kFileChunk, n - s);
-      for (size_t k = 0; k < K1; ++k) {
-        auto* dst = reinterpret_cast<In*>(inbuf.data() + k * in_elems);
-        const FileSpan& sp = it.inputs[k];
-        pread_fully(files[sp.file], dst, static_cast<size_t>(len) * sizeof(In), sp.offset + static_cast<uint64_t>(s) * sizeof(In), it.name);
-        ptrs[k] = dst;
+      bool chunk_bad = false;
+      if (mapped) {
+        for (size_t k = 0; k < K1; ++k) {
+          const FileSpan& sp = it.inputs[k];
+          ptrs[k] = reinterpret_cast<const In*>(maps.maps[static_cast<size_t>(sp.file)].base + sp.offset) + s;
+        }
+        if (sigsetjmp(guard.jb, 1) != 0) {
+          fault = guard.addr;
+          return;
+        }
+        t_guard = &guard;
+        combine_span<In, Acc, Out>(ptrs, c, o, len);
+        t_guard = nullptr;
+      } else {
+        for (size_t k = 0; k < K1; ++k) {
+          auto* dst = reinterpret_cast<In*>(inbuf.data() + k * in_elems);
+          const FileSpan& sp = it.inputs[k];
+          pread_fully(files[sp.file], dst, static_cast<size_t>(len) * sizeof(In), sp.offset + static_cast<uint64_t>(s) * sizeof(In), it.name);
+          ptrs[k] = dst;
+        }
+        combine_span<In, Acc, Out>(ptrs, c, o, len);
       }
-      auto* o = reinterpret_cast<Out*>(outbuf.data());
-      combine_span<In, Acc, Out>(ptrs, c, o, len);
-      if (check_finite && any_non_finite(o, len)) bad = true;
+      chunk_bad = check_finite && any_non_finite(o, len);
+      if (chunk_bad) bad = true;
       pwrite_fully(out, o, static_cast<size_t>(len) * sizeof(Out), it.out_offset + static_cast<uint64_t>(s) * sizeof(Out), it.name);
     }
   });
+  if (void* a = fault.load()) fail_fault(files, maps, a, it.name);
   return bad;
 }
 
@@ -141,6 +278,14 @@ bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const
 
 }  // namespace
 
+// TANGENT_MERGE_MMAP=0 reads with positioned reads instead (the bench's "before", or a filesystem
+// where mapping is unwelcome).
+bool merge_files_use_mmap = [] {
+  const char* e = std::getenv("TANGENT_MERGE_MMAP");
+  return e == nullptr || std::strcmp(e, "0") != 0;
+}();
+void (*merge_files_after_map_hook)() = nullptr;
+
 std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, const OpenFile& out,
                                             const std::vector<FileMergeItem>& items,
                                             const std::vector<double>& weights, const MergeSpec& spec,
@@ -148,6 +293,8 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
   check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
         "merge: compute dtype must be float32 or float64, got ", c10::toString(spec.compute));
   std::vector<std::string> non_finite;
+  bool any_ta = spec.method == MergeMethod::TaskArithmetic;
+  const Mappings maps(files, any_ta && merge_files_use_mmap);
   for (const FileMergeItem& it : items) {
     check(it.inputs.size() == weights.size() + 1, ErrorKind::Argument, "merge: tensor '", it.name, "' has ",
           it.inputs.size(), " inputs for ", weights.size(), " models (expected the base + one per model)");
@@ -161,6 +308,15 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
       n *= d;
     }
     if (n == 0) continue;
+    // Every span inside its file as it is now (a shorter file: the error a short read would give).
+    for (const FileSpan& sp : it.inputs) {
+      const auto& m = maps.maps[static_cast<size_t>(sp.file)];
+      const uint64_t need = static_cast<uint64_t>(n) * static_cast<uint64_t>(c10::elementSize(it.dtype));
+      if (m.sized && (sp.offset > m.size || need > m.size - sp.offset))
+        fail(ErrorKind::IO, where(files[static_cast<size_t>(sp.file)], it.name), ": unexpected end of file at byte ", m.size,
+             " (the tensor's data ends at byte ", sp.offset + need, ")");
+    }
+    if (merge_files_after_map_hook) merge_files_after_map_hook();
     const bool is_float = at::isFloatingType(it.dtype);
     check(!is_float || at::isFloatingType(it.out), ErrorKind::DType, "merge: tensor '", it.name,
           "': output dtype ", c10::toString(it.out), " for a floating-point input");
@@ -180,8 +336,8 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
         using In = scalar_t;
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, it.out, "merge_files_out", [&] {
           using Out = scalar_t;
-          bad = spec.compute == at::kDouble ? task_arithmetic_file<In, double, Out>(files, out, it, c, n, check_finite)
-                                            : task_arithmetic_file<In, float, Out>(files, out, it, c, n, check_finite);
+          bad = spec.compute == at::kDouble ? task_arithmetic_file<In, double, Out>(files, maps, out, it, c, n, check_finite)
+                                            : task_arithmetic_file<In, float, Out>(files, maps, out, it, c, n, check_finite);
         });
       });
     } else {

@@ -2,10 +2,15 @@
 // double-backward JVP, f_lin identities, and linearized gradients against an independent VJP.
 // Usage: tangent_native_tests [cpu|cuda|cuda:N]. Ends with "N passed, N failed".
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "autodiff.h"
+#include "merge_files.h"
 
 using namespace tangent;
 
@@ -71,6 +76,78 @@ static void check_model(const std::string& name, const ModelPtr& m, const at::Te
   expect(worst <= 1e-9, name + ": linearized loss gradient equals Jᵀg (worst rel err " + sci(worst) + ")");
 }
 
+// File-to-file task arithmetic: mapped reads equal positioned reads bit for bit, and an input
+// truncated after it was mapped is an IO error naming it (the SIGBUS is caught), not a crash.
+static int merge_truncate_fd = -1;
+static void check_merge_files() {
+  char dir[] = "/tmp/tangent-native-merge-XXXXXX";
+  if (::mkdtemp(dir) == nullptr) return expect(false, "mkdtemp");
+  const int64_t n = 3 * 65536 + 17;  // several chunks and a ragged tail
+  const std::string in_path = std::string(dir) + "/in.bin", out_path = std::string(dir) + "/out.bin";
+  auto gen = at::detail::createCPUGenerator(7);
+  at::Tensor a = at::empty({2, n}, at::kFloat).normal_(0, 1, gen);
+  {
+    const int fd = ::open(in_path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    expect(fd >= 0 && ::write(fd, a.data_ptr(), a.nbytes()) == static_cast<ssize_t>(a.nbytes()), "merge_files: input written");
+    ::close(fd);
+  }
+  const int in_fd = ::open(in_path.c_str(), O_RDWR);
+  const int out_fd = ::open(out_path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
+  std::vector<OpenFile> files{{in_fd, in_path}};
+  const OpenFile out{out_fd, out_path};
+  FileMergeItem it;
+  it.name = "w";
+  it.shape = {n};
+  it.inputs = {{0, 0}, {0, static_cast<uint64_t>(n) * 4}};  // base = row 0, model = row 1
+  MergeSpec spec;
+  spec.method = MergeMethod::TaskArithmetic;
+  spec.lambda = 0.3;
+  spec.compute = at::kFloat;
+  spec.out = at::kFloat;
+  auto read_out = [&] {
+    at::Tensor r = at::empty({n}, at::kFloat);
+    expect(::pread(out_fd, r.data_ptr(), r.nbytes(), 0) == static_cast<ssize_t>(r.nbytes()), "merge_files: output read back");
+    return r;
+  };
+  merge_file_tensors(files, out, {it}, {1.0}, spec, true);
+  const at::Tensor mapped = read_out();
+  merge_files_use_mmap = false;
+  merge_file_tensors(files, out, {it}, {1.0}, spec, true);
+  merge_files_use_mmap = true;
+  const at::Tensor preads = read_out();
+  const at::Tensor expected = a[0] + 0.3 * (a[1] - a[0]);
+  expect(at::equal(mapped, preads), "merge_files: memory-mapped reads = positioned reads, bit for bit");
+  expect((mapped - expected).abs().max().item<double>() < 1e-6, "merge_files: θ0 + λ(θ1 − θ0)");
+
+  merge_truncate_fd = in_fd;
+  merge_files_after_map_hook = [] { (void)!::ftruncate(merge_truncate_fd, 4096); };
+  std::string msg;
+  ErrorKind kind = ErrorKind::State;
+  try {
+    merge_file_tensors(files, out, {it}, {1.0}, spec, true);
+  } catch (const Error& e) {
+    msg = e.what();
+    kind = e.kind;
+  }
+  merge_files_after_map_hook = nullptr;
+  expect(kind == ErrorKind::IO && msg.find("in.bin: tensor 'w': could not read byte") != std::string::npos &&
+             msg.find("truncated") != std::string::npos,
+         "merge_files: an input truncated under the mapping is an IO error naming it (SIGBUS caught): " + msg);
+  msg.clear();
+  try {
+    merge_file_tensors(files, out, {it}, {1.0}, spec, true);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  expect(msg.find("in.bin: tensor 'w': unexpected end of file at byte 4096") != std::string::npos,
+         "merge_files: a span past the end of a file is refused before reading: " + msg);
+  ::close(in_fd);
+  ::close(out_fd);
+  ::unlink(in_path.c_str());
+  ::unlink(out_path.c_str());
+  ::rmdir(dir);
+}
+
 int main(int argc, char** argv) {
   const at::Device dev(argc > 1 ? argv[1] : "cpu");
   std::printf("# device %s, libtorch threads %d\n", dev.str().c_str(), get_num_threads());
@@ -98,6 +175,8 @@ int main(int argc, char** argv) {
     threw = e.kind == ErrorKind::Parameter && std::string(e.what()).find("layers.0.weight") != std::string::npos;
   }
   expect(threw, "a missing parameter raises a ParameterError naming it");
+
+  if (dev.is_cpu()) check_merge_files();
 
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
