@@ -8,7 +8,7 @@ const neg = (regime: 'nonlinear' | 'linear', meanTargetTest: number, meanControl
 t.test('the quick run: linear FT below standard on absolute accuracy is explained, and the run’s limits stated', async (t) => {
   const s = demoSummary({
     quick: true,
-    addition: [add('nonlinear', 0.411, 0.55), add('linear', 0.405, 0.71)],
+    addition: [add('nonlinear', 0.411, 0.55), add('linear', 0.38, 0.71)],
     negation: [neg('nonlinear', 0.2, 0.8), neg('linear', 0.08, 0.79)],
     xi: [{ mode: 'nonlinear', meanXi: 1.1, lowErrorFraction: 0.1 }, { mode: 'linear', meanXi: 0.8, lowErrorFraction: 0.3 }],
     ntk: { meanMaxEnergy: 0.31, tasks: 4, topK: 20 },
@@ -18,12 +18,26 @@ t.test('the quick run: linear FT below standard on absolute accuracy is explaine
   t.equal(s.length, 5);
   t.equal(
     s[0],
-    'Task addition (one model for 4 tasks: θ0 + α Σ τ_t): linear fine-tuning reached a normalized accuracy of 71.0% against 55.0% for standard fine-tuning — its task vectors interfere less when added, as the paper finds. On absolute accuracy linear FT scored 40.5% against 41.1%: normalized accuracy divides by each mode’s own single-task accuracy, and linear FT reaches lower single-task accuracy, so it can lead on one measure and trail on the other.',
+    'Task addition (one model for 4 tasks: θ0 + α Σ τ_t): linear fine-tuning reached a normalized accuracy of 71.0% against 55.0% for standard fine-tuning — its task vectors interfere less when added, as the paper finds. On absolute accuracy linear FT scored 38.0% against 41.1%: normalized accuracy divides by each mode’s own single-task accuracy, and linear FT reaches lower single-task accuracy, so it can lead on one measure and trail on the other.',
   );
   t.match(s[1], /fell to 8\.0% with linear FT and 20\.0% with standard FT .* linear task vectors remove a task more cleanly\.$/);
   t.match(s[2], /Mean ξ was 0\.80 for linear FT against 1\.10 for standard FT .*: linear task vectors are more disentangled/);
   t.match(s[3], /hold on average 31\.0% of their energy on a single task, against 25\.0% for an even spread — only weak localization/);
   t.match(s[4], /^This was the --quick run \(one seed, 60 fine-tuning steps per task.*cannot show any margin against seed noise.*the full run's gaps/);
+});
+
+t.test('a margin within 2 points is a tie, and a ξ advantage on the mean only is partial', async (t) => {
+  const s = demoSummary({
+    quick: false,
+    addition: [add('nonlinear', 0.882, 0.919), add('linear', 0.877, 0.92)],
+    negation: [neg('nonlinear', 0.45, 0.82), neg('linear', 0.12, 0.82)],
+    xi: [{ mode: 'nonlinear', meanXi: 1.2, lowErrorFraction: 0.0096 }, { mode: 'linear', meanXi: 0.84, lowErrorFraction: 0.0032 }],
+    ntk: { meanMaxEnergy: 0.35, tasks: 4, topK: 20 },
+    tasks: ['mnist', 'letters', 'greek', 'typed-digits'],
+    fineTuneSteps: 300,
+  });
+  t.match(s[0], /92\.0% against 91\.9% for standard fine-tuning — a tie \(within 2 points\), not the clear advantage the paper finds\. On absolute accuracy linear FT scored 87\.7% against 88\.2% \(within 2 points: a tie\)\.$/);
+  t.match(s[2], /Mean ξ was 0\.84 for linear FT against 1\.20 .*0\.3% vs 1\.0% of the grid\): lower on average for linear FT, but with less of the grid at ξ ≤ 0\.1 — only a partial disentanglement advantage\.$/);
 });
 
 t.test('a full run where linear FT does not win is not told otherwise', async (t) => {
