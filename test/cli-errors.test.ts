@@ -13,7 +13,7 @@ import { run, skipWithoutDist, TS } from './cli-fixtures';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-cli-errors-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 const f = (name: string) => path.join(dir, name);
-const BUILTINS = 'built-in: mnist, fashion, letters, greek, typed-digits; or give a path to an image folder, .npy, .npz or .safetensors';
+const BUILTINS = 'built-in: mnist, fashion, letters, greek, typed-digits, scripts; or give a path to an image folder, .npy, .npz or .safetensors';
 
 /** Exit 2, the first stderr line exactly `line`, no stack trace; returns stderr's lines. */
 function fails(t: tap.Test, r: ReturnType<typeof run>, line: string, usage?: string): string[] {
@@ -46,7 +46,7 @@ t.test('task and dataset names are validated before any work', { skip: skipWitho
   fails(t, run('disentangle', '--demo', '--data', 'builtin:cifar', 'builtin:mnist'), `tangent disentangle: ArgumentError: --data: unknown built-in dataset 'cifar' (${BUILTINS})`);
   fails(t, run('ntk', '--data', f('pngs')), `tangent ntk: ArgumentError: --data: ${f('pngs')}: no such file or folder`);
   fails(t, run('finetune', '--data', 'builtin:cifar', '--mode', 'linear', '--model', TS, '--out', f('x.safetensors')), `tangent finetune: ArgumentError: --data: unknown built-in dataset 'cifar' (${BUILTINS})`);
-  fails(t, run('protocol', '--tasks', 'mnist,cifar'), "tangent protocol: ArgumentError: --tasks: unknown built-in task 'cifar' (built-in: mnist, fashion, letters, greek, typed-digits)");
+  fails(t, run('protocol', '--tasks', 'mnist,cifar'), "tangent protocol: ArgumentError: --tasks: unknown built-in task 'cifar' (built-in: mnist, fashion, letters, greek, typed-digits, scripts)");
   fails(t, run('finetune', '--data', 'builtin:mnist', '--mode', 'linear', '--model', f('nope.pt'), '--out', f('x.safetensors')), `tangent finetune: ArgumentError: --model: ${f('nope.pt')}: no such file (expected a TorchScript file, a JSON model config, inline JSON or builtin:small-vit / builtin:vit)`);
   t.ok(Date.now() - t0 < 20000, 'no work was started');
   t.notOk(fs.existsSync(f('x.safetensors')));
