@@ -221,33 +221,30 @@ bool task_arithmetic_file(const std::vector<OpenFile>& files, const Mappings& ma
     std::vector<const In*> ptrs(K1);
     auto* o = reinterpret_cast<Out*>(outbuf.data());
     FaultJump guard;
-    for (int64_t ch = begin; ch < end; ++ch) {
+    for (int64_t ch = begin; ch < end && fault.load(std::memory_order_relaxed) == nullptr; ++ch) {
       const int64_t s = ch * kFileChunk;
       const int64_t len = std::min(kFileChunk, n - s);
-      bool chunk_bad = false;
-      if (mapped) {
-        for (size_t k = 0; k < K1; ++k) {
-          const FileSpan& sp = it.inputs[k];
+      for (size_t k = 0; k < K1; ++k) {
+        const FileSpan& sp = it.inputs[k];
+        if (mapped) {
           ptrs[k] = reinterpret_cast<const In*>(maps.maps[static_cast<size_t>(sp.file)].base + sp.offset) + s;
+        } else {
+          auto* dst = reinterpret_cast<In*>(inbuf.data() + k * in_elems);
+          pread_fully(files[sp.file], dst, static_cast<size_t>(len) * sizeof(In), sp.offset + static_cast<uint64_t>(s) * sizeof(In), it.name);
+          ptrs[k] = dst;
         }
+      }
+      // Mapped inputs are read only here, under the guard (a SIGBUS lands back at sigsetjmp).
+      if (mapped) {
         if (sigsetjmp(guard.jb, 1) != 0) {
           fault = guard.addr;
           return;
         }
         t_guard = &guard;
-        combine_span<In, Acc, Out>(ptrs, c, o, len);
-        t_guard = nullptr;
-      } else {
-        for (size_t k = 0; k < K1; ++k) {
-          auto* dst = reinterpret_cast<In*>(inbuf.data() + k * in_elems);
-          const FileSpan& sp = it.inputs[k];
-          pread_fully(files[sp.file], dst, static_cast<size_t>(len) * sizeof(In), sp.offset + static_cast<uint64_t>(s) * sizeof(In), it.name);
-          ptrs[k] = dst;
-        }
-        combine_span<In, Acc, Out>(ptrs, c, o, len);
       }
-      chunk_bad = check_finite && any_non_finite(o, len);
-      if (chunk_bad) bad = true;
+      combine_span<In, Acc, Out>(ptrs, c, o, len);
+      t_guard = nullptr;
+      if (check_finite && any_non_finite(o, len)) bad = true;
       pwrite_fully(out, o, static_cast<size_t>(len) * sizeof(Out), it.out_offset + static_cast<uint64_t>(s) * sizeof(Out), it.name);
     }
   });
@@ -293,8 +290,8 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
   check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
         "merge: compute dtype must be float32 or float64, got ", c10::toString(spec.compute));
   std::vector<std::string> non_finite;
-  bool any_ta = spec.method == MergeMethod::TaskArithmetic;
-  const Mappings maps(files, any_ta && merge_files_use_mmap);
+  // Only task arithmetic reads through the maps (the other methods read whole tensors).
+  const Mappings maps(files, spec.method == MergeMethod::TaskArithmetic && merge_files_use_mmap);
   for (const FileMergeItem& it : items) {
     check(it.inputs.size() == weights.size() + 1, ErrorKind::Argument, "merge: tensor '", it.name, "' has ",
           it.inputs.size(), " inputs for ", weights.size(), " models (expected the base + one per model)");
