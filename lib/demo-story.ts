@@ -22,6 +22,48 @@ export interface StoryInput {
   pretrainedAcc?: number;
 }
 
+/** Eigenfunctions whose localization the demo reports (NTK at θ0 and at initialisation). */
+export const NTK_TOP_K = 20;
+
+/** What a demo run records (demo.json) that its summary rests on. */
+export interface DemoRecord {
+  quick: boolean;
+  disentanglement: { seed0: StoryInput['xi'] };
+  ntk: { meanMaxEnergy: number; init?: { meanMaxEnergy: number } };
+  headline: Record<string, MeanStd>;
+  lrSelection: LrSelection[];
+  alphaEdges: AlphaEdge[];
+  pretrained: { controlTest: number };
+}
+
+/** What the protocol report (protocol.json) gives the summary. */
+export interface ProtocolRecord {
+  addition: StoryInput['addition'];
+  negation: StoryInput['negation'];
+  seeds: readonly unknown[];
+  settings: Record<string, unknown>;
+}
+
+/** The summary's input from a run's records: used by the demo itself and to re-word a finished run. */
+export function storyInput(d: DemoRecord, p: ProtocolRecord): StoryInput {
+  const tasks = p.settings['tasks'] as string[];
+  const steps = (p.settings['finetune'] as { standard?: { steps?: number } } | undefined)?.standard?.steps;
+  return {
+    quick: d.quick,
+    addition: p.addition,
+    negation: p.negation,
+    xi: d.disentanglement.seed0,
+    ntk: { meanMaxEnergy: d.ntk.meanMaxEnergy, tasks: tasks.length, topK: NTK_TOP_K, initMeanMaxEnergy: d.ntk.init?.meanMaxEnergy },
+    seeds: p.seeds.length,
+    headline: d.headline,
+    lrSelection: d.lrSelection,
+    alphaEdges: d.alphaEdges,
+    pretrainedAcc: d.pretrained.controlTest,
+    tasks,
+    fineTuneSteps: Number(steps ?? (d.quick ? 60 : 300)),
+  };
+}
+
 const pm = (m: MeanStd | undefined, pct = true): string => (m ? (pct ? `${(100 * m.mean).toFixed(1)} ± ${(100 * m.std).toFixed(1)}` : `${m.mean.toFixed(2)} ± ${m.std.toFixed(2)}`) : 'n/a');
 
 /**

@@ -23,7 +23,7 @@ import { seededNormal } from './util/random';
 import { loadFinetuned, writeFileAtomic } from './train/checkpoints';
 import { loadBackbone, loadHeads } from './train/pretrain';
 import { combineStates } from './ops';
-import { demoSummary, resultsReadme } from './demo-story';
+import { demoSummary, NTK_TOP_K, resultsReadme, storyInput } from './demo-story';
 import { getNumThreads, runtimeInfo, setNumThreads } from './runtime';
 import { Tensor } from './tensor';
 
@@ -150,7 +150,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   const pooled = await Promise.all(tasks.map(async (name, i) => ({ name, x: (await taskInputs(name, per, 10 + i)).x })));
   // bb.model holds its initial parameters: θ0 must be passed explicitly (without it this was the
   // NTK at initialisation).
-  const ntk = await ntkLocalization(bb.model, pooled, { topK: 20, params: bb.theta0 });
+  const ntk = await ntkLocalization(bb.model, pooled, { topK: NTK_TOP_K, params: bb.theta0 });
   writeNtkJson(ntk, path.join(out, 'ntk.json'));
   const ntkFig = writeFigure(await renderNtk(ntk), path.join(out, 'ntk'));
   log(`NTK at θ0 (trace over the feature outputs) on ${ntk.n} inputs (${tasks.map((tk) => `${tk} ${per}`).join(', ')}): top-20 eigenfunctions hold on average ${(100 * ntk.meanMaxEnergy).toFixed(0)}% of their energy on one task (${(100 / tasks.length).toFixed(0)}% = spread evenly); ${(ntk.timing.totalMs / 1000).toFixed(1)} s`);
@@ -158,7 +158,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   // The same analysis at a random initialisation of the same architecture (seed 0, the init θ0
   // was pre-trained from): the paper attributes localization to pre-training.
   const init = Model.create(bb.config, { seed: 0 });
-  const ntkInit = await ntkLocalization(init, pooled, { topK: 20 });
+  const ntkInit = await ntkLocalization(init, pooled, { topK: NTK_TOP_K });
   writeNtkJson(ntkInit, path.join(out, 'ntk-init.json'));
   const ntkInitFig = writeFigure(await renderNtk(ntkInit), path.join(out, 'ntk-init'));
   log(`NTK at a random initialisation (same architecture, seed 0), same inputs: ${(100 * ntkInit.meanMaxEnergy).toFixed(0)}% on one task (θ0: ${(100 * ntk.meanMaxEnergy).toFixed(0)}%); → ${path.relative(process.cwd(), ntkInitFig.png)}`);
@@ -169,20 +169,12 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   report.alphaEdges = protocol.alphaEdges;
   report.pretrained = protocol.pretrained;
   // 5. What was shown, in plain language, and results/README.md.
-  const summary = demoSummary({
-    quick: !!opts.quick,
-    addition: protocol.addition,
-    negation: protocol.negation,
-    xi: xiSeeds[0]!,
-    ntk: { meanMaxEnergy: ntk.meanMaxEnergy, tasks: tasks.length, topK: ntk.topK, initMeanMaxEnergy: ntkInit.meanMaxEnergy },
-    seeds: protocol.seeds.length,
-    headline,
-    lrSelection: protocol.lrSelection,
-    alphaEdges: protocol.alphaEdges,
-    pretrainedAcc: protocol.pretrained.controlTest,
-    tasks,
-    fineTuneSteps: Number((protocol.settings as { finetune?: { standard?: { steps?: number } } }).finetune?.standard?.steps ?? (opts.quick ? 60 : 300)),
-  });
+  const summary = demoSummary(
+    storyInput(
+      { quick: !!opts.quick, disentanglement: { seed0: xiSeeds[0]! }, ntk: { meanMaxEnergy: ntk.meanMaxEnergy, init: { meanMaxEnergy: ntkInit.meanMaxEnergy } }, headline, lrSelection: protocol.lrSelection, alphaEdges: protocol.alphaEdges, pretrained: protocol.pretrained },
+      protocol,
+    ),
+  );
   report.summary = summary;
   log('');
   log('What this run showed:');

@@ -5,26 +5,12 @@
 // number is recomputed). Usage: node scripts/demo-resummarize.cjs [DIR=docs/results]
 const fs = require('node:fs');
 const path = require('node:path');
-const { demoSummary } = require('../dist/lib/demo-story');
+const { demoSummary, storyInput } = require('../dist/lib/demo-story');
 
 const dir = process.argv[2] ?? 'docs/results';
 const demo = JSON.parse(fs.readFileSync(path.join(dir, 'demo.json'), 'utf8'));
 const protocol = JSON.parse(fs.readFileSync(path.join(dir, 'protocol.json'), 'utf8'));
-const settings = protocol.settings;
-const summary = demoSummary({
-  quick: !!demo.quick,
-  addition: protocol.addition,
-  negation: protocol.negation,
-  xi: demo.disentanglement.seed0,
-  ntk: { meanMaxEnergy: demo.ntk.meanMaxEnergy, tasks: settings.tasks.length, topK: 20, initMeanMaxEnergy: demo.ntk.init?.meanMaxEnergy },
-  seeds: protocol.seeds.length,
-  headline: demo.headline,
-  lrSelection: demo.lrSelection,
-  alphaEdges: demo.alphaEdges,
-  pretrainedAcc: demo.pretrained.controlTest,
-  tasks: settings.tasks,
-  fineTuneSteps: Number(settings.finetune?.standard?.steps ?? (demo.quick ? 60 : 300)),
-});
+const summary = demoSummary(storyInput(demo, protocol));
 const old = demo.summary;
 if (old.length !== summary.length) throw new Error(`the summary has ${summary.length} paragraphs, the run's had ${old.length}`);
 let readme = fs.readFileSync(path.join(dir, 'README.md'), 'utf8');

@@ -4,15 +4,20 @@ import { demoSummary, resultsReadme } from '../lib/demo-story';
 
 const add = (regime: 'nonlinear' | 'linear', meanAbs: number, meanNorm: number) => ({ regime, chosenAlpha: 0.3, test: { acc: {}, normalized: {}, meanAbs, meanNorm } });
 const neg = (regime: 'nonlinear' | 'linear', meanTargetTest: number, meanControlTest: number) => ({ regime, meanTargetTest, meanControlTest });
+const xi = (nonlinear: [number, number], linear: [number, number]) => [
+  { mode: 'nonlinear' as const, meanXi: nonlinear[0], lowErrorFraction: nonlinear[1] },
+  { mode: 'linear' as const, meanXi: linear[0], lowErrorFraction: linear[1] },
+];
+const FOUR = ['mnist', 'letters', 'greek', 'typed-digits'];
 
 t.test('the quick run: linear FT below standard on absolute accuracy is explained, and the run’s limits stated', async (t) => {
   const s = demoSummary({
     quick: true,
     addition: [add('nonlinear', 0.411, 0.55), add('linear', 0.38, 0.71)],
     negation: [neg('nonlinear', 0.2, 0.8), neg('linear', 0.08, 0.79)],
-    xi: [{ mode: 'nonlinear', meanXi: 1.1, lowErrorFraction: 0.1 }, { mode: 'linear', meanXi: 0.8, lowErrorFraction: 0.3 }],
+    xi: xi([1.1, 0.1], [0.8, 0.3]),
     ntk: { meanMaxEnergy: 0.31, tasks: 4, topK: 20 },
-    tasks: ['mnist', 'letters', 'greek', 'typed-digits'],
+    tasks: FOUR,
     fineTuneSteps: 60,
   });
   t.equal(s.length, 5);
@@ -31,9 +36,9 @@ t.test('a margin within 2 points is a tie, and a ξ advantage on the mean only i
     quick: false,
     addition: [add('nonlinear', 0.882, 0.919), add('linear', 0.877, 0.92)],
     negation: [neg('nonlinear', 0.45, 0.82), neg('linear', 0.12, 0.82)],
-    xi: [{ mode: 'nonlinear', meanXi: 1.2, lowErrorFraction: 0.0096 }, { mode: 'linear', meanXi: 0.84, lowErrorFraction: 0.0032 }],
+    xi: xi([1.2, 0.0096], [0.84, 0.0032]),
     ntk: { meanMaxEnergy: 0.35, tasks: 4, topK: 20 },
-    tasks: ['mnist', 'letters', 'greek', 'typed-digits'],
+    tasks: FOUR,
     fineTuneSteps: 300,
   });
   t.match(s[0], /92\.0% against 91\.9% for standard fine-tuning — a tie \(within 2 points\), not the clear advantage the paper finds\. On absolute accuracy linear FT scored 87\.7% against 88\.2% \(within 2 points: a tie\)\.$/);
@@ -45,7 +50,7 @@ t.test('a full run where linear FT does not win is not told otherwise', async (t
     quick: false,
     addition: [add('nonlinear', 0.6, 0.8), add('linear', 0.5, 0.7)],
     negation: [neg('nonlinear', 0.1, 0.8), neg('linear', 0.2, 0.8)],
-    xi: [{ mode: 'nonlinear', meanXi: 0.5, lowErrorFraction: 0.5 }, { mode: 'linear', meanXi: 0.9, lowErrorFraction: 0.2 }],
+    xi: xi([0.5, 0.5], [0.9, 0.2]),
     ntk: { meanMaxEnergy: 0.9, tasks: 2, topK: 10 },
     tasks: ['a', 'b'],
     fineTuneSteps: 300,
@@ -85,7 +90,7 @@ t.test('over seeds: the recipe, α edges, NTK at init and every claim checked wi
     quick: false,
     addition: [add('nonlinear', 0.55, 0.71), add('linear', 0.55, 0.81)],
     negation: [neg('nonlinear', 0.15, 0.8), neg('linear', 0.05, 0.8)],
-    xi: [{ mode: 'nonlinear', meanXi: 1.1, lowErrorFraction: 0.2 }, { mode: 'linear', meanXi: 0.8, lowErrorFraction: 0.1 }],
+    xi: xi([1.1, 0.2], [0.8, 0.1]),
     ntk: { meanMaxEnergy: 0.4, tasks: 4, topK: 20, initMeanMaxEnergy: 0.3 },
     tasks: ['a', 'b', 'c', 'd'],
     fineTuneSteps: 300,
