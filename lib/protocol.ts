@@ -37,7 +37,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { concatSets, loadTask, subset, type TaskName } from './data';
+import { concatSets, loadTask, subset, type ImageSet, type TaskName } from './data';
 import { ArgumentError } from './errors';
 import type { Head, VitConfig } from './model';
 import { getNumThreads, runtimeInfo, setNumThreads } from './runtime';
@@ -234,7 +234,7 @@ function lrTable(sel: LrSelection[], steps: number): string {
   ].join('\n');
 }
 
-function theta0Key(config: VitConfig, steps: number, control: string, extra: readonly string[], src: TaskSplits['train']): string {
+function theta0Key(config: VitConfig, steps: number, control: string, extra: readonly string[], src: ImageSet): string {
   const h = crypto.createHash('sha256');
   const sources = extra.length ? { control, extra } : { control };
   h.update(JSON.stringify({ format: 'tangent-edit/theta0-cache@1', config, steps, ...sources, count: src.count, shape: src.shape, classes: src.classes }));
@@ -306,20 +306,20 @@ export async function runPaperProtocol(o: ProtocolOptions = {}): Promise<Protoco
       const { train } = await loadTask(x);
       parts.push(train.count > sizes.sourceLimit ? subset(train, sizes.sourceLimit, 0) : train);
     }
-    const src = { train: parts.length === 1 ? parts[0]! : concatSets(parts, [control, ...extra].join('+')) };
+    const source = parts.length === 1 ? parts[0]! : concatSets(parts, [control, ...extra].join('+'));
     const srcName = [control, ...extra].join(' + ');
     const config = o.config ?? SMALL_VIT;
-    key = theta0Key(config, sizes.pretrainSteps, control, extra, src.train);
+    key = theta0Key(config, sizes.pretrainSteps, control, extra, source);
     const cacheDir = o.theta0Cache === false ? null : (o.theta0Cache ?? path.join(defaultCacheDir(), 'pretrained'));
     cacheFile = cacheDir ? path.join(cacheDir, `theta0-${key}.safetensors`) : undefined;
     if (cacheFile && fs.existsSync(cacheFile)) {
       bb = loadBackbone(cacheFile);
       cached = true;
-      log(`θ0 reused from the cache ${cacheFile} (key ${key}: ${srcName}, ${src.train.count} images, ${sizes.pretrainSteps} steps)`);
+      log(`θ0 reused from the cache ${cacheFile} (key ${key}: ${srcName}, ${source.count} images, ${sizes.pretrainSteps} steps)`);
     } else {
-      const r = await pretrain({ source: src.train, config, steps: sizes.pretrainSteps, progress: o.progress });
+      const r = await pretrain({ source, config, steps: sizes.pretrainSteps, progress: o.progress });
       bb = r;
-      log(`θ0: pre-trained on ${srcName} (${src.train.count} images, ${src.train.classes} classes, ${sizes.pretrainSteps} steps) in ${(r.ms / 1000).toFixed(1)} s, final loss ${r.finalLoss.toFixed(3)}`);
+      log(`θ0: pre-trained on ${srcName} (${source.count} images, ${source.classes} classes, ${sizes.pretrainSteps} steps) in ${(r.ms / 1000).toFixed(1)} s, final loss ${r.finalLoss.toFixed(3)}`);
     }
     saveBackbone(theta0File, bb, { source: srcName, steps: String(sizes.pretrainSteps), key });
     if (cacheFile && !cached) {
