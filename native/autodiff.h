@@ -15,6 +15,17 @@ struct JvpResult {
 JvpResult jvp(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
               const std::vector<at::Tensor>& tangent);
 
+// How JVPs (and so f_lin and its gradients) are computed: Auto uses a model's hand-written
+// tangent forward where it has one (the built-in ViT, native/models/vit.cpp) and forward-mode AD
+// elsewhere; ForwardAD always uses forward-mode AD. Both give the same values to rounding.
+enum class JvpMethod { Auto, ForwardAD };
+void set_jvp_method(JvpMethod method);  // process-wide; default Auto
+JvpMethod get_jvp_method();
+
+// jvp() by a given method, whatever set_jvp_method chose (tests compare the two).
+JvpResult jvp(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
+              const std::vector<at::Tensor>& tangent, JvpMethod method);
+
 // The same JVP by double backward: J v = ∂/∂u [ (Jᵀu) · v ]. Slower; used to cross-check.
 at::Tensor jvp_double_backward(const Model& m, const at::Tensor& x,
                                const std::vector<at::Tensor>& state0,

@@ -43,6 +43,17 @@ class Model {
   virtual at::Tensor forward_inputs(const std::vector<at::Tensor>& state,
                                     const std::vector<at::Tensor>& inputs) const;
 
+  // A hand-written JVP, for architectures whose tangent is cheaper written out than traced by
+  // forward-mode AD: (f(x; θ0), J_θ f(x; θ0) · v) from plain ATen ops on (primal, tangent) pairs,
+  // so reverse mode differentiates it in v (the linearized train step). `tangent` has one entry
+  // per parameter (undefined: zero). Returns false when the model has none; callers then use
+  // forward-mode AD (native/src/autodiff.cpp), which must agree with it to rounding.
+  virtual bool tangent_forward(const std::vector<at::Tensor>& state0,
+                               const std::vector<at::Tensor>& tangent, const at::Tensor& x,
+                               at::Tensor& primal, at::Tensor& tangent_out) const {
+    return false;
+  }
+
   size_t num_parameters() const { return params_.size(); }
   // Position of a trainable parameter in parameters(), or -1 (buffers and unknown names).
   int64_t parameter_index(const std::string& name) const;

@@ -1,3 +1,4 @@
+#include <array>
 #include <cmath>
 
 #include "../model.h"
@@ -66,48 +67,120 @@ class Vit final : public Model {
   }
 
   at::Tensor forward(const std::vector<at::Tensor>& s, const at::Tensor& x) const override {
-    const int64_t B = x.size(0), D = cfg_.dim, H = cfg_.heads, hd = D / H, T = tokens();
-    size_t i = 0;
-    auto next = [&]() -> const at::Tensor& { return s[i++]; };
-    const auto& pw = next();
-    const auto& pb = next();
-    at::Tensor h = at::conv2d(x, pw, pb, cfg_.patch_size).flatten(2).transpose(1, 2);  // [B,N,D]
-    const auto& cls = next();
-    const auto& pos = next();
-    h = at::cat({cls.expand({B, 1, D}), h}, 1) + pos;
-    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-    for (int64_t b = 0; b < cfg_.depth; ++b) {
-      const auto& n1w = next();
-      const auto& n1b = next();
-      const auto& qkvw = next();
-      const auto& qkvb = next();
-      const auto& pjw = next();
-      const auto& pjb = next();
-      const auto& n2w = next();
-      const auto& n2b = next();
-      const auto& f1w = next();
-      const auto& f1b = next();
-      const auto& f2w = next();
-      const auto& f2b = next();
-      at::Tensor a = at::layer_norm(h, {D}, n1w, n1b);
-      at::Tensor qkv = at::linear(a, qkvw, qkvb).view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4});
-      at::Tensor q = qkv.select(0, 0), k = qkv.select(0, 1), v = qkv.select(0, 2);
-      at::Tensor att = at::softmax(at::matmul(q, k.transpose(-2, -1)) * scale, -1);
-      at::Tensor o = at::matmul(att, v).transpose(1, 2).reshape({B, T, D});
-      h = h + at::linear(o, pjw, pjb);
-      at::Tensor m = at::layer_norm(h, {D}, n2w, n2b);
-      h = h + at::linear(at::gelu(at::linear(m, f1w, f1b)), f2w, f2b);
-    }
-    const auto& nw = next();
-    const auto& nb = next();
-    at::Tensor feat = at::layer_norm(h.select(1, 0), {D}, nw, nb);
-    if (cfg_.num_classes == 0) return feat;
-    const auto& hw = next();
-    const auto& hb = next();
-    return at::linear(feat, hw, hb);
+    at::Tensor y;
+    run(s, nullptr, x, y, nullptr);
+    return y;
+  }
+
+  bool tangent_forward(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>& tangent,
+                       const at::Tensor& x, at::Tensor& primal, at::Tensor& tangent_out) const override {
+    std::vector<at::Tensor> v(num_parameters());
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = i < tangent.size() && tangent[i].defined() ? tangent[i] : at::zeros_like(s[i]);
+    run(s, &v, x, primal, &tangent_out);
+    return true;
   }
 
  private:
+  // The network on (primal, tangent) pairs. With `tan` null it is the plain forward; with it the
+  // same primal ops run (so the JVP's primal is forward()'s output bit for bit) and beside them
+  // the tangent's, written out: for y = xWᵀ + b, ẏ = ẋWᵀ + xẆᵀ + ḃ as two accumulating GEMMs;
+  // softmax and LayerNorm through their (symmetric) backward kernels, GELU through gelu_backward.
+  // Forward-mode AD computes the same products, but through dual tensors: each op's tangent
+  // formula as separate kernels, extra copies for the 4-D attention matmuls, and additions that
+  // the GEMMs' accumulation does here for free.
+  void run(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>* tan, const at::Tensor& x,
+           at::Tensor& y, at::Tensor* yt) const {
+    const int64_t B = x.size(0), D = cfg_.dim, H = cfg_.heads, hd = D / H, T = tokens();
+    const bool jvp = tan != nullptr;
+    size_t i = 0;
+    const at::Tensor none;
+    // The next parameter and its tangent.
+    auto next = [&]() -> std::pair<const at::Tensor&, const at::Tensor&> {
+      const size_t k = i++;
+      return {s[k], jvp ? (*tan)[k] : none};
+    };
+    // y = a Wᵀ + b on rows [M, K]; ẏ = ȧ Wᵀ + a Ẇᵀ + ḃ.
+    auto linear = [&](const at::Tensor& a, const at::Tensor& at_) -> std::pair<at::Tensor, at::Tensor> {
+      auto [w, wt] = next();
+      auto [b, bt] = next();
+      at::Tensor out = at::addmm(b, a, w.t());
+      if (!jvp) return {out, {}};
+      return {out, at::addmm(at::addmm(bt, at_, w.t()), a, wt.t())};
+    };
+    // LayerNorm over the last dim: a = n ⊙ w + b with n = (h − μ)·rstd; ṅ is LayerNorm's input
+    // gradient (its Jacobian is symmetric), ȧ = ṅ ⊙ w + n ⊙ ẇ + ḃ.
+    auto layer_norm = [&](const at::Tensor& h, const at::Tensor& ht) -> std::pair<at::Tensor, at::Tensor> {
+      auto [w, wt] = next();
+      auto [b, bt] = next();
+      auto r = at::native_layer_norm(h, {D}, w, b, 1e-5);
+      if (!jvp) return {std::get<0>(r), {}};
+      const at::Tensor& mean = std::get<1>(r);
+      const at::Tensor& rstd = std::get<2>(r);
+      at::Tensor n = (h - mean) * rstd;
+      at::Tensor nt = std::get<0>(at::native_layer_norm_backward(ht, h, {D}, mean, rstd, {}, {},
+                                                                  {true, false, false}));
+      return {std::get<0>(r), at::addcmul(at::addcmul(bt, nt, w), n, wt)};
+    };
+
+    at::Tensor h, ht;
+    {
+      auto [pw, pwt] = next();
+      auto [pb, pbt] = next();
+      h = at::conv2d(x, pw, pb, cfg_.patch_size).flatten(2).transpose(1, 2);  // [B,N,D]
+      if (jvp) ht = at::conv2d(x, pwt, pbt, cfg_.patch_size).flatten(2).transpose(1, 2);
+      auto [cls, clst] = next();
+      auto [pos, post] = next();
+      h = at::cat({cls.expand({B, 1, D}), h}, 1) + pos;
+      if (jvp) ht = at::cat({clst.expand({B, 1, D}), ht}, 1) + post;
+    }
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    // [B·T, 3D] -> q, k, v, each [B·H, T, hd] (one copy for the three); q carries the scale.
+    auto heads = [&](const at::Tensor& qkv) {
+      at::Tensor c = qkv.view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4}).contiguous();
+      return std::array<at::Tensor, 3>{c[0].view({B * H, T, hd}) * scale, c[1].view({B * H, T, hd}),
+                                       c[2].view({B * H, T, hd})};
+    };
+    auto merge_heads = [&](const at::Tensor& o) {  // [B·H, T, hd] -> [B·T, D]
+      return o.view({B, H, T, hd}).transpose(1, 2).reshape({B * T, D});
+    };
+    for (int64_t blk = 0; blk < cfg_.depth; ++blk) {
+      auto [a, at_] = layer_norm(h, ht);
+      auto [qkv, qkvt] = linear(a.view({B * T, D}), jvp ? at_.view({B * T, D}) : at_);
+      const auto p = heads(qkv);
+      at::Tensor kT = p[1].transpose(1, 2);
+      at::Tensor att = at::softmax(at::bmm(p[0], kT), -1);  // [B·H, T, T]
+      at::Tensor o = merge_heads(at::bmm(att, p[2]));
+      at::Tensor ot;
+      if (jvp) {
+        const auto t = heads(qkvt);
+        // Ṡ = q̇kᵀ + qk̇ᵀ; Ṗ = softmax's Jacobian applied to Ṡ; Ȯ = Ṗv + Pv̇.
+        at::Tensor st = at::baddbmm(at::bmm(t[0], kT), p[0], t[1].transpose(1, 2));
+        at::Tensor pt = at::_softmax_backward_data(st, att, -1, att.scalar_type());
+        ot = merge_heads(at::baddbmm(at::bmm(pt, p[2]), att, t[2]));
+      }
+      auto [pr, prt] = linear(o, ot);
+      h = h + pr.view({B, T, D});
+      if (jvp) ht = ht + prt.view({B, T, D});
+      auto [m, mt] = layer_norm(h, ht);
+      auto [u, ut] = linear(m.view({B * T, D}), jvp ? mt.view({B * T, D}) : mt);
+      at::Tensor g = at::gelu(u);
+      at::Tensor gt = jvp ? at::gelu_backward(ut, u) : at::Tensor();
+      auto [f, ft] = linear(g, gt);
+      h = h + f.view({B, T, D});
+      if (jvp) ht = ht + ft.view({B, T, D});
+    }
+    auto [feat, featt] = layer_norm(h.select(1, 0), jvp ? ht.select(1, 0) : ht);
+    if (cfg_.num_classes == 0) {
+      y = feat;
+      if (jvp) *yt = featt;
+      return;
+    }
+    auto [logits, logitst] = linear(feat, featt);
+    y = logits;
+    if (jvp) *yt = logitst;
+  }
+
   VitConfig cfg_;
 };
 

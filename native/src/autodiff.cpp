@@ -50,9 +50,11 @@ void check_tangent(const Model& m, const std::vector<at::Tensor>& state0,
   }
 }
 
+std::atomic<JvpMethod> g_jvp_method{JvpMethod::Auto};
+
 // Runs f at state0 with dual parameters; returns (primal, tangent) of the output.
-JvpResult dual_forward(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
-                       const std::vector<at::Tensor>& tangent) {
+JvpResult forward_ad(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
+                     const std::vector<at::Tensor>& tangent) {
   DualLevel level;
   std::vector<at::Tensor> duals(state0.size());
   for (size_t i = 0; i < state0.size(); ++i) {
@@ -68,6 +70,24 @@ JvpResult dual_forward(const Model& m, const at::Tensor& x, const std::vector<at
   r.tangent = std::get<1>(unpacked);
   if (!r.tangent.defined()) r.tangent = at::zeros_like(r.primal);  // output independent of θ
   return r;
+}
+
+// (f(x; θ0), J·v): the model's hand-written JVP where it has one (and the method is Auto), else
+// forward-mode AD. Either way the tangent is differentiable in v by reverse mode.
+JvpResult dual_forward(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
+                       const std::vector<at::Tensor>& tangent, JvpMethod method) {
+  if (method == JvpMethod::Auto) {
+    std::vector<at::Tensor> s0(state0.size());
+    for (size_t i = 0; i < s0.size(); ++i) s0[i] = state0[i].detach();
+    JvpResult r;
+    if (m.tangent_forward(s0, tangent, x, r.primal, r.tangent)) return r;
+  }
+  return forward_ad(m, x, state0, tangent);
+}
+
+JvpResult dual_forward(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
+                       const std::vector<at::Tensor>& tangent) {
+  return dual_forward(m, x, state0, tangent, g_jvp_method.load());
 }
 
 std::vector<at::Tensor> leaves_of(const Model& m, const std::vector<at::Tensor>& state) {
@@ -100,6 +120,17 @@ JvpResult jvp(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>
   at::NoGradGuard no_grad;
   return dual_forward(m, x, state0, tangent);
 }
+
+JvpResult jvp(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
+              const std::vector<at::Tensor>& tangent, JvpMethod method) {
+  m.check_input(x);
+  check_tangent(m, state0, tangent);
+  at::NoGradGuard no_grad;
+  return dual_forward(m, x, state0, tangent, method);
+}
+
+void set_jvp_method(JvpMethod method) { g_jvp_method = method; }
+JvpMethod get_jvp_method() { return g_jvp_method.load(); }
 
 at::Tensor jvp_double_backward(const Model& m, const at::Tensor& x,
                                const std::vector<at::Tensor>& state0,
