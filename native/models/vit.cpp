@@ -1,6 +1,7 @@
 #include <array>
 #include <cmath>
 
+#include "../bmm.h"
 #include "../model.h"
 #include "init.h"
 
@@ -106,7 +107,9 @@ class Vit final : public Model {
       auto [b, bt] = next();
       at::Tensor out = at::addmm(b, a, w.t());
       if (!jvp) return {out, {}};
-      return {out, at::addmm(at::addmm(bt, at_, w.t()), a, wt.t())};
+      // The second product accumulates in place (addmm would copy the first into a new output);
+      // autograd allows it: addmm's backward does not read its `self`.
+      return {out, at::addmm(bt, at_, w.t()).addmm_(a, wt.t())};
     };
     // LayerNorm over the last dim: a = n ⊙ w + b with n = (h − μ)·rstd; ṅ is LayerNorm's input
     // gradient (its Jacobian is symmetric), ȧ = ṅ ⊙ w + n ⊙ ẇ + ḃ.
@@ -135,29 +138,28 @@ class Vit final : public Model {
       if (jvp) ht = at::cat({clst.expand({B, 1, D}), ht}, 1) + post;
     }
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-    // [B·T, 3D] -> q, k, v, each [B·H, T, hd] (one copy for the three); q carries the scale.
-    auto heads = [&](const at::Tensor& qkv) {
-      at::Tensor c = qkv.view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4}).contiguous();
-      return std::array<at::Tensor, 3>{c[0].view({B * H, T, hd}) * scale, c[1].view({B * H, T, hd}),
-                                       c[2].view({B * H, T, hd})};
+    // Head `which` (0 q, 1 k, 2 v) of the fused projection [B·T, 3D] as [B, H, T, hd] matrices:
+    // strided views that batched_matmul reads in place, no copies.
+    auto head = [&](const at::Tensor& qkv, int64_t which) {
+      return qkv.view({B, T, 3, H, hd}).select(2, which).permute({0, 2, 1, 3});
     };
-    auto merge_heads = [&](const at::Tensor& o) {  // [B·H, T, hd] -> [B·T, D]
-      return o.view({B, H, T, hd}).transpose(1, 2).reshape({B * T, D});
-    };
+    // Attention outputs [B, H, T, hd] are written as [B, T, H, hd]: the [B·T, D] rows the output
+    // projection reads, so merging the heads is a view.
+    const std::vector<int64_t> tokens_major{0, 2, 1, 3};
+    auto merge_heads = [&](const at::Tensor& o) { return o.transpose(1, 2).reshape({B * T, D}); };
     for (int64_t blk = 0; blk < cfg_.depth; ++blk) {
       auto [a, at_] = layer_norm(h, ht);
       auto [qkv, qkvt] = linear(a.view({B * T, D}), jvp ? at_.view({B * T, D}) : at_);
-      const auto p = heads(qkv);
-      at::Tensor kT = p[1].transpose(1, 2);
-      at::Tensor att = at::softmax(at::bmm(p[0], kT), -1);  // [B·H, T, T]
-      at::Tensor o = merge_heads(at::bmm(att, p[2]));
+      const at::Tensor q = head(qkv, 0), kT = head(qkv, 1).transpose(-2, -1), v = head(qkv, 2);
+      at::Tensor att = at::softmax(batched_matmul({q, kT}, {}, scale), -1);  // [B, H, T, T]
+      at::Tensor o = merge_heads(batched_matmul({att, v}, {}, 1, tokens_major));
       at::Tensor ot;
       if (jvp) {
-        const auto t = heads(qkvt);
-        // Ṡ = q̇kᵀ + qk̇ᵀ; Ṗ = softmax's Jacobian applied to Ṡ; Ȯ = Ṗv + Pv̇.
-        at::Tensor st = at::baddbmm(at::bmm(t[0], kT), p[0], t[1].transpose(1, 2));
+        // Ṡ = (q̇kᵀ + qk̇ᵀ)·scale; Ṗ = softmax's Jacobian applied to Ṡ; Ȯ = Ṗv + Pv̇.
+        const at::Tensor qt = head(qkvt, 0), kTt = head(qkvt, 1).transpose(-2, -1), vt = head(qkvt, 2);
+        at::Tensor st = batched_matmul({qt, kT}, {q, kTt}, scale);
         at::Tensor pt = at::_softmax_backward_data(st, att, -1, att.scalar_type());
-        ot = merge_heads(at::baddbmm(at::bmm(pt, p[2]), att, t[2]));
+        ot = merge_heads(batched_matmul({pt, v}, {att, vt}, 1, tokens_major));
       }
       auto [pr, prt] = linear(o, ot);
       h = h + pr.view({B, T, D});

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "autodiff.h"
+#include "bmm.h"
+#include <torch/csrc/autograd/autograd.h>
 #include "merge_files.h"
 
 using namespace tangent;
@@ -103,6 +105,39 @@ static void check_handwritten_jvp(const VitConfig& vc, const at::Device& dev, at
   expect(worst <= tol * 10, name + ": linearized gradient through it equals the one through forward-mode AD (worst rel err " + sci(worst) + ")");
 }
 
+// batched_matmul on strided views (a head's slice, a transposed key), two accumulated terms, a
+// permuted output, one and two threads, against at::matmul; and its gradients against autograd's.
+static void check_batched_matmul() {
+  auto gen = at::detail::createCPUGenerator(4);
+  for (auto dt : {at::kFloat, at::kDouble}) {
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      const int64_t B = 3, T = 7, H = 2, hd = 5;
+      const at::Tensor qkv = at::empty({B * T, 3 * H * hd}, at::kDouble).normal_(0, 1, gen).to(dt);
+      auto head = [&](const at::Tensor& t, int64_t w) { return t.view({B, T, 3, H, hd}).select(2, w).permute({0, 2, 1, 3}); };
+      const at::Tensor q = head(qkv, 0), kT = head(qkv, 1).transpose(-2, -1), v = head(qkv, 2);
+      const at::Tensor ref = at::matmul(q, kT) * 0.5;
+      at::Tensor s = batched_matmul({q, kT}, {}, 0.5);
+      const double tol = dt == at::kFloat ? 1e-5 : 1e-12;
+      const std::string tag = std::string(c10::toString(dt)) + ", " + std::to_string(threads) + " thread(s)";
+      expect(s.sizes() == ref.sizes() && (s - ref).abs().max().item<double>() < tol, "batched_matmul: strided q·kᵀ = at::matmul (" + tag + ")");
+      at::Tensor o = batched_matmul({s, v}, {s * 2, v}, 1, {0, 2, 1, 3});
+      const at::Tensor oref = at::matmul(s, v) * 3;
+      expect(o.transpose(1, 2).is_contiguous() && (o - oref).abs().max().item<double>() < tol * 10,
+             "batched_matmul: two terms into a [B, T, H, hd] layout = at::matmul (" + tag + ")");
+      // Gradients: reverse mode through it equals reverse mode through at::matmul.
+      at::Tensor a1 = at::empty({B, T, hd}, at::kDouble).normal_(0, 1, gen).to(dt).requires_grad_();
+      at::Tensor b1 = at::empty({B, T, hd}, at::kDouble).normal_(0, 1, gen).to(dt).requires_grad_();
+      at::Tensor g = at::empty({B, T, T}, at::kDouble).normal_(0, 1, gen).to(dt);
+      auto ours = torch::autograd::grad({batched_matmul({a1, b1.transpose(1, 2)}, {b1, a1.transpose(1, 2)}, 0.3)}, {a1, b1}, {g});
+      auto theirs = torch::autograd::grad({(at::matmul(a1, b1.transpose(1, 2)) + at::matmul(b1, a1.transpose(1, 2))) * 0.3}, {a1, b1}, {g});
+      const double ge = std::max(rel_err(ours[0], theirs[0]), rel_err(ours[1], theirs[1]));
+      expect(ge < tol, "batched_matmul: gradients = at::matmul's (" + tag + ", rel err " + sci(ge) + ")");
+    }
+  }
+  set_num_threads(1);
+}
+
 // File-to-file task arithmetic: mapped reads equal positioned reads bit for bit, and an input
 // truncated after it was mapped is an IO error naming it (the SIGBUS is caught), not a crash.
 static int merge_truncate_fd = -1;
@@ -183,6 +218,7 @@ int main(int argc, char** argv) {
     return at::empty({b, c, s, s}, at::kDouble).normal_(0, 1, gen).to(dev);
   };
   MlpConfig mc; mc.input_dim = 12; mc.hidden = {16, 8}; mc.output_dim = 5;
+  if (dev.is_cpu()) check_batched_matmul();
   check_model("mlp", make_mlp(mc, 1, at::kDouble, dev), img(4, 3, 2).reshape({4, 12}));
   CnnConfig cc; cc.in_channels = 2; cc.image_size = 8; cc.channels = {4, 6}; cc.output_dim = 5;
   check_model("cnn", make_cnn(cc, 2, at::kDouble, dev), img(3, 2, 8));
