@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
 import type { BenchContext } from './run';
 import { seededNormal as normal } from '../lib/util/random';
-import { fmt, mediansInterleaved, perturbed } from './stats';
+import { defaultPeerEnv, defaultPeerLabel, fmt, mediansInterleaved, perturbed } from './stats';
 import { Peer } from './models';
 
 export async function benchCore(ctx: BenchContext): Promise<Record<string, unknown>> {
@@ -82,13 +82,12 @@ export async function benchCore(ctx: BenchContext): Promise<Record<string, unkno
     ctx.log(`  PyTorch ${peer.info?.torch} Python API, same model, ${ctx.threads} threads, fair (OMP_WAIT_POLICY=PASSIVE), alternating with ours: ${OPS.map((k) => `${k} ${fmt(peerMs[k]!)}`).join(', ')}`);
     ctx.log(`  speed-up over the fair peer: ${OPS.map((k) => `${k} ${(peerMs[k]! / ms[k]!).toFixed(2)}×`).join(', ')}`);
     // PyTorch's default settings (spin-waiting OpenMP), after the fact, labelled: not the comparison.
-    const dflt = { ...process.env };
-    delete dflt.OMP_WAIT_POLICY;
+    const dflt = defaultPeerEnv();
     const r = spawnSync(py, [path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py'), String(ctx.threads), String(Math.min(reps, 5))], { encoding: 'utf8', env: dflt });
     if (r.status === 0) {
-      pytorchDefault = { ...(JSON.parse(r.stdout) as object), env: 'default (OMP_WAIT_POLICY unset), run after ours, not alternating' };
+      pytorchDefault = { ...(JSON.parse(r.stdout) as object), env: `${defaultPeerLabel()}, run after ours, not alternating` };
       const d = (pytorchDefault as { medianMs: Record<string, number> }).medianMs;
-      ctx.log(`  PyTorch with default settings (labelled, not the comparison): ${OPS.map((k) => `${k} ${fmt(d[k]!)}`).join(', ')}`);
+      ctx.log(`  PyTorch with ${defaultPeerLabel()} (labelled, not the comparison): ${OPS.map((k) => `${k} ${fmt(d[k]!)}`).join(', ')}`);
     }
   }
   return { model: config, batch, params: model.numel, threads: ctx.threads, reps, medianMs: ms, ratios, targets, pytorchReference: pytorch, pytorchReferenceDefaultSettings: pytorchDefault };

@@ -15,7 +15,7 @@ import * as readline from 'node:readline';
 import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
 import { seededNormal as normal } from '../lib/util/random';
 import type { BenchContext } from './run';
-import { fmt, medianOf, perturbed } from './stats';
+import { defaultPeerEnv, defaultPeerLabel, fmt, medianOf, perturbed } from './stats';
 
 const PY = '/usr/bin/python3';
 const SCRIPT = path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py');
@@ -92,8 +92,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
   const fair = new Peer('fair: OMP_WAIT_POLICY=PASSIVE', { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, [...peerArgs, dir]);
   try {
     await fair.ready(); // it also writes the scripted and traced modules
-    const env = { ...process.env };
-    delete env.OMP_WAIT_POLICY;
+    const env = defaultPeerEnv();
     const dflt = new Peer('default settings', env, peerArgs);
     await dflt.ready();
     const info = fair.info as { torch: string; threads: number; params: number; forwardMacs: number };
@@ -162,7 +161,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       model.dispose();
     }
     const dfltMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peerTimes.default[o])])) as Record<Op, number>;
-    ctx.log(`  PyTorch with default settings (OMP_WAIT_POLICY unset; one run each, labelled, not the comparison): ${OPS.map((o) => `${o} ${fmt(dfltMed[o])}`).join(', ')}`);
+    ctx.log(`  PyTorch with ${defaultPeerLabel()} (one run each, labelled, not the comparison): ${OPS.map((o) => `${o} ${fmt(dfltMed[o])}`).join(', ')}`);
     const rss = { tangentEditMaxRssMiB: process.resourceUsage().maxRSS / 1024, fairPeerMaxRssMiB: await fair.run('rss'), defaultPeerMaxRssMiB: await dflt.run('rss') };
     ctx.log(`  peak RSS: tangent-edit process ${rss.tangentEditMaxRssMiB.toFixed(0)} MiB (both variants, one after the other), PyTorch peer ${rss.fairPeerMaxRssMiB.toFixed(0)} MiB`);
     dflt.close();
@@ -179,7 +178,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       loadAverageAtStart: os.loadavg(),
       ...out,
       fairPeer: { env: 'OMP_WAIT_POLICY=PASSIVE', runsMs: peerTimes.fair, medianMs: Object.fromEntries(OPS.map((o) => [o, medianOf(peerTimes.fair[o])])) },
-      defaultPeer: { env: 'default (OMP_WAIT_POLICY unset)', runsMs: peerTimes.default, medianMs: dfltMed },
+      defaultPeer: { env: defaultPeerLabel(), runsMs: peerTimes.default, medianMs: dfltMed },
       peakRss: rss,
     };
   } finally {

@@ -6,6 +6,7 @@
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { runtimeInfo } from '../lib';
 import { writeFileAtomic } from '../lib/util/fs';
 import { benchCore } from './core';
 import { benchMerge } from './merge';
@@ -36,12 +37,19 @@ async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const only = arg('--only')?.split(',');
   const ctx: BenchContext = { threads, quick, log: (s) => console.log(s) };
+  // Loading the addon first also settles OPENBLAS_CORETYPE (lib/install/blas.ts), which the
+  // PyTorch peers inherit: both sides run the same BLAS kernels.
+  const info = runtimeInfo();
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
     host: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version },
     threads,
     quick,
+    blas: info.blas,
+    openblasCoreType: info.openblasCoreType,
+    jvpMethod: info.jvpMethod,
   };
+  console.log(`BLAS: ${info.blas ? `OpenBLAS, ${info.blas.core} kernels (OPENBLAS_CORETYPE ${info.openblasCoreType.coreType ? `=${info.openblasCoreType.coreType}, set by ${info.openblasCoreType.source}` : 'unset'}; the PyTorch peers get the same)` : 'not OpenBLAS'}; JVP method ${info.jvpMethod}`);
   for (const [name, suite] of Object.entries(SUITES)) {
     if (only && !only.includes(name)) continue;
     console.log(`\n== ${name} (${threads} threads) ==`);

@@ -1,4 +1,5 @@
 /** Timing helpers for the benchmarks (all bench/* suites take their medians from here). */
+import { chooseOpenblasCoreType } from '../lib/install/blas';
 import { combineStates, Tensor, type StateDict } from '../lib';
 import { seededNormal } from '../lib/util/random';
 
@@ -43,4 +44,21 @@ export async function perturbed(theta0: StateDict): Promise<{ tangent: StateDict
   let s = 2;
   for (const [n, p] of theta0) tangent.set(n, Tensor.from(seededNormal(p.numel, s++).map((v) => v * 1e-2), p.shape));
   return { tangent, theta: await combineStates(theta0, [tangent], [1]) };
+}
+
+/**
+ * The environment of the labelled "default settings" PyTorch peer: PyTorch as a user runs it,
+ * without OMP_WAIT_POLICY, and without OPENBLAS_CORETYPE where tangent-edit (not the user) set it.
+ */
+export function defaultPeerEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.OMP_WAIT_POLICY;
+  if (chooseOpenblasCoreType().source === 'tangent-edit') delete env.OPENBLAS_CORETYPE;
+  return env;
+}
+
+/** How defaultPeerEnv() differs from the fair peer's, for labels. */
+export function defaultPeerLabel(): string {
+  const env = defaultPeerEnv();
+  return `default settings (OMP_WAIT_POLICY unset${process.env.OPENBLAS_CORETYPE && !env.OPENBLAS_CORETYPE ? ', OPENBLAS_CORETYPE unset: OpenBLAS picks its own kernels' : ''})`;
 }

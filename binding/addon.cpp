@@ -1,4 +1,5 @@
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <map>
@@ -50,9 +51,39 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), tangent::get_num_threads());
 }
 
+Napi::Value SetJvpMethod(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  Guard(env, [&] {
+    const std::string m = info[0].As<Napi::String>();
+    tangent::check(m == "auto" || m == "forward-ad", tangent::ErrorKind::Argument,
+                   "jvp method must be 'auto' or 'forward-ad', got '", m, "'");
+    tangent::set_jvp_method(m == "auto" ? tangent::JvpMethod::Auto : tangent::JvpMethod::ForwardAD);
+  });
+  return env.Undefined();
+}
+
+Napi::Value GetJvpMethod(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), tangent::get_jvp_method() == tangent::JvpMethod::Auto ? "auto" : "forward-ad");
+}
+
+// OpenBLAS's own account of itself, when it is the BLAS in this process (else null).
+Napi::Value BlasInfo(Napi::Env env) {
+  using Str = char* (*)();
+  auto core = reinterpret_cast<Str>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  auto config = reinterpret_cast<Str>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
+  if (!core) return env.Null();
+  auto o = Napi::Object::New(env);
+  o.Set("library", "OpenBLAS");
+  o.Set("core", core());
+  if (config) o.Set("config", config());
+  return o;
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto o = Napi::Object::New(env);
+  o.Set("blas", BlasInfo(env));
+  o.Set("jvpMethod", tangent::get_jvp_method() == tangent::JvpMethod::Auto ? "auto" : "forward-ad");
   o.Set("torchVersion", TANGENT_TORCH_VERSION);
   o.Set("cudaAvailable", at::hasCUDA());
   o.Set("cudaDeviceCount", at::hasCUDA() ? static_cast<double>(at::detail::getCUDAHooks().getNumGPUs()) : 0.0);
@@ -189,6 +220,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("setJvpMethod", Napi::Function::New(env, SetJvpMethod));
+  exports.Set("getJvpMethod", Napi::Function::New(env, GetJvpMethod));
   InitTensor(env, exports);
   InitModel(env, exports);
   InitOps(env, exports);

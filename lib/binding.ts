@@ -35,6 +35,8 @@ const nativeErrorClasses = {
 // The dtype union is declared once, in checkpoint/dtype.
 export type { DType };
 
+export type JvpMethod = 'auto' | 'forward-ad';
+
 export type NamedNative = Array<[string, NativeTensor]>;
 
 export interface NativeTensor {
@@ -134,6 +136,10 @@ export interface NativeMergeSpec {
 }
 
 export interface NativeInfo {
+  /** OpenBLAS's account of itself when it is the BLAS in this process: kernel family ("core") and build config. */
+  blas: { library: 'OpenBLAS'; core: string; config?: string } | null;
+  /** How JVPs are computed: 'auto' (a model's hand-written JVP where it has one) or 'forward-ad'. */
+  jvpMethod: JvpMethod;
   torchVersion: string;
   cudaAvailable: boolean;
   cudaDeviceCount: number;
@@ -146,6 +152,8 @@ export interface NativeBinding {
   allocate(bytes: number): ArrayBuffer | undefined;
   setErrorClasses(classes: Record<string, unknown>): void;
   setNumThreads(n: number): void;
+  setJvpMethod(method: JvpMethod): void;
+  getJvpMethod(): JvpMethod;
   getNumThreads(): number;
   info(): NativeInfo;
   createModel(kind: string, config: object, seed: number, dtype: DType, device: string): NativeModel;

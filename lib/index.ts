@@ -17,7 +17,7 @@ export {
   type Input,
   type LoadOptions,
 } from './model';
-export { setNumThreads, getNumThreads, runtimeInfo, libtorchBuildInfo, rebuildNative } from './runtime';
+export { setNumThreads, getNumThreads, setJvpMethod, getJvpMethod, type JvpMethod, runtimeInfo, libtorchBuildInfo, rebuildNative } from './runtime';
 export type { LibtorchRecord } from './install/record';
 export { OptionalDependencyError } from './optional';
 export { combine, combineStates, type CombineOptions } from './ops';

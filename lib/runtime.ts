@@ -1,5 +1,6 @@
 /** Process-wide runtime settings of the native engine. */
-import { native, type NativeInfo } from './binding';
+import { native, type JvpMethod, type NativeInfo } from './binding';
+import { chooseOpenblasCoreType, type CoreTypeChoice } from './install/blas';
 import * as os from 'node:os';
 import { ArgumentError } from './errors';
 import { install, type InstallResult } from './install/build';
@@ -22,12 +23,34 @@ export function getNumThreads(): number {
   return native().getNumThreads();
 }
 
+export type { JvpMethod };
+const JVP_METHODS: readonly JvpMethod[] = ['auto', 'forward-ad'];
+
 /**
- * libtorch version, CUDA availability, the parallel backend's settings, and `libtorch`: the record
- * of the libtorch the addon was built against (path, version, CPU/CUDA, how it was found).
+ * How JVPs — and so linearized forwards, linearized training and NTKs — are computed, process-wide.
+ * 'auto' (the default): a model's hand-written JVP where it has one (the built-in ViT: primal and
+ * tangent side by side in plain tensor ops, native/models/vit.cpp), forward-mode AD elsewhere.
+ * 'forward-ad': always libtorch's forward-mode AD (dual tensors). Both give the same values to
+ * float rounding (the native tests compare them); 'forward-ad' is there to cross-check and compare.
  */
-export function runtimeInfo(): NativeInfo & { libtorch: LibtorchRecord | null } {
-  return { ...native().info(), libtorch: libtorchBuildInfo() };
+export function setJvpMethod(method: JvpMethod): void {
+  if (!JVP_METHODS.includes(method))
+    throw new ArgumentError(`jvp method must be one of ${JVP_METHODS.map((m) => `'${m}'`).join(', ')}, got ${JSON.stringify(method)}`);
+  native().setJvpMethod(method);
+}
+
+export function getJvpMethod(): JvpMethod {
+  return native().getJvpMethod();
+}
+
+/**
+ * libtorch version, CUDA availability, the parallel backend's settings, the BLAS kernels in use
+ * (`blas`, with `openblasCoreType`: who set OPENBLAS_CORETYPE, see lib/install/blas.ts), the JVP
+ * method, and `libtorch`: the record of the libtorch the addon was built against (path, version,
+ * CPU/CUDA, how it was found).
+ */
+export function runtimeInfo(): NativeInfo & { libtorch: LibtorchRecord | null; openblasCoreType: CoreTypeChoice } {
+  return { ...native().info(), openblasCoreType: chooseOpenblasCoreType(), libtorch: libtorchBuildInfo() };
 }
 
 /**

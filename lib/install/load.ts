@@ -13,6 +13,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { chooseOpenblasCoreType } from './blas';
 import { REBUILD_COMMAND } from './libtorch';
 import { buildPaths, describeRecord, readInstallStatus, readLibtorchRecord, type LibtorchRecord } from './record';
 
@@ -122,6 +123,7 @@ function notBuiltMessage(root: string, attempts: LoadAttempt[]): string {
  * AddonLoadFailure with every attempt and the remedy for the first known failure.
  */
 export function loadAddon(root: string, env: NodeJS.ProcessEnv = process.env): unknown {
+  chooseOpenblasCoreType(); // before OpenBLAS loads with libtorch (lib/install/blas.ts)
   const { paths, notes } = addonCandidates(root, env);
   const attempts: LoadAttempt[] = [];
   for (const p of paths) {
