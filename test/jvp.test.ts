@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import t, { type Test } from 'tap';
-import { Model, Tensor, type ModelConfig, type StateDict } from '../lib';
+import { ArgumentError, getJvpMethod, Model, runtimeInfo, setJvpMethod, Tensor, type ModelConfig, type StateDict } from '../lib';
 import { axpy, FIXTURES, randomTangent, randTensor, relErr, maxAbsDiff, toF64 } from './helpers';
 
 const CASES: Array<[string, ModelConfig, number[]]> = [
@@ -147,4 +147,35 @@ t.test('standard gradient equals Jᵀg at θ, with a frozen normalized head', as
   }
   t.ok(Math.abs(step.loss - ce / 5) < 1e-12, `loss ${step.loss} is the mean cross-entropy recomputed in JS (${ce / 5})`);
   t.equal(step.correct, correct, `correct count ${step.correct} equals argmax of the head recomputed in JS`);
+});
+
+t.test("JVP method: the ViT's hand-written JVP equals forward-mode AD; 'forward-ad' is selectable and validated", async (t) => {
+  const [, cfg, xshape] = CASES[2]!;
+  const model = Model.create(cfg, { seed: 8, dtype: 'float64' });
+  const x = randTensor(xshape, 9);
+  const v = randomTangent(model, 31);
+  const y = Tensor.fromLabels([0, 3, 4]);
+  const theta = axpy(model.parameters(), 0.05, v);
+  t.equal(getJvpMethod(), 'auto', "the default is 'auto'");
+  const run = async () => {
+    const j = await model.jvp(x, v);
+    const g = await model.linearize().lossAndGrad(x, y, { params: theta });
+    return { tangent: toF64(j.tangent), primal: toF64(j.primal), grads: new Map([...g.grads].map(([k, gv]) => [k, toF64(gv)])) };
+  };
+  const auto = await run();
+  setJvpMethod('forward-ad');
+  t.teardown(() => setJvpMethod('auto'));
+  t.equal(getJvpMethod(), 'forward-ad');
+  t.equal(runtimeInfo().jvpMethod, 'forward-ad', 'runtimeInfo reports the method');
+  const ad = await run();
+  setJvpMethod('auto');
+  const e = relErr(auto.tangent, ad.tangent);
+  t.ok(e <= 1e-12, `tangent: hand-written = forward-mode AD (rel err ${e.toExponential(2)})`);
+  t.ok(relErr(auto.primal, ad.primal) <= 1e-14, 'primal: the same to rounding');
+  let worst = 0;
+  for (const [k, g] of auto.grads) worst = Math.max(worst, relErr(g, ad.grads.get(k)!));
+  t.ok(worst <= 1e-11, `linearized gradients: the same through either (worst rel err ${worst.toExponential(2)})`);
+  t.throws(() => setJvpMethod('reverse' as never), ArgumentError, 'an unknown method is an ArgumentError');
+  t.throws(() => setJvpMethod('reverse' as never), /jvp method must be one of 'auto', 'forward-ad', got "reverse"/);
+  t.equal(getJvpMethod(), 'auto', 'a refused method leaves the setting alone');
 });
