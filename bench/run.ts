@@ -49,7 +49,7 @@ async function main(): Promise<void> {
     openblasCoreType: info.openblasCoreType,
     jvpMethod: info.jvpMethod,
   };
-  console.log(`BLAS: ${info.blas ? `OpenBLAS, ${info.blas.core} kernels (OPENBLAS_CORETYPE ${info.openblasCoreType.coreType ? `=${info.openblasCoreType.coreType}, set by ${info.openblasCoreType.source}` : 'unset'}; the PyTorch peers get the same)` : 'not OpenBLAS'}; JVP method ${info.jvpMethod}`);
+  console.log(`BLAS: ${info.blas ? `OpenBLAS, ${info.blas.core} kernels (OPENBLAS_CORETYPE${info.openblasCoreType.coreType ? `=${info.openblasCoreType.coreType}, set by ${info.openblasCoreType.source}` : 'unset'}; the PyTorch peers get the same)` : 'not OpenBLAS'}; JVP method ${info.jvpMethod}`);
   for (const [name, suite] of Object.entries(SUITES)) {
     if (only && !only.includes(name)) continue;
     console.log(`\n== ${name} (${threads} threads) ==`);

@@ -1,7 +1,7 @@
 /**
  * `tangent demo` (`npm run demo`): the main job end to end, printing what it measured —
- * 1. the native core: a JVP by forward-mode AD against central finite differences and the
- *    double-backward JVP;
+ * 1. the native core: the ViT's JVP (hand-written; forward-mode AD with setJvpMethod) against
+ *    central finite differences and the double-backward JVP;
  * 2. the paper's protocol at small scale (lib/protocol.ts): pre-trained θ0, frozen heads,
  *    standard and linear fine-tuning of four real-data tasks, task addition and negation in the
  *    three regimes (non-linear, post-hoc linearization, linear FT);
@@ -53,7 +53,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Record<string, un
   const report: Record<string, unknown> = { libtorch: info.torchVersion, threads: getNumThreads(), quick: !!opts.quick };
   log(`tangent-edit demo — libtorch ${info.torchVersion}, ${getNumThreads()} threads, CUDA ${info.cudaAvailable ? 'yes' : 'no'}`);
 
-  // 1. JVP by forward-mode AD against central finite differences, in float64, on a small ViT.
+  // 1. The JVP (the ViT's hand-written one) against central finite differences, in float64.
   const small = Model.create(
     { arch: 'vit', imageSize: 28, patchSize: 7, inChannels: 1, dim: 32, depth: 2, heads: 4, mlpDim: 64, numClasses: 10 },
     { seed: 1, dtype: 'float64' },

@@ -1,7 +1,7 @@
 /**
  * Models with a functional forward: `forward(x, params?)` runs with any named parameter set and
  * never mutates the model, so many parameter sets (θ0, θ_t, θ0 + Σ α τ) share one model. Also
- * JVPs by forward-mode AD, the linearized model f_lin(x; θ) = f(x; θ0) + J(θ − θ0), and the
+ * JVPs (forward-mode AD, or a model's hand-written JVP: see setJvpMethod), the linearized model f_lin(x; θ) = f(x; θ0) + J(θ − θ0), and the
  * loss/gradient primitives of standard and linear fine-tuning.
  */
 import * as fs from 'node:fs';
@@ -277,8 +277,9 @@ export class Model implements Disposable {
   }
 
   /**
-   * (f(x; θ0), J_θ f(x; θ0) · tangent) by forward-mode AD. Parameters absent from `tangent` have
-   * zero tangent. θ0 defaults to the model's own parameters.
+   * (f(x; θ0), J_θ f(x; θ0) · tangent): by the built-in ViT's hand-written JVP, by forward-mode AD
+   * for other models (and for all with setJvpMethod('forward-ad')). Parameters absent from
+   * `tangent` have zero tangent. θ0 defaults to the model's own parameters.
    */
   async jvp(x: Input, tangent: Params, opts: { params0?: Params } = {}): Promise<{ primal: Tensor; tangent: Tensor }> {
     const t = this.checkParams(tangent, 'tangent', false);
