@@ -27,7 +27,7 @@ export type { JvpMethod };
 const JVP_METHODS: readonly JvpMethod[] = ['auto', 'forward-ad'];
 
 /**
- * How JVPs — and so linearized forwards, linearized training and NTKs — are computed, process-wide.
+ * How JVPs — and so linearized forwards and linearized training — are computed, process-wide.
  * 'auto' (the default): a model's hand-written JVP where it has one (the built-in ViT: primal and
  * tangent side by side in plain tensor ops, native/models/vit.cpp), forward-mode AD elsewhere.
  * 'forward-ad': always libtorch's forward-mode AD (dual tensors). Both give the same values to
