@@ -11,7 +11,9 @@
  * for float32/float64 GEMMs they are what OpenBLAS uses on the CPUs it does recognise. Set
  * `OPENBLAS_CORETYPE` yourself to choose, or `TANGENT_OPENBLAS_CORETYPE=auto` to leave it to
  * OpenBLAS. Child processes inherit the variable (a PyTorch peer in `npm run bench` gets the same
- * kernels). `runtimeInfo().blas` reports the kernels OpenBLAS is using.
+ * kernels). `runtimeInfo().blas` reports the kernels OpenBLAS is using. (A worker thread's
+ * process.env is its own copy unless the worker shares the environment: where the addon is first
+ * loaded in such a worker, OpenBLAS does not see the variable; set it before starting Node.)
  */
 import * as fs from 'node:fs';
 
