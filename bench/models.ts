@@ -19,6 +19,7 @@ import { defaultPeerEnv, defaultPeerLabel, fmt, medianOf, perturbed } from './st
 
 const PY = '/usr/bin/python3';
 const SCRIPT = path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py');
+const WARMUP = 3;
 const OPS = ['forward', 'jvp', 'linearizedForward', 'standardTrainStep', 'linearizedTrainStep'] as const;
 type Op = (typeof OPS)[number];
 
@@ -125,10 +126,16 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       };
       const mine: Record<Op, number[]> = Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
       const peer: Record<Op, number[]> = Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
-      for (const op of OPS) {
-        await ours[op](); // warm-up, both sides
-        await fair.run(op);
-      }
+      // Warm-up, both sides alike: WARMUP rounds of every operation. The first model a Node
+      // process loads runs its first few linearized steps up to 2× slower while glibc's malloc
+      // arenas of libuv's pool threads (each async call runs on one of four) grow; Python's peer
+      // computes on its one main thread. The warm-up times are kept, and printed.
+      const warm: Record<Op, number[]> = Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
+      for (let w = 0; w < WARMUP; w++)
+        for (const op of OPS) {
+          warm[op].push(await ours[op]());
+          await fair.run(op);
+        }
       for (let r = 0; r < reps; r++)
         for (const op of OPS) {
           mine[op].push(await ours[op]());
@@ -139,7 +146,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
         }
       const med = Object.fromEntries(OPS.map((o) => [o, medianOf(mine[o])])) as Record<Op, number>;
       const fairMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peer[o])])) as Record<Op, number>;
-      ctx.log(`  ${variant} (load ${fmt(loadMs)}):`);
+      ctx.log(`  ${variant} (load ${fmt(loadMs)}; warm-up, ours: ${OPS.map((o) => `${o} ${warm[o].map((v) => fmt(v)).join(' ')}`).join(', ')}):`);
       ctx.log(`    ${'operation'.padEnd(20)} ${'tangent-edit'.padStart(12)} ${'PyTorch fair'.padStart(12)} ${'ratio'.padStart(6)}  ${'× forward (MAC bound)'.padStart(22)}  GMAC/s`);
       for (const op of OPS) {
         const gmacs = (MAC_UNITS[op] * info.forwardMacs) / 1e9;
@@ -149,6 +156,7 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       }
       out[variant] = {
         loadMs,
+        warmUpRunsMs: warm,
         medianMs: med,
         runsMs: mine,
         fairPeerMedianMs: fairMed,
