@@ -1,5 +1,4 @@
 #include "../autodiff.h"
-#include "../bmm.h"
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
@@ -24,11 +23,8 @@ std::mutex& dual_mutex() {
 
 class DualLevel {
  public:
-  DualLevel() : lock_(dual_mutex()), idx_(ForwardADLevel::get_next_idx()) { set_forward_ad_active(true); }
-  ~DualLevel() {
-    set_forward_ad_active(false);
-    ForwardADLevel::release_idx(idx_);
-  }
+  DualLevel() : lock_(dual_mutex()), idx_(ForwardADLevel::get_next_idx()) {}
+  ~DualLevel() { ForwardADLevel::release_idx(idx_); }
   int64_t idx() const { return static_cast<int64_t>(idx_); }
 
  private:

@@ -5,12 +5,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <limits>
-#include <numeric>
 
 namespace tangent {
 namespace {
-
-thread_local bool t_forward_ad = false;
 
 // Fortran BLAS, column-major: C = alpha op(A) op(B) + beta C.
 template <typename T>
@@ -74,14 +71,16 @@ void check_terms(const MatmulTerm& t1, const MatmulTerm& t2) {
           shape_str(t2.second.sizes()));
 }
 
+// A dual tensor of forward-mode AD (libtorch runs one level at a time: index 0).
+bool is_dual(const at::Tensor& t) { return t._fw_grad(0).defined(); }
+
 bool blas_path(const MatmulTerm& t1, const MatmulTerm& t2) {
-  if (t_forward_ad) return false;
   const auto st = t1.first.scalar_type();
   if (!((st == at::kFloat && blas().sgemm) || (st == at::kDouble && blas().dgemm))) return false;
   for (const MatmulTerm* t : {&t1, &t2}) {
     if (empty(*t)) continue;
     for (const at::Tensor* x : {&t->first, &t->second})
-      if (!x->device().is_cpu() || x->scalar_type() != st) return false;
+      if (!x->device().is_cpu() || x->scalar_type() != st || is_dual(*x)) return false;
     const int64_t m = t->first.size(-2), k = t->first.size(-1), p = t->second.size(-1);
     if (m * k * p > kMaxWork || t->first.numel() == 0 || t->second.numel() == 0) return false;
   }
@@ -241,8 +240,5 @@ at::Tensor batched_matmul(const MatmulTerm& t1, const MatmulTerm& t2, double alp
   if (empty(t2)) return Product1::apply(t1.first, t1.second, alpha, out_order);
   return Product2::apply(t1.first, t1.second, t2.first, t2.second, alpha, out_order);
 }
-
-bool forward_ad_active() { return t_forward_ad; }
-void set_forward_ad_active(bool on) { t_forward_ad = on; }
 
 }  // namespace tangent
