@@ -62,9 +62,9 @@ Napi::Value SetJvpMethod(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value GetJvpMethod(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), tangent::get_jvp_method() == tangent::JvpMethod::Auto ? "auto" : "forward-ad");
-}
+const char* JvpMethodName() { return tangent::get_jvp_method() == tangent::JvpMethod::Auto ? "auto" : "forward-ad"; }
+
+Napi::Value GetJvpMethod(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), JvpMethodName()); }
 
 // OpenBLAS's own account of itself, when it is the BLAS in this process (else null).
 Napi::Value BlasInfo(Napi::Env env) {
@@ -83,7 +83,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto o = Napi::Object::New(env);
   o.Set("blas", BlasInfo(env));
-  o.Set("jvpMethod", tangent::get_jvp_method() == tangent::JvpMethod::Auto ? "auto" : "forward-ad");
+  o.Set("jvpMethod", JvpMethodName());
   o.Set("torchVersion", TANGENT_TORCH_VERSION);
   o.Set("cudaAvailable", at::hasCUDA());
   o.Set("cudaDeviceCount", at::hasCUDA() ? static_cast<double>(at::detail::getCUDAHooks().getNumGPUs()) : 0.0);

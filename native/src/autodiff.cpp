@@ -115,10 +115,7 @@ int64_t count_correct(const at::Tensor& logits, const at::Tensor& y) {
 
 JvpResult jvp(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
               const std::vector<at::Tensor>& tangent) {
-  m.check_input(x);
-  check_tangent(m, state0, tangent);
-  at::NoGradGuard no_grad;
-  return dual_forward(m, x, state0, tangent);
+  return jvp(m, x, state0, tangent, g_jvp_method.load());
 }
 
 JvpResult jvp(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state0,
