@@ -147,9 +147,11 @@ class Vit final : public Model {
     // projection reads, so merging the heads is a view.
     const std::vector<int64_t> tokens_major{0, 2, 1, 3};
     auto merge_heads = [&](const at::Tensor& o) { return o.transpose(1, 2).reshape({B * T, D}); };
+    // [B, T, D] as the [B·T, D] rows a linear layer reads (an undefined tangent stays undefined).
+    auto rows = [&](const at::Tensor& t) { return t.defined() ? t.view({B * T, D}) : t; };
     for (int64_t blk = 0; blk < cfg_.depth; ++blk) {
       auto [a, at_] = layer_norm(h, ht);
-      auto [qkv, qkvt] = linear(a.view({B * T, D}), jvp ? at_.view({B * T, D}) : at_);
+      auto [qkv, qkvt] = linear(rows(a), rows(at_));
       const at::Tensor q = head(qkv, 0), kT = head(qkv, 1).transpose(-2, -1), v = head(qkv, 2);
       at::Tensor att = at::softmax(batched_matmul({q, kT}, {}, scale), -1);  // [B, H, T, T]
       at::Tensor o = merge_heads(batched_matmul({att, v}, {}, 1, tokens_major));
@@ -165,22 +167,17 @@ class Vit final : public Model {
       h = h + pr.view({B, T, D});
       if (jvp) ht = ht + prt.view({B, T, D});
       auto [m, mt] = layer_norm(h, ht);
-      auto [u, ut] = linear(m.view({B * T, D}), jvp ? mt.view({B * T, D}) : mt);
+      auto [u, ut] = linear(rows(m), rows(mt));
       at::Tensor g = at::gelu(u);
       at::Tensor gt = jvp ? at::gelu_backward(ut, u) : at::Tensor();
       auto [f, ft] = linear(g, gt);
       h = h + f.view({B, T, D});
       if (jvp) ht = ht + ft.view({B, T, D});
     }
-    auto [feat, featt] = layer_norm(h.select(1, 0), jvp ? ht.select(1, 0) : ht);
-    if (cfg_.num_classes == 0) {
-      y = feat;
-      if (jvp) *yt = featt;
-      return;
-    }
-    auto [logits, logitst] = linear(feat, featt);
-    y = logits;
-    if (jvp) *yt = logitst;
+    auto feat = layer_norm(h.select(1, 0), jvp ? ht.select(1, 0) : ht);
+    auto out = cfg_.num_classes > 0 ? linear(feat.first, feat.second) : feat;  // features or logits
+    y = out.first;
+    if (jvp) *yt = out.second;
   }
 
   VitConfig cfg_;
