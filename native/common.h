@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include "compat.h"
+
 #include <sstream>
 #include <stdexcept>
 #include <string>

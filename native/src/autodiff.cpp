@@ -122,7 +122,7 @@ JvpResult jvp(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>
               const std::vector<at::Tensor>& tangent, JvpMethod method) {
   m.check_input(x);
   check_tangent(m, state0, tangent);
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   return dual_forward(m, x, state0, tangent, method);
 }
 
@@ -163,7 +163,7 @@ std::vector<at::Tensor> vjp(const Model& m, const at::Tensor& x, const std::vect
 
 at::Tensor forward_eval(const Model& m, const at::Tensor& x, const std::vector<at::Tensor>& state) {
   m.check_input(x);
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   return m.forward(state, x);
 }
 
@@ -181,7 +181,7 @@ at::Tensor linearized_forward(const Model& m, const at::Tensor& x,
                               const std::vector<at::Tensor>& state0,
                               const std::vector<at::Tensor>& state) {
   m.check_input(x);
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   auto r = dual_forward(m, x, state0, deltas(m, state0, state));
   return r.primal + r.tangent;
 }
@@ -238,7 +238,7 @@ StepResult evaluate(const Model& m, Mode mode, const at::Tensor& x, const at::Te
                     const std::vector<at::Tensor>& state, const std::vector<at::Tensor>& state0,
                     const Head& head) {
   m.check_input(x);
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   at::Tensor out = mode == Mode::Standard ? m.forward(state, x) : linearized_forward(m, x, state0, state);
   at::Tensor logits = apply_head(head, out);
   check_labels(y, x.size(0), logits.size(-1));

@@ -68,7 +68,7 @@ void check_same(const at::Tensor& ref, const at::Tensor& t, size_t k) {
 at::Tensor combine_naive(const at::Tensor& base, const std::vector<at::Tensor>& inputs,
                          const std::vector<double>& coeffs, at::ScalarType compute,
                          at::ScalarType out_dtype) {
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   at::Tensor acc = base.defined() ? base.to(compute) : at::zeros_like(inputs.at(0), compute);
   for (size_t k = 0; k < inputs.size(); ++k) acc = acc + inputs[k].to(compute) * coeffs[k];
   return acc.to(out_dtype);
@@ -89,7 +89,7 @@ at::Tensor combine(const at::Tensor& base, const std::vector<at::Tensor>& inputs
   check(at::isFloatingType(out_dtype), ErrorKind::DType, "combine: output dtype must be floating point");
   if (!ref.is_cpu()) return combine_naive(base, inputs, coeffs, compute, out_dtype);
 
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   const at::Tensor b = base.defined() ? base.contiguous() : at::Tensor();
   std::vector<at::Tensor> xs;
   xs.reserve(inputs.size());

@@ -106,7 +106,7 @@ bool distributed_backend_available(const std::string& backend) {
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::TCPStore> root;
   c10::intrusive_ptr<c10d::Store> default_pg;  // PrefixStore("default_pg", root), as PyTorch
-  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  c10::intrusive_ptr<compat::C10dBackend> pg;  // the Gloo or NCCL backend itself
   // Heartbeats go through a store client of their own, from a thread of their own.
   c10::intrusive_ptr<c10d::TCPStore> beat_store;
   std::thread beat_thread;
@@ -305,7 +305,7 @@ void ProcessGroup::run(const char* what, F&& body) {
                            "); create a new group with a fresh store");
   try {
     // Parameters may be leaves that require grad (TorchScript): collectives write them in place.
-    at::NoGradGuard no_grad;
+    compat::NoGradGuard no_grad;
     body();
   } catch (...) {
     auto cause = cause_of(std::current_exception());

@@ -85,7 +85,7 @@ at::Tensor merge_tensor(const std::string& name, const at::Tensor& base,
           c10::toString(base.scalar_type()));
   }
   if (!at::isFloatingType(base.scalar_type())) return base.clone();
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   if (s.method == MergeMethod::TaskArithmetic) {
     // θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k: one fused pass, no τ materialized.
     double wsum = 0;
@@ -134,7 +134,7 @@ at::Tensor merge_tensor(const std::string& name, const at::Tensor& base,
 
 double dot_all(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
   check(a.size() == b.size(), ErrorKind::Argument, "dot: ", a.size(), " tensors against ", b.size());
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     check(a[i].sizes() == b[i].sizes(), ErrorKind::Shape, "dot: tensor ", i, " has shapes ",
@@ -145,7 +145,7 @@ double dot_all(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& 
 }
 
 void copy_into(at::Tensor& dst, const at::Tensor& src) {
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   dst.copy_(src);
 }
 

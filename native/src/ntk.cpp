@@ -125,7 +125,7 @@ NtkResult empirical_ntk(const Model& m, const at::Tensor& x, const std::vector<a
 
   int64_t C = 0;
   {
-    at::NoGradGuard no_grad;
+    compat::NoGradGuard no_grad;
     C = m.forward(state, x.narrow(0, 0, 1)).numel();
   }
   check(C >= 1, ErrorKind::Shape, "ntk: the model has no outputs");
@@ -218,7 +218,7 @@ EighResult symmetric_eigh(const at::Tensor& k, int64_t top_k) {
         "eigh: expects a square matrix, got shape ", k.defined() ? shape_str(k.sizes()) : "undefined");
   check(at::isFloatingType(k.scalar_type()), ErrorKind::DType, "eigh: expects a float matrix, got ",
         c10::toString(k.scalar_type()));
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   const int64_t n = k.size(0);
   at::Tensor a = k.to(at::kDouble);
   auto res = at::linalg_eigh(a, "L");

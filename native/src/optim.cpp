@@ -55,7 +55,7 @@ void adamw_kernel(T* p, T* m, T* v, const T* g, int64_t n, double lr, double b1,
 }  // namespace
 
 double global_norm(const std::vector<at::Tensor>& tensors) {
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   double sq = 0;
   for (const auto& t : tensors) {
     if (!t.defined() || t.numel() == 0) continue;
@@ -83,7 +83,7 @@ AdamWResult adamw_step(const std::vector<at::Tensor>& params, const std::vector<
     check(params[i].is_contiguous() && exp_avg[i].is_contiguous() && exp_avg_sq[i].is_contiguous(),
           ErrorKind::Argument, "adamw: parameter ", i, " and its moments must be contiguous");
   }
-  at::NoGradGuard no_grad;
+  compat::NoGradGuard no_grad;
   AdamWResult r;
   r.grad_norm = global_norm(grads);
   check(std::isfinite(r.grad_norm), ErrorKind::Argument,
