@@ -44,11 +44,21 @@ fi
 # 3. The native addon and native/'s plain C++ tests, in one build tree (cmake-js; libtorch from
 #    Torch_DIR / CMAKE_PREFIX_PATH or Debian's). A lock keeps concurrent runs out of each other's way;
 #    the log is per checkout (build/build.log), never a path shared by every build on the machine.
+#    Which libtorch: scripts/setup-torch.sh (a PyTorch 2.x when one is found or can be installed into
+#    the project's venv, Debian's 1.13 otherwise; it says which). Another libtorch than the last
+#    build's starts the build tree afresh (one libtorch per build).
+bash scripts/setup-torch.sh
+# shellcheck disable=SC1091
+. build/torch.env
 addon=build/Release/tangent.node
 tests_bin=build/Release/tangent_native_tests
+if [ -f build/CMakeCache.txt ] && ! grep -qxF "Torch_DIR:PATH=$TORCH_DIR" build/CMakeCache.txt; then
+  say "libtorch changed to $TORCH_DIR: reconfiguring the build from scratch"
+  find build -mindepth 1 -maxdepth 1 ! -name torch.env ! -name pip.log ! -name .lock -exec rm -rf {} +
+fi
 needs_build() {
   [ ! -f "$addon" ] || [ ! -f "$tests_bin" ] ||
-    [ -n "$(find native binding CMakeLists.txt -newer "$addon" -print -quit)" ]
+    [ -n "$(find native binding cmake CMakeLists.txt -newer "$addon" -print -quit)" ]
 }
 if needs_build; then
   mkdir -p build
@@ -57,7 +67,8 @@ if needs_build; then
   if needs_build; then
     say "building the native addon and tests (a few minutes the first time; log: build/build.log)"
     start=$SECONDS
-    npx cmake-js compile --out build --log-level error --CDTANGENT_BUILD_TESTS=ON >build/build.log 2>&1 ||
+    npx cmake-js compile --out build --log-level error --CDTANGENT_BUILD_TESTS=ON --CDTorch_DIR="$TORCH_DIR" \
+      --CDTANGENT_LIBTORCH_SOURCE="$TORCH_SOURCE" --CDTANGENT_TORCH_PYTHON="$TORCH_PYTHON" >build/build.log 2>&1 ||
       { tail -40 build/build.log; say "native build failed (log: $PWD/build/build.log)"; exit 1; }
     touch "$addon"
     say "native build done in $((SECONDS - start)) s"

@@ -15,6 +15,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# The PyTorch cross-checks run on the PyTorch the addon was built against (scripts/setup-torch.sh).
+if [ -f build/torch.env ]; then
+  # shellcheck disable=SC1091
+  . build/torch.env
+  export TANGENT_TEST_PYTHON="${TANGENT_TEST_PYTHON:-$TORCH_PYTHON}"
+  echo "libtorch $TORCH_VERSION ($TORCH_SOURCE), PyTorch cross-checks by $TANGENT_TEST_PYTHON"
+fi
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/tangent-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export TANGENT_CACHE="${TANGENT_TEST_CACHE:-$work/cache}"

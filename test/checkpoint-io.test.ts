@@ -7,7 +7,7 @@ import { CheckpointError, detectFormat, loadStateDict, Model, saveStateDict, Ten
 import { bfloat16BitsToFloat32, float16BitsToFloat32 } from '../lib/checkpoint/dtype';
 import { FIXTURES, needsTorch } from './helpers';
 
-const PY = '/usr/bin/python3';
+const PY = process.env['TANGENT_TEST_PYTHON'] ?? '/usr/bin/python3';
 
 function values(tensor: Tensor): number[] {
   const d = tensor.data();

@@ -11,7 +11,7 @@ import t from 'tap';
 import { freePort, runProcess, runRanks } from './fixtures/distributed/spawn';
 
 t.setTimeout(120_000);
-const PY = '/usr/bin/python3';
+const PY = process.env['TANGENT_TEST_PYTHON'] ?? '/usr/bin/python3';
 const probe = fs.existsSync(PY) ? spawnSync(PY, ['-c', 'import torch.distributed as d; assert d.is_available() and d.is_gloo_available(); import torch; print(torch.__version__)'], { encoding: 'utf8' }) : null;
 const why = !probe ? `${PY} not found` : probe.status !== 0 ? `${PY} cannot import torch.distributed with gloo (apt-get install python3-torch): ${probe.stderr.trim().split('\n').at(-1)}` : '';
 

@@ -83,10 +83,14 @@ if (!process.env['TANGENT_CACHE']) {
 
 // ---- the PyTorch cross-checks ----
 
-/** Debian's interpreter, which holds python3-torch (the python3 first on PATH is another one). */
-export const PY = '/usr/bin/python3';
+/**
+ * The interpreter whose PyTorch the addon was built against: scripts/test.sh sets
+ * TANGENT_TEST_PYTHON from build/torch.env (a PyTorch 2.x venv, or Debian's python3 with
+ * python3-torch for the 1.13 build).
+ */
+export const PY = process.env['TANGENT_TEST_PYTHON'] ?? '/usr/bin/python3';
 let torchState: boolean | undefined;
-/** Whether Debian's python3-torch can be imported. */
+/** Whether that PyTorch can be imported. */
 export function hasTorch(): boolean {
   torchState ??= fs.existsSync(PY) && spawnSync(PY, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
   return torchState;

@@ -42,7 +42,7 @@ import {
   writeShardedAsync,
 } from '../lib/checkpoint/safetensors';
 
-const PYTHON = '/usr/bin/python3';
+const PYTHON = process.env['TANGENT_TEST_PYTHON'] ?? '/usr/bin/python3';
 const HAVE_PYTHON = fs.existsSync(PYTHON);
 const NO_PYTHON = HAVE_PYTHON ? false : `${PYTHON} not found: Python interop not checked`;
 const FIXTURES = path.join(__dirname, 'fixtures');

@@ -13,7 +13,7 @@ import { DTYPES, DType, RawTensor, bfloat16BitsToFloat32, float16BitsToFloat32, 
 import { needsTorch } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
-const PY = '/usr/bin/python3';
+const PY = process.env['TANGENT_TEST_PYTHON'] ?? '/usr/bin/python3';
 const noTorch = needsTorch(); // false (run) when python3-torch is there, and always under CI=true
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-pickle-'));

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Model, Tensor, type StateDict } from '../lib';
 
-export const PYTHON = process.env.TANGENT_PYTHON ?? '/usr/bin/python3';
+export const PYTHON = process.env.TANGENT_TEST_PYTHON ?? process.env.TANGENT_PYTHON ?? '/usr/bin/python3';
 const GENERATOR = path.join(__dirname, 'fixtures', 'make_torchscript_fixtures.py');
 
 /** Why PyTorch (and these Python modules) cannot be used here, or null when they can. */
