@@ -4,18 +4,29 @@
 # in the wheel's nvidia-* packages instead (site-packages/nvidia/cu13/{include,lib}, versioned .so
 # names only). tangent_compose_cuda_root() lays one root out of both in the build tree (symbolic
 # links only) and points CUDA_TOOLKIT_ROOT_DIR / CUDAToolkit_ROOT at it. A full toolkit that already
-# has cublas_v2.h is used as it is.
+# has cublas_v2.h is used as it is. FindCUDA resolves nvcc's real path, so the composed include/ is
+# also added to the targets (TANGENT_CUDA_COMPOSED_ROOT).
 function(tangent_compose_cuda_root torch_dir)
-  if(CUDA_TOOLKIT_ROOT_DIR OR DEFINED ENV{CUDA_HOME} OR DEFINED ENV{CUDA_PATH})
+  set(root "${CMAKE_BINARY_DIR}/cuda-root")
+  if((CUDA_TOOLKIT_ROOT_DIR AND NOT CUDA_TOOLKIT_ROOT_DIR STREQUAL root) OR DEFINED ENV{CUDA_HOME} OR DEFINED ENV{CUDA_PATH})
     return()  # the user chose a toolkit
   endif()
   find_program(_nvcc nvcc PATHS /usr/local/cuda/bin)
   if(NOT _nvcc)
     return()  # FindCUDA reports it
   endif()
+  # The toolkit: where nvcc really is (a wrapper script in /usr/local/bin may exec it), with its cudart headers.
   get_filename_component(_nvcc_real "${_nvcc}" REALPATH)
-  get_filename_component(_tk "${_nvcc_real}" DIRECTORY)
-  get_filename_component(_tk "${_tk}/.." ABSOLUTE)
+  get_filename_component(_tk "${_nvcc_real}/../.." ABSOLUTE)
+  if(NOT EXISTS "${_tk}/include/cuda_runtime.h")
+    file(GLOB _tks LIST_DIRECTORIES true /usr/local/cuda /usr/local/cuda-*)
+    foreach(d IN LISTS _tks)
+      if(EXISTS "${d}/include/cuda_runtime.h" AND EXISTS "${d}/bin/nvcc")
+        set(_tk "${d}")
+        break()
+      endif()
+    endforeach()
+  endif()
   get_filename_component(_site "${torch_dir}/../../../.." ABSOLUTE)  # .../site-packages
   file(GLOB _wheel_roots LIST_DIRECTORIES true "${_site}/nvidia/cu[0-9]*")
   if(EXISTS "${_tk}/include/cublas_v2.h" OR NOT _wheel_roots)
@@ -23,7 +34,6 @@ function(tangent_compose_cuda_root torch_dir)
     return()
   endif()
   list(GET _wheel_roots 0 _wheel)
-  set(root "${CMAKE_BINARY_DIR}/cuda-root")
   file(REMOVE_RECURSE "${root}")
   file(MAKE_DIRECTORY "${root}/include" "${root}/lib64")
   foreach(d bin nvvm)
@@ -67,5 +77,6 @@ function(tangent_compose_cuda_root torch_dir)
   set(CUDA_TOOLKIT_ROOT_DIR "${root}" CACHE PATH "CUDA toolkit (composed from ${_tk} and ${_wheel})" FORCE)
   set(CUDAToolkit_ROOT "${root}" CACHE PATH "CUDA toolkit" FORCE)
   set(CMAKE_CUDA_COMPILER "${root}/bin/nvcc" CACHE FILEPATH "nvcc" FORCE)
+  set(TANGENT_CUDA_COMPOSED_ROOT "${root}" PARENT_SCOPE)
   message(STATUS "tangent-edit: CUDA toolkit composed in ${root} from ${_tk} (nvcc) and ${_wheel} (libraries, headers)")
 endfunction()

@@ -52,7 +52,8 @@ bash scripts/setup-torch.sh
 . build/torch.env
 addon=build/Release/tangent.node
 tests_bin=build/Release/tangent_native_tests
-if [ -f build/CMakeCache.txt ] && ! grep -qxF "Torch_DIR:PATH=$TORCH_DIR" build/CMakeCache.txt; then
+cached_torch=$(sed -n 's/^Torch_DIR:[A-Z]*=//p' build/CMakeCache.txt 2>/dev/null || true)
+if [ -f build/CMakeCache.txt ] && [ "$cached_torch" != "$TORCH_DIR" ]; then
   say "libtorch changed to $TORCH_DIR: reconfiguring the build from scratch"
   find build -mindepth 1 -maxdepth 1 ! -name torch.env ! -name pip.log ! -name .lock -exec rm -rf {} +
 fi
