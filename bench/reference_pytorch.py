@@ -2,7 +2,8 @@
 """The same ViT and measurements as bench/core.ts, in PyTorch's Python API (Debian python3-torch),
 for an apples-to-apples reference: plain forward (no_grad), linearized forward by
 torch.autograd.forward_ad (no_grad), standard and linearized train steps (loss + grads + SGD
-update). Prints JSON. Usage: /usr/bin/python3 bench/reference_pytorch.py [threads] [reps]
+update). Prints JSON. Usage: /usr/bin/python3 bench/reference_pytorch.py [threads] [reps]; TANGENT_BENCH_DEVICE=cuda runs
+it on the GPU (each timed call synchronized), as scripts/gpu-check.sh does.
 
 With --serve-models ARCH BATCH THREADS [SAVE_DIR] it is instead the PyTorch peer of
 bench/models.ts: it builds torchvision ARCH (seed 0), optionally saves it scripted and traced to
@@ -13,6 +14,7 @@ can interleave it with its own runs. Run it with OMP_WAIT_POLICY=PASSIVE for the
 """
 import json
 import math
+import os
 import sys
 import time
 
@@ -182,10 +184,12 @@ def core_reference(serve=False):
             return primal + tangent
 
 
-    p0 = init()
+    dev = torch.device(os.environ.get("TANGENT_BENCH_DEVICE", "cpu"))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    p0 = {k: v.to(dev) for k, v in init().items()}
     theta = {k: v + 0.01 * torch.randn_like(v) for k, v in p0.items()}
-    x = torch.randn(B, 1, S, S)
-    y = torch.arange(B) % C
+    x = torch.randn(B, 1, S, S).to(dev)
+    y = (torch.arange(B) % C).to(dev)
 
 
     def forward():
@@ -220,16 +224,18 @@ def core_reference(serve=False):
             print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}), flush=True)
         return
     times = {k: [] for k in fns}
-    for _ in range(2):
+    for _ in range(3):
         for f in fns.values():
             f()
+    sync()
     for _ in range(reps):
         for k, f in fns.items():
             t0 = time.perf_counter()
             f()
+            sync()
             times[k].append((time.perf_counter() - t0) * 1000)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    print(json.dumps({"torch": torch.__version__, "threads": threads, "reps": reps, "medianMs": med,
+    print(json.dumps({"torch": torch.__version__, "device": str(dev), "threads": threads, "reps": reps, "medianMs": med,
                       "ratios": {"linearizedForwardOverForward": med["linearizedForward"] / med["forward"],
                                  "linearizedStepOverStandardStep": med["linearizedTrainStep"] / med["standardTrainStep"]}}))
 
