@@ -21,6 +21,16 @@ import time
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
+try:  # PyTorch 2.x: scaled_dot_product_attention's fused CPU kernels have no forward AD; its math path has
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def math_attention():
+        return sdpa_kernel(SDPBackend.MATH)
+except ImportError:  # 1.13: nn.MultiheadAttention's unfused path is plain matmuls
+    import contextlib
+
+    def math_attention():
+        return contextlib.nullcontext()
 
 
 
@@ -32,7 +42,10 @@ def serve_models(arch, batch, threads, save_dir=None):
     flag — exact here because their dropout is 0 (checked) — which records no autograd graph."""
     import resource
     import torchvision
-    from torch.nn.utils.stateless import functional_call
+    try:
+        from torch.func import functional_call
+    except ImportError:
+        from torch.nn.utils.stateless import functional_call
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -81,7 +94,7 @@ def serve_models(arch, batch, threads, save_dir=None):
             m.training = on
 
     def dual_out(primal, tangents):
-        with fwAD.dual_level():
+        with fwAD.dual_level(), math_attention():
             duals = {n: fwAD.make_dual(primal[n], tangents[n]) for n in names}
             return fwAD.unpack_dual(functional_call(model, {**duals, **buffers}, (x,)))
 
@@ -177,7 +190,7 @@ def core_reference(serve=False):
 
 
     def linearized(p0, p, x):
-        with fwAD.dual_level():
+        with fwAD.dual_level(), math_attention():
             duals = {k: fwAD.make_dual(p0[k], p[k] - p0[k]) for k in p0}
             out = vit(duals, x)
             primal, tangent = fwAD.unpack_dual(out)

@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import { ArgumentError } from './errors';
 import { install, type InstallResult } from './install/build';
 import { packageRoot, readLibtorchRecord, type LibtorchRecord } from './install/record';
+import { loadedLibtorchDirs } from './install/load';
 
 /** The most threads {@link setNumThreads} accepts: 4 per logical CPU (thousands hang libtorch's pool). */
 export const MAX_THREADS = Math.max(4, 4 * os.availableParallelism());
@@ -49,8 +50,10 @@ export function getJvpMethod(): JvpMethod {
  * method, and `libtorch`: the record of the libtorch the addon was built against (path, version,
  * CPU/CUDA, how it was found).
  */
-export function runtimeInfo(): NativeInfo & { libtorch: LibtorchRecord | null; openblasCoreType: CoreTypeChoice } {
-  return { ...native().info(), openblasCoreType: chooseOpenblasCoreType(), libtorch: libtorchBuildInfo() };
+export function runtimeInfo(): NativeInfo & { libtorch: LibtorchRecord | null; libtorchLoaded: string[]; openblasCoreType: CoreTypeChoice } {
+  const info = native().info();
+  // Which libtorch_cpu this process actually runs (from /proc/self/maps), beside the build's record.
+  return { ...info, openblasCoreType: chooseOpenblasCoreType(), libtorch: libtorchBuildInfo(), libtorchLoaded: loadedLibtorchDirs() };
 }
 
 /**

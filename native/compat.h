@@ -7,10 +7,20 @@
 //   c10d::Backend, and c10d::ProcessGroup is a dispatcher over backends. The collectives this project
 //   calls (allreduce, broadcast, barrier, setSequenceNumberForGroup) exist on both, so a group holds
 //   the backend directly: compat::C10dBackend.
+// - init_process_group's store layout, which a rank of ours must share with PyTorch's ranks: 1.13
+//   puts the default group's backend on PrefixStore("0", PrefixStore("default_pg", root)) and ends
+//   with a store-based barrier on "store_based_barrier_key:1"; 2.x on
+//   PrefixStore("<device>/", PrefixStore("0/", PrefixStore("default_pg", root))) (device "cpu" for
+//   Gloo, "cuda" for NCCL), with the barrier (key "store_based_barrier_key:0") only when
+//   TORCH_DIST_INIT_BARRIER=1 (read off torch/distributed/distributed_c10d.py of 1.13, 2.13, 2.14).
 #pragma once
 
 #include <c10/core/GradMode.h>
 #include <torch/version.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #define TANGENT_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
@@ -38,6 +48,22 @@ using C10dBackend = c10d::Backend;
 #else
 using C10dBackend = c10d::ProcessGroup;
 #endif
+
+struct DefaultGroupLayout {
+  std::vector<std::string> prefixes;  // under PrefixStore("default_pg", root), outermost first
+  bool barrier;                       // the store-based barrier after the backend is built
+  std::string barrier_key;            // on the "default_pg" store
+};
+
+inline DefaultGroupLayout default_group_layout(const std::string& backend) {
+#if TANGENT_TORCH_AT_LEAST(2, 0)
+  const char* b = std::getenv("TORCH_DIST_INIT_BARRIER");
+  return {{"0/", backend == "nccl" ? "cuda/" : "cpu/"}, b != nullptr && std::string(b) == "1", "store_based_barrier_key:0"};
+#else
+  (void)backend;
+  return {{"0"}, true, "store_based_barrier_key:1"};
+#endif
+}
 
 }  // namespace compat
 }  // namespace tangent

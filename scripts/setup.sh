@@ -58,7 +58,7 @@ if [ -f build/CMakeCache.txt ] && [ "$cached_torch" != "$TORCH_DIR" ]; then
   find build -mindepth 1 -maxdepth 1 ! -name torch.env ! -name pip.log ! -name .lock -exec rm -rf {} +
 fi
 needs_build() {
-  [ ! -f "$addon" ] || [ ! -f "$tests_bin" ] ||
+  [ ! -f "$addon" ] || [ ! -f "$tests_bin" ] || [ ! -f build/Release/tangent_gpu_tests ] ||
     [ -n "$(find native binding cmake CMakeLists.txt -newer "$addon" -print -quit)" ]
 }
 if needs_build; then

@@ -97,6 +97,10 @@ run_native() {
   np=$(grep -oE '^[0-9]+ passed' <<<"$out" | grep -oE '^[0-9]+' | tail -1 || true)
   nf=$(grep -oE '[0-9]+ failed' <<<"$out" | grep -oE '^[0-9]+' | tail -1 || true)
   np=${np:-0}; nf=${nf:-0}
+  # A test binary that names a test as skipped says why (the CUDA tests without a GPU).
+  local ns
+  ns=$(grep -cE '^ok .* # SKIP' <<<"$out" || true)
+  skip=$((skip + ${ns:-0}))
   if [ "$rc" != 0 ] && [ "$nf" = 0 ]; then problems+=("$bin exited with status $rc"); nf=1; fi
   if [ "$np" = 0 ] && [ "$nf" = 0 ]; then problems+=("$bin reported no results"); nf=1; fi
   pass=$((pass + np)); fail=$((fail + nf))
@@ -104,6 +108,9 @@ run_native() {
 if [ -z "${TANGENT_SKIP_NATIVE_TESTS:-}" ]; then
   run_native build/Release/tangent_native_tests cpu
   run_native build/Release/tangent_distributed_tests
+  # The CUDA tests (against float64 CPU results, NCCL): run where there is a GPU, else each is named
+  # as skipped with the reason; scripts/gpu-check.sh runs them with the bench's CUDA rows.
+  run_native build/Release/tangent_gpu_tests
 fi
 
 for p in "${problems[@]}"; do echo "problem: $p"; done

@@ -228,11 +228,12 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
     `--CDNODE_ADDON_API_DIR=${napiInc}`,
   ];
   if (found.cudaVersion) defs.push(`--CDTANGENT_CUDA_VERSION=${found.cudaVersion}`);
+  if (found.python) defs.push(`--CDTANGENT_TORCH_PYTHON=${found.python}`);
   const ccache = env.TANGENT_CCACHE !== '0' && ccacheAvailable(env);
   if (env.TANGENT_CCACHE === '0') defs.push('--CDTANGENT_CCACHE=OFF');
   // A build tree configured for another libtorch keeps that one's cached library paths: start over.
   const cache = path.join(paths.buildDir, 'CMakeCache.txt');
-  const cachedTorch = fs.existsSync(cache) ? /^Torch_DIR:PATH=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'))?.[1] : undefined;
+  const cachedTorch = fs.existsSync(cache) ? /^Torch_DIR:[A-Z]+=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'))?.[1] : undefined;
   if (cachedTorch !== undefined && path.resolve(cachedTorch) !== found.torchDir) {
     say(`the build tree was configured for ${cachedTorch}: configuring from scratch`);
     fs.rmSync(cache, { force: true });

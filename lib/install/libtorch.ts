@@ -33,6 +33,8 @@ export interface Candidate {
   version?: string;
   variant?: 'cuda' | 'cpu';
   cudaVersion?: string;
+  /** The Python executable whose PyTorch this is (source python). */
+  python?: string;
 }
 
 export interface Discovery {
@@ -154,6 +156,7 @@ function fromPython(exe: string, env: NodeJS.ProcessEnv, timeoutS: number): Cand
   return {
     ...base,
     torchDir,
+    python: exe,
     version: d.version ?? info.version,
     variant: info.cuda ? 'cuda' : 'cpu',
     cudaVersion: info.cuda ?? undefined,

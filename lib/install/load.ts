@@ -118,6 +118,50 @@ function notBuiltMessage(root: string, attempts: LoadAttempt[]): string {
   return lines.join('\n');
 }
 
+/** The directories of the libtorch_cpu libraries mapped into this process (Linux; [] elsewhere). */
+export function loadedLibtorchDirs(maps = '/proc/self/maps'): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(maps, 'utf8');
+  } catch {
+    return [];
+  }
+  const dirs = new Set<string>();
+  for (const line of text.split('\n')) {
+    const m = /\s(\/\S*\/libtorch_cpu\.(?:so|dylib)[\w.]*)$/.exec(line);
+    if (m) dirs.add(realDir(path.dirname(m[1]!)));
+  }
+  return [...dirs];
+}
+
+function realDir(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
+}
+
+/**
+ * Why a binary that loaded runs on another libtorch than the one it records (null: it does not).
+ * The dynamic loader may resolve libtorch elsewhere than the build's rpath: an LD_LIBRARY_PATH
+ * entry, or another addon or library that loaded a libtorch into this process first.
+ */
+export function libtorchMismatch(file: string, loadedDirs: string[], env: NodeJS.ProcessEnv = process.env): string | null {
+  const rec = readLibtorchRecord(file);
+  if (!rec?.libDir || loadedDirs.length === 0) return null;
+  const want = realDir(rec.libDir);
+  if (loadedDirs.length === 1 && loadedDirs[0] === want) return null;
+  const others = loadedDirs.filter((d) => d !== want);
+  if (others.length === 0) return null;
+  const ldPath = env.LD_LIBRARY_PATH ? ` LD_LIBRARY_PATH is ${env.LD_LIBRARY_PATH}.` : '';
+  return (
+    `tangent-edit: the native addon ${file} was built against ${describeRecord(rec)}, but this process runs ` +
+    `libtorch_cpu from ${others.join(' and ')}${loadedDirs.includes(want) ? ' as well' : ''}: two libtorches in one process crash or compute wrong results, so it is refused.` +
+    `${ldPath} Drop the LD_LIBRARY_PATH/LD_PRELOAD entry or the other module that loads a libtorch, or rebuild against the libtorch you mean to use: ${REBUILD_COMMAND}.`
+  );
+}
+
 /**
  * Loads the addon of the package at `root`: the first candidate that loads. Throws
  * AddonLoadFailure with every attempt and the remedy for the first known failure.
@@ -127,12 +171,17 @@ export function loadAddon(root: string, env: NodeJS.ProcessEnv = process.env): u
   const { paths, notes } = addonCandidates(root, env);
   const attempts: LoadAttempt[] = [];
   for (const p of paths) {
+    let addon: unknown;
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      return require(p) as unknown;
+      addon = require(p) as unknown;
     } catch (e) {
       attempts.push({ path: p, error: e instanceof Error ? e.message : String(e) });
+      continue;
     }
+    const mismatch = libtorchMismatch(p, loadedLibtorchDirs(), env);
+    if (mismatch) throw new AddonLoadFailure(mismatch, [...attempts, { path: p, error: 'loaded another libtorch than its record' }]);
+    return addon;
   }
   if (attempts.length === 0) throw new AddonLoadFailure(notBuiltMessage(root, notes), notes);
   const lines = [`tangent-edit: cannot load the native addon.`];

@@ -55,7 +55,10 @@ export interface LibtorchRecord {
   torchDir: string;
   /** Where libtorch's shared libraries are (the addon's rpath). */
   libDir: string;
+  /** The libraries' version (pip: torch/version.py, Debian: the soname), e.g. 2.13.0+cpu. */
   version: string;
+  /** The headers' version (torch/version.h), e.g. 2.13.0. */
+  headerVersion?: string;
   variant: 'cuda' | 'cpu';
   cudaVersion: string;
   /** Compile flags libtorch requires (e.g. -D_GLIBCXX_USE_CXX11_ABI=1). */
@@ -64,6 +67,14 @@ export interface LibtorchRecord {
   source: string;
   /** The Node.js the addon was compiled with. */
   nodeRuntimeVersion: string;
+  /** The C++ standard it was compiled as (17; 20 for libtorch 2.14's headers). */
+  cxxStandard?: number;
+  /** Whether it has the Gloo process group. */
+  gloo?: boolean;
+  /** The Python whose PyTorch this libtorch is (a pip install), when known. */
+  python?: string;
+  /** The torch/c10 libraries the binary resolved when it was linked (ldd), absolute paths. */
+  linked?: string[];
 }
 
 /** The record of the libtorch beside `addon` (default: this package's build), or null. */

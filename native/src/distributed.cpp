@@ -212,9 +212,11 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ProcessGroupOptions& o)
     // No heartbeat: failures are still reported, only without naming the stopped rank.
   }
 
-  // 3. The backend, on PrefixStore("default_pg") / PrefixStore("0") as PyTorch lays it out.
+  // 3. The backend, on the store PyTorch's init_process_group gives it (compat.h: per version).
+  const auto layout = compat::default_group_layout(o.backend);
   im.default_pg = c10::make_intrusive<c10d::PrefixStore>("default_pg", im.root);
-  auto pg_store = c10::make_intrusive<c10d::PrefixStore>("0", im.default_pg);
+  c10::intrusive_ptr<c10d::Store> pg_store = im.default_pg;
+  for (const auto& prefix : layout.prefixes) pg_store = c10::make_intrusive<c10d::PrefixStore>(prefix, pg_store);
   try {
     if (o.backend == "gloo") {
 #ifdef TANGENT_HAVE_GLOO
@@ -249,12 +251,13 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ProcessGroupOptions& o)
                            ": " + missing() + " (master " + at + "); cause: " + cause);
   }
 
-  // 4. PyTorch's store-based barrier after init_process_group, then the group's sequence number.
+  // 4. PyTorch's store-based barrier after init_process_group (where that PyTorch does one), then
+  //    the group's sequence number.
   try {
-    const std::string key = "store_based_barrier_key:1";
-    im.default_pg->add(key, 1);
+    const std::string key = layout.barrier_key;
+    if (layout.barrier) im.default_pg->add(key, 1);
     const auto start = std::chrono::steady_clock::now();
-    while (im.default_pg->add(key, 0) < o.world_size) {
+    while (layout.barrier && im.default_pg->add(key, 0) < o.world_size) {
       if (std::chrono::steady_clock::now() - start > o.timeout)
         throw DistributedError(me + ": " + missing() + " within " + secs(o.timeout) + " (master " + at + ")");
       std::this_thread::sleep_for(ms(10));
