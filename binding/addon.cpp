@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "addon_data.h"
+#include "compute_thread.h"
 
 #ifndef TANGENT_TORCH_VERSION
 #include <torch/version.h>
@@ -43,6 +44,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
     tangent::check(n >= 1 && n <= max, tangent::ErrorKind::Argument, "threads must be an integer from 1 to ", max,
                    " (4 per CPU), got ", n);
     tangent::set_num_threads(static_cast<int>(n));
+    tangent::keep_calling_thread_serial();  // at::set_num_threads set this (the JS) thread's too
   });
   return env.Undefined();
 }
@@ -128,10 +130,12 @@ Napi::Promise Task::Run(Napi::Env env, const char* name, ExecuteFn execute, Reso
 }
 
 void Task::Execute() {
-  // Worker threads start with OpenMP defaults: apply the process-wide thread setting.
-  at::init_num_threads();
   try {
-    execute_();
+    // On the one compute thread (binding/compute_thread.h), with the process-wide thread setting.
+    RunOnComputeThread([this] {
+      at::init_num_threads();
+      execute_();
+    });
   } catch (const tangent::Error& e) {
     kind_ = tangent::error_kind_name(e.kind);
     message_ = e.what();
@@ -216,6 +220,10 @@ at::Device ParseDevice(const std::string& name) {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   using namespace tangent_js;
+  // This environment's JS thread only dispatches heavy work to the compute thread: keep it from
+  // owning an OpenMP team (binding/compute_thread.h), after recording the process-wide setting.
+  tangent::set_num_threads(tangent::get_num_threads());
+  tangent::keep_calling_thread_serial();
   exports.Set("setErrorClasses", Napi::Function::New(env, SetErrorClasses));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));

@@ -25,6 +25,7 @@ class DistTask : public Napi::AsyncWorker {
         execute_(std::move(execute)), resolve_(std::move(resolve)) {}
 
   void Execute() override {
+    tangent::keep_calling_thread_serial();  // bucket packing stays on this thread (compute_thread.h)
     try {
       execute_();
     } catch (const tangent::DistributedError& e) {

@@ -76,5 +76,9 @@ void check_labels(const at::Tensor& y, int64_t batch, int64_t classes);
 // Intra-op threads for libtorch and, where present, OpenBLAS.
 void set_num_threads(int n);
 int get_num_threads();
+// The calling thread opens its OpenMP regions with one thread (its own team never forms): for
+// threads that only dispatch work to the compute thread (Node's main thread, the pool threads of
+// process-group collectives).
+void keep_calling_thread_serial();
 
 }  // namespace tangent

@@ -227,7 +227,7 @@ t.test('npm pack: prepack builds dist/, files holds what an install needs', asyn
   t.comment(`npm pack (with prepack: tsc + ESM entry) took ${r.seconds.toFixed(1)} s`);
   const [info] = JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as Array<{ filename: string; integrity: string; files: Array<{ path: string }> }>;
   const files = info!.files.map((f) => f.path);
-  for (const f of ['package.json', 'README.md', 'CMakeLists.txt', 'scripts/install.js', 'dist/lib/index.js', 'dist/lib/index.mjs', 'dist/lib/index.d.ts', 'dist/lib/index.d.mts', 'dist/lib/cli.js', 'dist/lib/install/build.js', 'binding/addon.cpp', 'native/src/model.cpp', 'native/model.h'])
+  for (const f of ['package.json', 'README.md', 'CMakeLists.txt', 'scripts/install.js', 'dist/lib/index.js', 'dist/lib/index.mjs', 'dist/lib/index.d.ts', 'dist/lib/index.d.mts', 'dist/lib/cli.js', 'dist/lib/install/build.js', 'binding/addon.cpp', 'native/src/model.cpp', 'native/model.h', 'native/compat.h', 'cmake/TangentTorchCheck.cmake', 'cmake/TangentCudaRoot.cmake', 'cmake/TangentLinkRecord.cmake'])
     t.ok(files.includes(f), `the tarball has ${f}`);
   t.same(files.filter((f) => /^(test|bench|docs|build|native\/tests)\/|\.map$|^dist\/bench|\.ts$/.test(f) && !f.endsWith('.d.ts')), [], 'no tests, bench, docs, builds or source maps');
   tarball = { file: path.join(work, info!.filename), integrity: info!.integrity };
@@ -370,7 +370,53 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   // An optional package that is missing: a typed error naming it.
   const plot = sh(process.execPath, ['-e', "require('tangent-edit').analysis.renderVegaLite({}).catch((e) => { console.log(e.name, e.code, e.pkg, e.message); })"], app);
   t.equal(plot.stdout.trim(), "OptionalDependencyError ERR_TANGENT_OPTIONAL_DEPENDENCY vega figures needs the npm package 'vega', which is not installed: npm install vega", plot.stderr);
+
+  // Switching between a pip PyTorch 2.x and Debian's libtorch-dev on one machine is one
+  // `npx tangent rebuild` each way; each build links only its libtorch (ldd) and `tangent info`
+  // says which one the process runs.
+  const pipPython = pipTorchPython();
+  const debian = fs.existsSync('/usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake');
+  const switches: Array<[string, NodeJS.ProcessEnv, RegExp]> = [];
+  if (pipPython) switches.push([`TANGENT_PYTHON=${pipPython}`, { TANGENT_PYTHON: pipPython }, /^2\./]);
+  if (debian) switches.push(['TANGENT_LIBTORCH_SEARCH=debian', { TANGENT_LIBTORCH_SEARCH: 'debian' }, /^1\.13/]);
+  if (switches.length < 2) t.comment(`switching needs a pip PyTorch 2.x and Debian's libtorch-dev: found ${switches.map((s) => s[0]).join(', ') || 'neither'}`);
+  for (const [label, extra, version] of switches) {
+    const r = sh(bin, ['rebuild'], app, userEnv(extra));
+    t.equal(r.status, 0, `npx tangent rebuild with ${label}`);
+    if (r.status !== 0) {
+      t.comment(`${r.stdout}${r.stderr}`.slice(-4000));
+      continue;
+    }
+    const rec = JSON.parse(fs.readFileSync(path.join(pkgDir, 'build', 'Release', 'tangent.libtorch.json'), 'utf8')) as LibtorchRecord;
+    t.match(rec.version, version, `${label}: built against libtorch ${rec.version} (${rec.libDir})`);
+    const ldd = sh('ldd', [path.join(pkgDir, 'build', 'Release', 'tangent.node')], app);
+    const libs = [...ldd.stdout.matchAll(/^\s*(lib(?:torch|c10)\S*) => (\S+)/gm)].map((m) => fs.realpathSync(m[2]!));
+    t.ok(libs.some((l) => /libtorch_cpu/.test(l)), `${label}: ldd lists libtorch_cpu`);
+    t.same(libs.filter((l) => path.dirname(l) !== fs.realpathSync(rec.libDir)), [], `${label}: every torch/c10 library from ${rec.libDir}`);
+    const i = sh(bin, ['info'], app, userEnv());
+    t.equal(i.status, 0, i.stderr);
+    if (i.status === 0) {
+      const info = JSON.parse(i.stdout) as { torchVersion: string; libtorchLoaded: string[]; libtorch: LibtorchRecord };
+      t.same(info.libtorchLoaded, [fs.realpathSync(rec.libDir)], `${label}: tangent info: the process runs ${rec.libDir}`);
+      t.match(info.torchVersion, version, `${label}: tangent info: torchVersion ${info.torchVersion}`);
+    }
+    const run = sh(process.execPath, [path.join(app, 'out', 'consumer.js'), path.join(app, `switch-${rec.version}.safetensors`)], app);
+    t.equal(run.status, 0, `${label}: the CommonJS consumer runs on it: ${run.stderr}`);
+  }
 });
+
+/** A Python with PyTorch 2.x and its CMake config: this checkout's (build/torch.env, .venv/). */
+function pipTorchPython(): string | undefined {
+  const cands = [process.env['TANGENT_TEST_PYTHON'] ?? ''];
+  const venvs = path.join(REPO, '.venv');
+  if (fs.existsSync(venvs)) for (const d of fs.readdirSync(venvs)) cands.push(path.join(venvs, d, 'bin', 'python3'));
+  for (const py of cands) {
+    if (!py || !fs.existsSync(py)) continue;
+    const r = spawnSync(py, ['-c', "import torch, torch.utils, os; assert int(torch.__version__.split('.')[0]) >= 2; assert os.path.exists(os.path.join(torch.utils.cmake_prefix_path, 'Torch'))"], { encoding: 'utf8' });
+    if (r.status === 0) return py;
+  }
+  return undefined;
+}
 
 t.test('install with no libtorch succeeds; the first use throws the instructions it printed', async (t) => {
   if (!tarball) return t.fail('no tarball');

@@ -260,6 +260,19 @@ void set_num_threads(int n) {
   if (auto fn = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(n);
 }
 
-int get_num_threads() { return at::get_num_threads(); }
+int get_num_threads() {
+  // The process-wide setting; at::get_num_threads() is the calling thread's OpenMP setting, which
+  // keep_calling_thread_serial() lowers to 1 on the threads that only dispatch work.
+  const int n = g_threads;
+  return n > 0 ? n : at::get_num_threads();
+}
+
+void keep_calling_thread_serial() {
+  // OpenMP regions opened from this thread get one thread (the calling thread's nthreads ICV), so
+  // it never owns a team of its own (see binding/compute_thread.h). dlsym: libgomp is libtorch's.
+  using SetFn = void (*)(int);
+  static const auto fn = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (fn) fn(1);
+}
 
 }  // namespace tangent
