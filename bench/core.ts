@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { combineStates, Model, setJvpMethod, setNumThreads, Tensor, type StateDict } from '../lib';
 import type { BenchContext } from './run';
 import { seededNormal as normal } from '../lib/util/random';
-import { defaultPeerEnv, defaultPeerLabel, fmt, mediansInterleaved, perturbed } from './stats';
+import { defaultPeerEnv, defaultPeerLabel, fmt, mediansInterleaved, perturbed, peerPython } from './stats';
 import { Peer } from './models';
 
 export async function benchCore(ctx: BenchContext): Promise<Record<string, unknown>> {
@@ -38,11 +38,11 @@ export async function benchCore(ctx: BenchContext): Promise<Record<string, unkno
     }
   };
   const reps = ctx.quick ? 5 : 15;
-  // PyTorch's Python API on the same model and the same libtorch (Debian python3-torch), in a peer
+  // PyTorch's Python API on the same model and the same libtorch (the build's PyTorch), in a peer
   // process whose runs alternate with ours (ours, PyTorch, ours, …) so drift hits both alike. The
   // fair peer runs with OMP_WAIT_POLICY=PASSIVE: with GNU OpenMP's default spin-waiting,
   // PyTorch's main thread fights OpenBLAS's threads on small machines and runs 2–3× slower.
-  const py = '/usr/bin/python3';
+  const py = peerPython();
   const hasTorch = fs.existsSync(py) && spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
   const peer = hasTorch ? new Peer('fair', { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, ['--serve-core', String(ctx.threads)]) : null;
   await peer?.ready();

@@ -12,6 +12,7 @@
  * the timed steps after two warm-up steps. On a 2-core machine two 1-thread processes and one
  * 2-thread process use the same cores: read the ratios, not the absolute times.
  */
+import { peerPython } from './stats';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -189,7 +190,7 @@ async function job(procs: number, threads: number, mode: Mode, globalBatch: numb
 
 /** PyTorch's own gloo all-reduce of 10M floats over two processes (python3-torch), or null. */
 function pytorchRaw(port: number): Promise<number | null> {
-  const py = '/usr/bin/python3';
+  const py = peerPython();
   if (!fs.existsSync(py) || spawnSync(py, ['-c', 'import torch.distributed'], { stdio: 'ignore' }).status !== 0) return Promise.resolve(null);
   const script = `
 import sys, time, datetime, torch, torch.distributed as d

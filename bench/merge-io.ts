@@ -13,9 +13,9 @@ import * as path from 'node:path';
 import { loadStateDict, mergeCheckpoints, parseMergeConfig, saveStateDict, setNumThreads, Tensor, type StateDict } from '../lib';
 import type { BenchContext } from './run';
 import { vitB32Shapes } from './safetensors-load';
-import { fmt, medianOf } from './stats';
+import { fmt, medianOf, peerPython } from './stats';
 
-const PY = '/usr/bin/python3';
+const PY = peerPython();
 const SCRIPT = path.resolve(__dirname, '..', '..', 'bench', 'merge_reference.py');
 
 function ioFloor(inputs: string[], output: string, bytes: number): number {

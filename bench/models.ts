@@ -15,9 +15,9 @@ import * as readline from 'node:readline';
 import { combineStates, Model, setNumThreads, Tensor, type StateDict } from '../lib';
 import { seededNormal as normal } from '../lib/util/random';
 import type { BenchContext } from './run';
-import { defaultPeerEnv, defaultPeerLabel, fmt, medianOf, perturbed } from './stats';
+import { defaultPeerEnv, defaultPeerLabel, fmt, medianOf, perturbed, peerPython } from './stats';
 
-const PY = '/usr/bin/python3';
+const PY = peerPython();
 const SCRIPT = path.resolve(__dirname, '..', '..', 'bench', 'reference_pytorch.py');
 const WARMUP = 3;
 const OPS = ['forward', 'jvp', 'linearizedForward', 'standardTrainStep', 'linearizedTrainStep'] as const;

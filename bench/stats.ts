@@ -1,5 +1,6 @@
 /** Timing helpers for the benchmarks (all bench/* suites take their medians from here). */
 import { chooseOpenblasCoreType } from '../lib/install/blas';
+import { packageRoot, readLibtorchRecord } from '../lib/install/record';
 import { combineStates, Tensor, type StateDict } from '../lib';
 import { seededNormal } from '../lib/util/random';
 
@@ -61,4 +62,13 @@ export function defaultPeerEnv(): NodeJS.ProcessEnv {
 export function defaultPeerLabel(): string {
   const env = defaultPeerEnv();
   return `default settings (OMP_WAIT_POLICY unset${process.env.OPENBLAS_CORETYPE && !env.OPENBLAS_CORETYPE ? ', OPENBLAS_CORETYPE unset: OpenBLAS picks its own kernels' : ''})`;
+}
+
+/**
+ * The Python of the PyTorch peer: the PyTorch the addon was built against (its record's python,
+ * written by scripts/setup.sh's build), so both sides run the same libtorch; else Debian's.
+ */
+export function peerPython(): string {
+  const rec = readLibtorchRecord(packageRoot(__dirname));
+  return process.env['TANGENT_BENCH_PYTHON'] || rec?.python || '/usr/bin/python3';
 }
