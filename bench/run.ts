@@ -48,7 +48,12 @@ async function main(): Promise<void> {
     blas: info.blas,
     openblasCoreType: info.openblasCoreType,
     jvpMethod: info.jvpMethod,
+    // The libtorch both sides run (the peer is its own PyTorch: bench/stats.ts peerPython) and the
+    // math libraries it brings (pip wheels: MKL and oneDNN; Debian: OpenBLAS), from at::get_parallel_info.
+    libtorch: info.libtorch && { version: info.libtorch.version, variant: info.libtorch.variant, libDir: info.libtorch.libDir, python: info.libtorch.python },
+    mathLibraries: info.parallelInfo.split('\n').map((l) => l.trim()).filter((l) => /Math Kernel|MKL-DNN|oneDNN|OpenMP \d|parallel backend/.test(l)),
   };
+  console.log(`libtorch ${info.libtorch?.version ?? info.torchVersion} (${info.libtorch?.variant ?? '?'}), PyTorch peer ${info.libtorch?.python ?? '/usr/bin/python3'}; ${(results.mathLibraries as string[]).join('; ')}`);
   console.log(`BLAS: ${info.blas ? `OpenBLAS, ${info.blas.core} kernels (OPENBLAS_CORETYPE${info.openblasCoreType.coreType ? `=${info.openblasCoreType.coreType}, set by ${info.openblasCoreType.source}` : 'unset'}; the PyTorch peers get the same)` : 'not OpenBLAS'}; JVP method ${info.jvpMethod}`);
   for (const [name, suite] of Object.entries(SUITES)) {
     if (only && !only.includes(name)) continue;

@@ -13,8 +13,12 @@
 //   PrefixStore("<device>/", PrefixStore("0/", PrefixStore("default_pg", root))) (device "cpu" for
 //   Gloo, "cuda" for NCCL), with the barrier (key "store_based_barrier_key:0") only when
 //   TORCH_DIST_INIT_BARRIER=1 (read off torch/distributed/distributed_c10d.py of 1.13, 2.13, 2.14).
+// - Forward-mode AD through attention: 2.x's nn.MultiheadAttention calls scaled_dot_product_attention,
+//   whose fused kernels (flash, memory-efficient, cuDNN) have no forward derivative; its math path
+//   is composite and has one. compat::MathAttentionGuard selects it while a dual level is open.
 #pragma once
 
+#include <ATen/Context.h>
 #include <c10/core/GradMode.h>
 #include <torch/version.h>
 
@@ -48,6 +52,41 @@ using C10dBackend = c10d::Backend;
 #else
 using C10dBackend = c10d::ProcessGroup;
 #endif
+
+// Selects scaled_dot_product_attention's math path for its lifetime (the fused kernels off), then
+// restores the user's settings. A process-wide setting: held only under the forward-AD lock, and
+// other calls run on the same compute thread (binding/compute_thread.h), so none sees it.
+class MathAttentionGuard {
+ public:
+#if TANGENT_TORCH_AT_LEAST(2, 0)
+  MathAttentionGuard()
+      : flash_(at::globalContext().userEnabledFlashSDP()),
+        mem_(at::globalContext().userEnabledMemEfficientSDP()),
+        cudnn_(at::globalContext().userEnabledCuDNNSDP()),
+        math_(at::globalContext().userEnabledMathSDP()) {
+    at::globalContext().setSDPUseFlash(false);
+    at::globalContext().setSDPUseMemEfficient(false);
+    at::globalContext().setSDPUseCuDNN(false);
+    at::globalContext().setSDPUseMath(true);
+  }
+  ~MathAttentionGuard() {
+    at::globalContext().setSDPUseFlash(flash_);
+    at::globalContext().setSDPUseMemEfficient(mem_);
+    at::globalContext().setSDPUseCuDNN(cudnn_);
+    at::globalContext().setSDPUseMath(math_);
+  }
+
+ private:
+  bool flash_, mem_, cudnn_, math_;
+#endif
+  MathAttentionGuard(const MathAttentionGuard&) = delete;
+  MathAttentionGuard& operator=(const MathAttentionGuard&) = delete;
+
+ public:
+#if !TANGENT_TORCH_AT_LEAST(2, 0)
+  MathAttentionGuard() = default;
+#endif
+};
 
 struct DefaultGroupLayout {
   std::vector<std::string> prefixes;  // under PrefixStore("default_pg", root), outermost first

@@ -102,7 +102,7 @@ run_native() {
   ns=$(grep -cE '^ok .* # SKIP' <<<"$out" || true)
   skip=$((skip + ${ns:-0}))
   if [ "$rc" != 0 ] && [ "$nf" = 0 ]; then problems+=("$bin exited with status $rc"); nf=1; fi
-  if [ "$np" = 0 ] && [ "$nf" = 0 ]; then problems+=("$bin reported no results"); nf=1; fi
+  if [ "$np" = 0 ] && [ "$nf" = 0 ] && [ "${ns:-0}" = 0 ]; then problems+=("$bin reported no results"); nf=1; fi
   pass=$((pass + np)); fail=$((fail + nf))
 }
 if [ -z "${TANGENT_SKIP_NATIVE_TESTS:-}" ]; then

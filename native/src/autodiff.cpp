@@ -29,6 +29,7 @@ class DualLevel {
 
  private:
   std::lock_guard<std::mutex> lock_;
+  compat::MathAttentionGuard math_attention_;  // attention's fused kernels have no forward AD (compat.h)
   uint64_t idx_;
 };
 
