@@ -21,16 +21,8 @@ import time
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-try:  # PyTorch 2.x: scaled_dot_product_attention's fused CPU kernels have no forward AD; its math path has
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    def math_attention():
-        return sdpa_kernel(SDPBackend.MATH)
-except ImportError:  # 1.13: nn.MultiheadAttention's unfused path is plain matmuls
-    import contextlib
-
-    def math_attention():
-        return contextlib.nullcontext()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '../test/fixtures'))
+from torch_compat import functional_call, math_attention  # noqa: E402  (1.13 and 2.x alike)
 
 
 
@@ -42,10 +34,6 @@ def serve_models(arch, batch, threads, save_dir=None):
     flag — exact here because their dropout is 0 (checked) — which records no autograd graph."""
     import resource
     import torchvision
-    try:
-        from torch.func import functional_call
-    except ImportError:
-        from torch.nn.utils.stateless import functional_call
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

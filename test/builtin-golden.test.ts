@@ -36,7 +36,9 @@ for (const [name, c] of Object.entries(golden.cases)) {
 
 t.test('the generator reproduces the committed goldens', { skip: needsTorch() }, async (t) => {
   const out = path.join(tmpDir(t), 'golden.json');
-  runPython(fs.readFileSync(path.join(FIXTURES, 'gen_builtin_goldens.py'), 'utf8'), [out]);
+  // As a file (it imports its sibling torch_compat.py), with the interpreter the helpers chose.
+  const gen = path.join(FIXTURES, 'gen_builtin_goldens.py');
+  runPython(`import runpy, sys; sys.argv = [${JSON.stringify(gen)}, ${JSON.stringify(out)}]; runpy.run_path(sys.argv[0], run_name='__main__')`);
   const fresh = JSON.parse(fs.readFileSync(out, 'utf8')) as { cases: Record<string, Case> };
   for (const [name, c] of Object.entries(golden.cases)) {
     const f = fresh.cases[name]!;

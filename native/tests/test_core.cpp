@@ -14,20 +14,10 @@
 #include <torch/csrc/autograd/autograd.h>
 #include "merge_files.h"
 
+#include "check.h"
+
 using namespace tangent;
 
-static int passed = 0, failed = 0;
-
-static std::string sci(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2e", v);
-  return buf;
-}
-
-static void expect(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok" : "not ok", what.c_str());
-  (ok ? passed : failed)++;
-}
 
 static double rel_err(const at::Tensor& a, const at::Tensor& b) {
   return (a - b).norm().item<double>() / std::max(b.norm().item<double>(), 1e-30);

@@ -27,22 +27,12 @@
 #include "merge.h"
 #include "ntk.h"
 
+#include "check.h"
+
 using namespace tangent;
 
-static int passed = 0, failed = 0, skipped = 0;
+static int skipped = 0;
 static std::string skip_reason;
-
-static std::string sci(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2e", v);
-  return buf;
-}
-
-static void expect(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok" : "not ok", what.c_str());
-  std::fflush(stdout);
-  (ok ? passed : failed)++;
-}
 
 // Runs `body` (which calls expect) unless there is no device: then names the test as skipped.
 static void gpu_test(const std::string& name, const std::function<void()>& body) {
