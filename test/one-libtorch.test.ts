@@ -92,7 +92,7 @@ t.test('for real: LD_LIBRARY_PATH putting another libtorch first is refused at l
   t.comment(r.stderr.split('\n').find((l) => /tangent-edit:/.test(l)) ?? r.stderr.slice(0, 400));
 });
 
-t.test('CMake refuses a configuration that mixes two libtorches and names both', { skip: fs.existsSync(DEBIAN_CAFFE2) && record && !record.libDir.startsWith('/usr/lib') ? false : 'only for a pip or archive build beside the Debian packages (this build is Debian 1.13, or they are absent)' }, async (t) => {
+t.test('CMake refuses a configuration that mixes two installations (a pip config, Debian\'s Caffe2 config) and names both', { skip: fs.existsSync(DEBIAN_CAFFE2) && record && !record.libDir.startsWith('/usr/lib') ? false : 'only for a pip or archive build beside the Debian packages (this build is Debian 1.13, or they are absent)' }, async (t) => {
   const rec = record!;
   const b = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-mix-'));
   // The bug this guards against: the pip config with Debian's Caffe2 config (what CMake's search
