@@ -203,6 +203,20 @@ static void check_nccl(int n) {
                  ", broadcast from rank 0 = 7 on every rank (got " + std::to_string(sums[0]) + ", " + std::to_string(bcast[0]) + ")" + why);
 }
 
+// A one-channel ViT with 4×4 patches.
+static VitConfig vit_config(int64_t image, int64_t dim, int64_t depth, int64_t heads, int64_t mlp, int64_t classes) {
+  VitConfig vc;
+  vc.image_size = image;
+  vc.patch_size = 4;
+  vc.in_channels = 1;
+  vc.dim = dim;
+  vc.depth = depth;
+  vc.heads = heads;
+  vc.mlp_dim = mlp;
+  vc.num_classes = classes;
+  return vc;
+}
+
 static double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -210,15 +224,7 @@ static double ms_since(std::chrono::steady_clock::time_point t0) {
 // The built-in ViT of bench/core.ts (dim 128, depth 4, heads 4, patch 4, 28×28, 10 classes, batch
 // 128), float32 on the device: median of `reps` after 3 warm-ups, each op synchronized.
 static void bench(const at::Device& dev, int reps) {
-  VitConfig vc;
-  vc.image_size = 28;
-  vc.patch_size = 4;
-  vc.in_channels = 1;
-  vc.dim = 128;
-  vc.depth = 4;
-  vc.heads = 4;
-  vc.mlp_dim = 256;
-  vc.num_classes = 10;
+  const VitConfig vc = vit_config(28, 128, 4, 4, 256, 10);
   const auto m = make_vit(vc, 0, at::kFloat, dev);
   const auto s0 = m->own_state();
   const auto theta = add(s0, to(normal_like(to(s0, at::kCPU, at::kDouble), 1, 1e-2), dev, at::kFloat));
@@ -256,9 +262,9 @@ static void bench(const at::Device& dev, int reps) {
 int main(int argc, char** argv) {
   const bool want_bench = argc > 1 && std::string(argv[1]) == "--bench";
   const int reps = argc > 2 ? std::atoi(argv[2]) : 30;
-  const bool cuda_build = at::detail::getCUDAHooks().hasCUDA() || at::hasCUDA();
-  const int gpus = cuda_build ? static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
-  if (!at::hasCUDA() && !at::detail::getCUDAHooks().hasCUDA()) {
+  const bool have_gpu = at::hasCUDA();  // a CUDA libtorch and a visible device
+  const int gpus = have_gpu ? static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
+  if (!have_gpu) {
 #ifdef TANGENT_CUDA_BUILD
     skip_reason = "no CUDA device visible (libtorch " + std::string(compat::torch_header_version()) + " is a CUDA build; this machine has no GPU)";
 #else
@@ -285,15 +291,7 @@ int main(int argc, char** argv) {
   const at::Tensor xc = normal({3, 2, 8, 8});
   gpu_test("cnn on cuda:0: JVP, linearized forward and gradient = float64 CPU",
            [&] { check_model("cnn", [&](at::ScalarType dt, at::Device d) { return make_cnn(cc, 2, dt, d); }, xc, dev); });
-  VitConfig vc;
-  vc.image_size = 8;
-  vc.patch_size = 4;
-  vc.in_channels = 1;
-  vc.dim = 16;
-  vc.depth = 2;
-  vc.heads = 2;
-  vc.mlp_dim = 24;
-  vc.num_classes = 5;
+  const VitConfig vc = vit_config(8, 16, 2, 2, 24, 5);
   const at::Tensor xv = normal({3, 1, 8, 8});
   gpu_test("vit on cuda:0: hand-written and forward-mode JVP, linearized forward and gradient = float64 CPU",
            [&] { check_model("vit", [&](at::ScalarType dt, at::Device d) { return make_vit(vc, 3, dt, d); }, xv, dev); });
