@@ -221,8 +221,7 @@ at::Device ParseDevice(const std::string& name) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   using namespace tangent_js;
   // This environment's JS thread only dispatches heavy work to the compute thread: keep it from
-  // owning an OpenMP team (binding/compute_thread.h), after recording the process-wide setting.
-  tangent::set_num_threads(tangent::get_num_threads());
+  // owning an OpenMP team (binding/compute_thread.h).
   tangent::keep_calling_thread_serial();
   exports.Set("setErrorClasses", Napi::Function::New(env, SetErrorClasses));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));

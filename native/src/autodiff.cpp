@@ -269,6 +269,10 @@ int get_num_threads() {
 }
 
 void keep_calling_thread_serial() {
+  // The process-wide setting is libtorch's until set_num_threads: record it before this thread's
+  // own setting (what at::get_num_threads() reads here) drops to 1.
+  int unset = 0;
+  g_threads.compare_exchange_strong(unset, at::get_num_threads());
   // OpenMP regions opened from this thread get one thread (the calling thread's nthreads ICV), so
   // it never owns a team of its own (see binding/compute_thread.h). dlsym: libgomp is libtorch's.
   using SetFn = void (*)(int);
