@@ -314,6 +314,157 @@ Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
   });
 }
 
+// A torch.export program as lib/checkpoint/pt2.ts hands it over (already checked there; what
+// is malformed here is a TypeError, what the schema refuses a typed error from native/).
+int64_t ExactInt(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    const int64_t i = v.As<Napi::BigInt>().Int64Value(&lossless);
+    if (!lossless) throw Napi::TypeError::New(env, what + ": integer out of the int64 range");
+    return i;
+  }
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, what + " must be an integer");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d == static_cast<double>(static_cast<int64_t>(d))) || d > 9007199254740991.0 || d < -9007199254740991.0)
+    throw Napi::TypeError::New(env, what + " must be a safe integer or a BigInt");
+  return static_cast<int64_t>(d);
+}
+
+std::vector<int64_t> ExactInts(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray()) throw Napi::TypeError::New(env, what + " must be an array");
+  auto a = v.As<Napi::Array>();
+  std::vector<int64_t> out(a.Length());
+  for (uint32_t i = 0; i < out.size(); ++i) out[i] = ExactInt(env, a.Get(i), what);
+  return out;
+}
+
+tangent::ExportArg ParseExportArg(Napi::Env env, const Napi::Object& o) {
+  using K = tangent::ExportArg::Kind;
+  tangent::ExportArg a;
+  a.name = o.Get("name").As<Napi::String>();
+  const std::string kind = o.Get("kind").As<Napi::String>();
+  const std::string what = "argument '" + a.name + "'";
+  const Napi::Value v = o.Get("value");
+  auto array = [&]() {
+    if (!v.IsArray()) throw Napi::TypeError::New(env, what + " must be an array");
+    return v.As<Napi::Array>();
+  };
+  if (kind == "none") {
+    a.constant = c10::IValue();
+  } else if (kind == "int") {
+    a.constant = ExactInt(env, v, what);
+  } else if (kind == "float") {
+    a.constant = v.As<Napi::Number>().DoubleValue();
+  } else if (kind == "bool") {
+    a.constant = v.As<Napi::Boolean>().Value();
+  } else if (kind == "string") {
+    a.constant = std::string(v.As<Napi::String>());
+  } else if (kind == "ints") {
+    a.constant = ExactInts(env, v, what);
+  } else if (kind == "floats") {
+    auto arr = array();
+    std::vector<double> d(arr.Length());
+    for (uint32_t i = 0; i < d.size(); ++i) d[i] = arr.Get(i).As<Napi::Number>().DoubleValue();
+    a.constant = d;
+  } else if (kind == "bools") {
+    auto arr = array();
+    c10::List<bool> l;
+    for (uint32_t i = 0; i < arr.Length(); ++i) l.push_back(arr.Get(i).As<Napi::Boolean>().Value());
+    a.constant = l;
+  } else if (kind == "strings") {
+    auto arr = array();
+    std::vector<std::string> l;
+    for (uint32_t i = 0; i < arr.Length(); ++i) l.push_back(arr.Get(i).As<Napi::String>());
+    a.constant = c10::List<std::string>(l);
+  } else if (kind == "device") {
+    a.constant = ParseDevice(v.As<Napi::String>());
+  } else if (kind == "enum") {  // ScalarType, Layout, MemoryFormat: their c10 codes, as IValue ints
+    a.constant = ExactInt(env, v, what);
+  } else if (kind == "value") {
+    a.kind = K::Value;
+    a.refs = {ExactInt(env, o.Get("ref"), what)};
+  } else if (kind == "tensors" || kind == "optTensors" || kind == "symInts") {
+    a.kind = kind == "tensors" ? K::TensorList : kind == "optTensors" ? K::OptTensorList : K::IntList;
+    a.refs = ExactInts(env, o.Get("refs"), what);
+    if (a.kind == K::IntList) a.literals = ExactInts(env, o.Get("literals"), what);
+  } else {
+    throw Napi::TypeError::New(env, what + ": unknown argument kind '" + kind + "'");
+  }
+  return a;
+}
+
+tangent::ExportedProgram ParseExportedProgram(Napi::Env env, const Napi::Object& p) {
+  tangent::ExportedProgram prog;
+  prog.path = p.Get("path").As<Napi::String>();
+  prog.num_values = ExactInt(env, p.Get("numValues"), "numValues");
+  prog.output = ExactInt(env, p.Get("output"), "output");
+  auto state = p.Get("state").As<Napi::Array>();
+  for (uint32_t i = 0; i < state.Length(); ++i) {
+    auto o = state.Get(i).As<Napi::Object>();
+    tangent::ExportState s;
+    const std::string kind = o.Get("kind").As<Napi::String>();
+    s.kind = kind == "parameter" ? tangent::ExportState::Kind::Parameter
+             : kind == "buffer"  ? tangent::ExportState::Kind::Buffer
+                                 : tangent::ExportState::Kind::Constant;
+    s.name = o.Get("name").As<Napi::String>();
+    s.value = ExactInt(env, o.Get("value"), "state value");
+    s.tensor = UnwrapTensor(env, o.Get("tensor"), "state '" + s.name + "'");
+    prog.state.push_back(std::move(s));
+  }
+  auto inputs = p.Get("inputs").As<Napi::Array>();
+  for (uint32_t i = 0; i < inputs.Length(); ++i) {
+    auto o = inputs.Get(i).As<Napi::Object>();
+    tangent::ExportInput in;
+    in.name = o.Get("name").As<Napi::String>();
+    in.value = ExactInt(env, o.Get("value"), "input value");
+    in.dtype = ParseDType(o.Get("dtype").As<Napi::String>());
+    in.sizes = ExactInts(env, o.Get("sizes"), "input sizes");
+    auto syms = o.Get("symbols").As<Napi::Array>();
+    for (uint32_t k = 0; k < syms.Length(); ++k) in.symbols.push_back(syms.Get(k).As<Napi::String>());
+    in.min_size = ExactInts(env, o.Get("min"), "input min");
+    in.max_size = ExactInts(env, o.Get("max"), "input max");
+    prog.inputs.push_back(std::move(in));
+  }
+  auto consts = p.Get("constantInputs").As<Napi::Array>();
+  for (uint32_t i = 0; i < consts.Length(); ++i) {
+    auto o = consts.Get(i).As<Napi::Object>();
+    auto a = ParseExportArg(env, o.Get("arg").As<Napi::Object>());
+    prog.constant_inputs.emplace_back(ExactInt(env, o.Get("value"), "constant input"), a.constant);
+  }
+  auto nodes = p.Get("nodes").As<Napi::Array>();
+  prog.nodes.reserve(nodes.Length());
+  for (uint32_t i = 0; i < nodes.Length(); ++i) {
+    auto o = nodes.Get(i).As<Napi::Object>();
+    tangent::ExportNode n;
+    n.name = o.Get("name").As<Napi::String>();
+    n.target = o.Get("target").As<Napi::String>();
+    auto args = o.Get("args").As<Napi::Array>();
+    for (uint32_t k = 0; k < args.Length(); ++k) n.args.push_back(ParseExportArg(env, args.Get(k).As<Napi::Object>()));
+    auto outs = o.Get("outputs").As<Napi::Array>();
+    auto lists = o.Get("listOutput").As<Napi::Array>();
+    for (uint32_t k = 0; k < outs.Length(); ++k) {
+      n.outputs.push_back(ExactInts(env, outs.Get(k), "node outputs"));
+      n.list_output.push_back(k < lists.Length() && lists.Get(k).ToBoolean().Value());
+    }
+    prog.nodes.push_back(std::move(n));
+  }
+  return prog;
+}
+
+// loadExported(program, device) -> Promise<NativeModel>
+Napi::Value LoadExported(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "program must be an object");
+    auto prog = std::make_shared<tangent::ExportedProgram>(ParseExportedProgram(env, info[0].As<Napi::Object>()));
+    const auto device = ParseDevice(info[1].As<Napi::String>());
+    auto out = std::make_shared<tangent::ModelPtr>();
+    return Task::Run(env, "tangent.loadExported",
+                     [prog, device, out] { *out = tangent::load_exported(std::move(*prog), device); },
+                     [out](Napi::Env env) -> Napi::Value { return ModelWrap::Wrap(env, *out); });
+  });
+}
+
 }  // namespace
 
 tangent::ModelPtr UnwrapModel(Napi::Env env, const Napi::Value& v, const std::string& what) {
@@ -328,6 +479,7 @@ Napi::Object InitModel(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", ctor);
   exports.Set("createModel", Napi::Function::New(env, CreateModel));
   exports.Set("loadTorchScript", Napi::Function::New(env, LoadTorchScript));
+  exports.Set("loadExported", Napi::Function::New(env, LoadExported));
   return exports;
 }
 

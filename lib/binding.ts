@@ -146,6 +146,16 @@ export interface NativeInfo {
   parallelInfo: string;
 }
 
+export interface NativeExportedProgram {
+  path: string;
+  numValues: number;
+  output: number;
+  state: Array<{ kind: 'parameter' | 'buffer' | 'constant'; name: string; value: number; tensor: NativeTensor }>;
+  inputs: Array<{ name: string; value: number; dtype: DType; sizes: number[]; symbols: string[]; min: number[]; max: number[] }>;
+  constantInputs: never[];
+  nodes: Array<{ name: string; target: string; args: object[]; outputs: number[][]; listOutput: boolean[] }>;
+}
+
 export interface NativeBinding {
   Tensor: NativeTensorCtor;
   /** Zero-filled addon-owned memory that tensors share without copying; undefined where external buffers are not allowed. */
@@ -158,6 +168,8 @@ export interface NativeBinding {
   info(): NativeInfo;
   createModel(kind: string, config: object, seed: number, dtype: DType, device: string): NativeModel;
   loadTorchScript(path: string, device: string, output: number | string | null): Promise<NativeModel>;
+  /** A torch.export program checked by lib/checkpoint/pt2.ts (its state as native tensors). */
+  loadExported(program: NativeExportedProgram, device: string): Promise<NativeModel>;
   combine(
     bases: Array<NativeTensor | null>,
     inputs: NativeTensor[][],

@@ -5,6 +5,8 @@
  * loss/gradient primitives of standard and linear fine-tuning.
  */
 import * as fs from 'node:fs';
+import { detectFormat, rawToTensor } from './checkpoint/io';
+import { readExportedProgram } from './checkpoint/pt2';
 import { native, type NamedNative, type NativeHead, type NativeInput, type NativeModel, type NativeParams } from './binding';
 import { ArgumentError, DeviceError, DisposedError, DTypeError, ParameterError, ShapeError } from './errors';
 import { assertDevice, shapeStr, Tensor, type Device, type DType } from './tensor';
@@ -37,6 +39,13 @@ export interface VitConfig {
   numClasses: number;
 }
 export type ModelConfig = MlpConfig | CnnConfig | VitConfig;
+
+/** A model read from a file: TorchScript (`torch.jit.save`) or a torch.export program (.pt2). */
+export interface FileModelConfig {
+  arch: 'torchscript' | 'exported';
+  path: string;
+  output?: number | string;
+}
 
 export interface ModelOptions {
   seed?: number;
@@ -143,7 +152,7 @@ export class Model implements Disposable {
 
   private constructor(
     handle: NativeModel,
-    readonly config: ModelConfig | { arch: 'torchscript'; path: string; output?: number | string },
+    readonly config: ModelConfig | FileModelConfig,
   ) {
     this.handle = handle;
     const spec = new Map<string, ParamSpec>();
@@ -166,15 +175,24 @@ export class Model implements Disposable {
   }
 
   /**
-   * A TorchScript module saved by torch.jit.save, scripted or traced, in eval mode. Its forward
-   * reads parameters and buffers as inputs and plain attributes (int, float, bool, str, lists of
-   * them) as constants; tensor arguments are inputs (see {@link Input}). What cannot be lowered to
-   * a functional forward is an `UnsupportedError` naming the attribute, argument or op.
+   * A model from a file, by its content: a torch.export program (`torch.export.save`, .pt2) or a
+   * TorchScript module (`torch.jit.save`), in eval mode.
    *
-   * **This executes the archive's code** (torch::jit::load compiles its `code/` and runs its
-   * classes' `__setstate__` while loading), like Python's `torch.load(weights_only=False)`: load
-   * only TorchScript you trust. To read the weights of an untrusted archive use `loadStateDict`,
-   * which reads them as data (docs/security.md).
+   * **torch.export (.pt2)** — the format PyTorch 2.x exports to. The archive is read as data
+   * (lib/checkpoint/pt2.ts: its JSON graph and raw weights; its sample-inputs pickle and guards
+   * code are never read) and run node by node through libtorch's operator dispatcher
+   * (native/models/exported.cpp): every node must be an aten/prims operator this libtorch has,
+   * checked against its schema at load. Parameters and buffers are the module's
+   * (`named_parameters()` order); dynamic dimensions (`torch.export.Dim`) are checked against
+   * their ranges on each call. Safe to load from strangers, within the limits of docs/security.md.
+   *
+   * **TorchScript** — forward reads parameters and buffers as inputs and plain attributes (int,
+   * float, bool, str, lists of them) as constants; tensor arguments are inputs (see
+   * {@link Input}). What cannot be lowered to a functional forward is an `UnsupportedError` naming
+   * the attribute, argument or op. **This executes the archive's code** (torch::jit::load compiles
+   * its `code/` and runs its classes' `__setstate__` while loading), like Python's
+   * `torch.load(weights_only=False)`: load only TorchScript you trust. To read the weights of an
+   * untrusted archive use `loadStateDict`, which reads them as data (docs/security.md).
    */
   static async load(path: string, opts: LoadOptions = {}): Promise<Model> {
     const device = opts.device ?? 'cpu';
@@ -182,8 +200,25 @@ export class Model implements Disposable {
     const output = opts.output;
     if (output !== undefined && !(typeof output === 'string' && output.length > 0) && !(typeof output === 'number' && Number.isSafeInteger(output) && output >= 0))
       throw new ArgumentError(`output must be a non-negative integer index or a non-empty key, got ${JSON.stringify(output)}`);
-    if (!fs.existsSync(path)) throw new ArgumentError(`TorchScript file not found: ${path}`);
-    const config = output === undefined ? { arch: 'torchscript' as const, path } : { arch: 'torchscript' as const, path, output };
+    if (!fs.existsSync(path)) throw new ArgumentError(`model file not found: ${path}`);
+    let format = '';
+    try {
+      format = detectFormat(path);
+    } catch {
+      /* not an archive these readers know: the TorchScript loader says what it is */
+    }
+    if (format === 'export') {
+      const p = readExportedProgram(path, output === undefined ? {} : { output });
+      const tensors = p.state.map((s) => rawToTensor(s.tensor));
+      const program = { ...p, state: p.state.map((s, i) => ({ kind: s.kind, name: s.name, value: s.value, tensor: tensors[i]!.native })) };
+      const config: FileModelConfig = output === undefined ? { arch: 'exported', path } : { arch: 'exported', path, output };
+      try {
+        return new Model(await native().loadExported(program, device), config);
+      } finally {
+        for (const t of tensors) t.dispose();
+      }
+    }
+    const config: FileModelConfig = output === undefined ? { arch: 'torchscript', path } : { arch: 'torchscript', path, output };
     return new Model(await native().loadTorchScript(path, device, output ?? null), config);
   }
 

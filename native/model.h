@@ -118,4 +118,63 @@ struct TorchScriptOptions {
 ModelPtr load_torchscript(const std::string& path, at::Device device,
                           const TorchScriptOptions& opts = {});
 
+// A torch.export program (.pt2), read and checked as data in TypeScript (lib/checkpoint/pt2.ts)
+// and run here node by node through the c10 dispatcher (native/models/exported.cpp). Values are
+// numbered 0..num_values-1; a node reads values and constants and writes values.
+struct ExportArg {
+  enum class Kind {
+    Constant,        // `constant` as is (coerced to the schema's type at load)
+    Value,           // one value: a tensor or a symbolic int
+    TensorList,      // Tensor[]: refs
+    OptTensorList,   // Tensor?[]: refs, -1 for None
+    IntList,         // SymInt[] mixing values and literals: refs, -1 where `literals` holds the int
+  };
+  std::string name;  // the operator schema's argument name
+  Kind kind = Kind::Constant;
+  c10::IValue constant;
+  std::vector<int64_t> refs;
+  std::vector<int64_t> literals;
+};
+
+struct ExportNode {
+  std::string name;    // the graph's node name, for errors
+  std::string target;  // "aten::linear.default", or "_operator.mul" (symbolic int arithmetic)
+  std::vector<ExportArg> args;
+  // One entry per schema return: the value it is bound to (-1: unused), or, for a Tensor[]
+  // return, the values of its elements (`list_output`).
+  std::vector<std::vector<int64_t>> outputs;
+  std::vector<bool> list_output;
+};
+
+struct ExportInput {
+  std::string name;
+  int64_t value = -1;
+  at::ScalarType dtype = at::kFloat;
+  std::vector<int64_t> sizes;            // -1 where the dimension is symbolic
+  std::vector<std::string> symbols;      // the symbol of each symbolic dimension ("" if static)
+  std::vector<int64_t> min_size, max_size;  // bounds of symbolic dimensions (-1: none)
+};
+
+struct ExportState {
+  enum class Kind { Parameter, Buffer, Constant };
+  Kind kind = Kind::Parameter;
+  std::string name;   // parameter_name / buffer_name / tensor constant name
+  int64_t value = -1;
+  at::Tensor tensor;
+};
+
+struct ExportedProgram {
+  std::string path;
+  int64_t num_values = 0;
+  std::vector<ExportState> state;   // graph-signature order
+  std::vector<ExportInput> inputs;  // user inputs, in order
+  std::vector<std::pair<int64_t, c10::IValue>> constant_inputs;  // inputs fed a constant
+  std::vector<ExportNode> nodes;
+  int64_t output = -1;  // the value the model returns (chosen from the user outputs in TS)
+};
+
+// Checks every node against its operator's schema (allow-listed namespaces only) and builds the
+// model; what cannot run is an ErrorKind::Unsupported naming the node and operator.
+ModelPtr load_exported(ExportedProgram program, at::Device device);
+
 }  // namespace tangent

@@ -38,11 +38,11 @@ export function needPython(t: Test, modules: string[]): boolean {
   return false;
 }
 
-/** Run the generator for `cases` into a fresh temporary directory, removed at the end of `t`. */
-export function generate(t: Test, cases: string[]): string {
+/** Run the generator (default: make_torchscript_fixtures.py) for `cases` into a fresh temporary directory, removed at the end of `t`. */
+export function generate(t: Test, cases: string[], generator = GENERATOR): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-ts-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const r = spawnSync(PYTHON, [GENERATOR, dir, ...cases], { encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } });
+  const r = spawnSync(PYTHON, [generator, dir, ...cases], { encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } });
   if (r.status !== 0) throw new Error(`fixture generator failed (${cases.join(' ')}):\n${r.stderr}`);
   return dir;
 }
@@ -54,7 +54,7 @@ export interface BinSpec {
 }
 
 export interface Manifest {
-  modules: { scripted?: string; traced?: string };
+  modules: { scripted?: string; traced?: string; exported?: string };
   select: number | string | null;
   inputs: BinSpec[];
   labels: number[];

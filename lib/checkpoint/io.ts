@@ -1,8 +1,8 @@
 /**
  * State dicts on disk, whatever the format: safetensors (single or sharded with
  * `model.safetensors.index.json`), PyTorch `torch.save` archives (.pt/.pth/.bin, read and written
- * in TypeScript by ./torch-pickle) and TorchScript modules (their parameters and buffers, read as
- * data: no reader here ever runs an archive's code; `Model.load` is the API that does).
+ * in TypeScript by ./torch-pickle), TorchScript modules and torch.export programs (.pt2, ./pt2)
+ * (their parameters and buffers, read as data: no reader here ever runs an archive's code; `Model.load` is the API that does).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -13,6 +13,7 @@ import { typedView, type RawTensor } from './dtype';
 import { quote } from './escape';
 import { isTorchScriptArchive, readTorchCheckpoint, readTorchScriptTensors, writeTorchCheckpoint, type TorchReadOptions } from './torch-pickle';
 import { ZipReader } from './zip';
+import { isExportArchive, readExportTensors, type Pt2ReadOptions } from './pt2';
 import {
   DEFAULT_INDEX_NAME,
   openSafetensors,
@@ -24,12 +25,13 @@ import {
   type TensorReader,
 } from './safetensors';
 
-export type CheckpointFormat = 'safetensors' | 'sharded' | 'torch' | 'torchscript';
+export type CheckpointFormat = 'safetensors' | 'sharded' | 'torch' | 'torchscript' | 'export';
 
 /**
  * Which reader a path needs: a directory by its index / model.safetensors, a file by its name
- * (`.safetensors`, `.index.json`), else by its first bytes (a zip is TorchScript when its central
- * directory holds code/ or constants.pkl, a torch.save archive otherwise; a legacy pickle or tar
+ * (`.safetensors`, `.index.json`), else by its first bytes (a zip is a torch.export program when
+ * it holds `<root>/models/model.json`, TorchScript when its central directory holds code/ or
+ * constants.pkl, a torch.save archive otherwise; a legacy pickle or tar
  * torch.save goes to the torch reader, which explains it). Only regular files and directories are
  * accepted; nothing is opened before that is known, and nothing blocks.
  */
@@ -59,10 +61,10 @@ export function detectFormat(file: string): CheckpointFormat {
   } finally {
     fs.closeSync(fd);
   }
-  if (ZipReader.isZip(head)) return isTorchScriptArchive(file) ? 'torchscript' : 'torch';
+  if (ZipReader.isZip(head)) return isExportArchive(file) ? 'export' : isTorchScriptArchive(file) ? 'torchscript' : 'torch';
   if (head.length >= 2 && head[0] === 0x80 && head[1]! <= 5) return 'torch'; // legacy torch.save: its reader says so
   if (head.length >= 262 && head.toString('latin1', 257, 262) === 'ustar') return 'torch'; // tar torch.save: likewise
-  throw new CheckpointError('ERR_IO', 'unknown checkpoint format (expected .safetensors, a sharded index, or a torch.save / TorchScript zip)', { file });
+  throw new CheckpointError('ERR_IO', 'unknown checkpoint format (expected .safetensors, a sharded index, or a torch.save / TorchScript / torch.export .pt2 zip)', { file });
 }
 
 /** A Tensor over a raw tensor's bytes (zero-copy when aligned). */
@@ -83,7 +85,7 @@ export interface LoadedCheckpoint {
 }
 
 /** Reads a whole state dict into CPU tensors. */
-export async function loadStateDict(file: string, opts: ReadOptions & TorchReadOptions = {}): Promise<LoadedCheckpoint> {
+export async function loadStateDict(file: string, opts: ReadOptions & TorchReadOptions & Pt2ReadOptions = {}): Promise<LoadedCheckpoint> {
   const format = detectFormat(file);
   const wrap = (m: Map<string, RawTensor>): StateDict => new Map([...m].map(([n, r]) => [n, rawToTensor(r)]));
   switch (format) {
@@ -112,6 +114,9 @@ export async function loadStateDict(file: string, opts: ReadOptions & TorchReadO
       const { tensors } = readTorchScriptTensors(file, opts);
       return { tensors: wrap(tensors), metadata: {}, format };
     }
+    case 'export':
+      // The program's parameters then buffers, as data (lib/checkpoint/pt2.ts).
+      return { tensors: wrap(readExportTensors(file, opts)), metadata: {}, format };
   }
 }
 

@@ -1,0 +1,168 @@
+// torch.export programs (.pt2), exported at test time by the PyTorch the addon is built against
+// (test/fixtures/make_export_fixtures.py, each with a dynamic batch dimension): forward, JVP and
+// linearized gradient against PyTorch's eager module; dynamic shapes and their ranges; output
+// selection; the weights as data (loadStateDict); and programs that must be refused — by PyTorch
+// (training-mode BatchNorm, torch.cond, a custom op) and crafted from a real one (another schema
+// version, an unknown operator, an undefined value, a duplicate key, a short weight record, a
+// pickled weight, an unknown argument, a missing one).
+import t from 'tap';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ArgumentError, CheckpointError, DTypeError, loadStateDict, Model, ShapeError, Tensor, UnsupportedError } from '../lib';
+import { ZipReader } from '../lib/checkpoint/zip';
+import { stored, zip } from './fixtures/security/craft';
+import { crossCheck, generate, manifest, needPython, readBin, relMax, values } from './torchscript-fixtures';
+
+const GENERATOR = path.join(__dirname, 'fixtures', 'make_export_fixtures.py');
+// float32; the same kernels as PyTorch's eager forward, node by node.
+const TOL = { forward: 1e-5, jvp: 1e-5, grad: 1e-4 };
+const MODULES = ['torch', 'torch.export'];
+
+t.test('small torch.export programs against PyTorch', async (t) => {
+  if (!needPython(t, MODULES)) return;
+  const dir = generate(t, ['small'], GENERATOR);
+  for (const name of ['features', 'plain_values', 'twoheads', 'twoheads_bias', 'extras']) {
+    const m = manifest(dir, name);
+    await crossCheck(t, dir, m, m.modules.exported!, `${name} (.pt2)`, TOL);
+  }
+
+  t.test('the weights are read as data, parameters then buffers, with PyTorch\'s values', async (t) => {
+    const file = path.join(dir, 'extras.pt2');
+    const m = manifest(dir, 'extras') as ReturnType<typeof manifest> & { state: Record<string, { sum: number; shape: number[] }> };
+    const { tensors, format } = await loadStateDict(file);
+    t.equal(format, 'export');
+    t.same([...tensors.keys()], [...m.params, ...m.buffers], 'names and order: named_parameters(), then named_buffers() (non-persistent ones too)');
+    for (const [k, want] of Object.entries(m.state)) {
+      const got = tensors.get(k)!;
+      t.same(got.shape, want.shape, `${k}: shape`);
+      const sum = Array.from(got.data() as ArrayLike<number | bigint>, Number).reduce((a, b) => a + b, 0);
+      t.ok(Math.abs(sum - want.sum) <= 1e-5 * Math.max(1, Math.abs(want.sum)), `${k}: values (sum ${sum} vs ${want.sum})`);
+    }
+    const model = await Model.load(file);
+    for (const [k, p] of model.parameters()) t.equal(relMax(values(p), values(tensors.get(k)!)), 0, `${k}: the model's θ0 is the file's`);
+    model.dispose();
+  });
+
+  t.test('the batch dimension is dynamic, within the range it was exported for', async (t) => {
+    const m = manifest(dir, 'features');
+    const model = await Model.load(path.join(dir, 'features.pt2'), { output: 'logits' });
+    const [x, mask] = m.inputs.map((s) => readBin(dir, s)) as [Tensor, Tensor];
+    const ref = values(readBin(dir, m.output));
+    const x1 = Tensor.from((x.data() as Float32Array).slice(0, 48), [1, 3, 4, 4]);
+    const mask1 = Tensor.from((mask.data() as Uint8Array).slice(0, 16), [1, 16], 'bool');
+    const out1 = await model.forward([x1, mask1]);
+    t.same(out1.shape, [1, 5]);
+    t.ok(relMax(values(out1), ref.subarray(0, 5)) < 1e-5, 'batch 1 gives row 0 of the batch-3 output');
+    await t.rejects(model.forward([x, mask1]), { name: 'ShapeError', message: /input 'mask' dimension 0 \(s\d+\) is 1, but input 'x' has 3 for the same dimension/ });
+    await t.rejects(model.forward([Tensor.from(new Float32Array(3 * 3 * 5 * 4), [3, 3, 5, 4]), mask]), { name: 'ShapeError', message: /input 'x' must have shape \[s\d+, 3, 4, 4\], got \[3, 3, 5, 4\]/ });
+    await t.rejects(model.forward([Tensor.from(new Float64Array(144), [3, 3, 4, 4]), mask]), DTypeError);
+    await t.rejects(model.forward(x), { name: 'ArgumentError', message: /takes 2 tensor input\(s\) \(x, mask\), got 1/ });
+    const big = Tensor.from(new Float32Array(1025 * 48), [1025, 3, 4, 4]);
+    const bigMask = Tensor.from(new Uint8Array(1025 * 16), [1025, 16], 'bool');
+    await t.rejects(model.forward([big, bigMask]), { name: 'ShapeError', message: /is 1025, outside the range the program was exported for \[1, 1024\]/ });
+    model.dispose();
+  });
+
+  t.test('output chooses among a dict or tuple result by key or index', async (t) => {
+    const file = path.join(dir, 'features.pt2');
+    await t.rejects(Model.load(file), { name: 'ArgumentError', message: /returns a dict of 2 \("logits", "features"\); choose the model's output with output/ });
+    await t.rejects(Model.load(file, { output: 'nope' }), { name: 'ArgumentError', message: /output "nope" is not one of the program's outputs \("logits", "features"\)/ });
+    const f = await Model.load(file, { output: 1 });
+    t.same((await f.forward(readAll(dir, 'features'))).shape, [3, 16], 'index 1 is "features"');
+    f.dispose();
+    await t.rejects(Model.load(path.join(dir, 'twoheads.pt2'), { output: 'a' }), ArgumentError);
+    await t.rejects(Model.load(path.join(dir, 'twoheads.pt2'), { output: 2 }), { message: /output 2 is not one of the program's outputs \(0, 1\)/ });
+  });
+});
+
+function readAll(dir: string, name: string): Tensor[] {
+  return manifest(dir, name).inputs.map((s) => readBin(dir, s));
+}
+
+t.test('programs tangent-edit refuses, each with a typed error naming why', async (t) => {
+  if (!needPython(t, MODULES)) return;
+  const dir = generate(t, ['hostile'], GENERATOR);
+  const f = (n: string) => path.join(dir, n);
+  await t.rejects(Model.load(f('train_bn.pt2')), { name: 'UnsupportedError', message: /writes in place to buffer 'bn\.\w+'.*export model\.eval\(\)/s }, 'BatchNorm in training mode');
+  await t.rejects(Model.load(f('cond.pt2')), { name: 'UnsupportedError', message: /higher-order operator/ }, 'torch.cond');
+  await t.rejects(Model.load(f('custom_op.pt2')), { name: 'UnsupportedError', message: /calls an operator of namespace "tangent_test"/ }, 'a custom op');
+  await t.rejects(Model.load(f('inplace_input.pt2')), { name: 'UnsupportedError', message: /updates user input "x"|writes in place to user input 'x'/ }, 'a forward that writes to its input');
+  await t.rejects(Model.load(f('no_grad.pt2')), { name: 'UnsupportedError', message: /"torch\.ops\.higher_order\.wrap_with_set_grad_enabled"\) is a higher-order operator/ }, 'a torch.no_grad() region');
+  // Each still gives its weights as data.
+  t.same([...(await loadStateDict(f('custom_op.pt2'))).tensors.keys()], ['fc.weight', 'fc.bias']);
+
+  // Crafted from a real program: plain.pt2 is Linear(4, 3) + ReLU with batch in [2, 8].
+  const plain = await Model.load(f('plain.pt2'));
+  const x = Tensor.from(Float32Array.from({ length: 12 }, (_, i) => i / 7 - 0.5), [3, 4]);
+  const y = values(await plain.forward(x));
+  t.equal(y.length, 9);
+  await t.rejects(plain.forward(Tensor.from(new Float32Array(4), [1, 4])), { name: 'ShapeError', message: /outside the range the program was exported for \[2, 8\]/ });
+  plain.dispose();
+
+  const entries = readZip(f('plain.pt2'));
+  const root = [...entries.keys()][0]!.split('/')[0]!;
+  const modelJson = () => JSON.parse(Buffer.from(entries.get(`${root}/models/model.json`)!).toString('utf8')) as Record<string, any>;
+  let n = 0;
+  const craft = (change: (files: Map<string, Uint8Array>) => void): string => {
+    const files = new Map([...entries].map(([k, v]) => [k, v.slice()]));
+    change(files);
+    const out = f(`crafted${n++}.pt2`);
+    fs.writeFileSync(out, zip([...files].map(([k, v]) => stored(k, v))));
+    return out;
+  };
+  const withModel = (edit: (j: Record<string, any>) => void) =>
+    craft((files) => {
+      const j = modelJson();
+      edit(j);
+      files.set(`${root}/models/model.json`, Buffer.from(JSON.stringify(j)));
+    });
+  const linear = (j: Record<string, any>) => (j.graph_module.graph.nodes as Array<Record<string, any>>).find((nd) => nd.target === 'torch.ops.aten.linear.default')!;
+
+  await t.rejects(Model.load(withModel((j) => { j.schema_version.major = 9; })), { name: 'UnsupportedError', message: /schema version 9\.\d+; tangent-edit reads version 8\.x/ });
+  await t.rejects(Model.load(withModel((j) => { linear(j).target = 'torch.ops.aten.no_such_op.default'; })), { name: 'UnsupportedError', message: /calls aten::no_such_op\.default, which this libtorch \(.*\) does not have/ });
+  await t.rejects(Model.load(withModel((j) => { linear(j).target = 'os.system'; })), { name: 'UnsupportedError', message: /"os\.system"\) is not an aten\/prims operator/ });
+  await t.rejects(Model.load(withModel((j) => { linear(j).inputs[0].arg = { as_tensor: { name: 'ghost' } }; })), { name: 'CheckpointError', code: 'ERR_SCHEMA', message: /reads "ghost", which no input or earlier node defines/ });
+  await t.rejects(Model.load(withModel((j) => { linear(j).inputs.push({ name: 'alpha', arg: { as_float: 2 }, kind: 2 }); })), { name: 'ArgumentError', message: /gives argument 'alpha', which aten::linear\.default does not take/ });
+  await t.rejects(Model.load(withModel((j) => { linear(j).inputs = linear(j).inputs.filter((a: { name: string }) => a.name !== 'weight'); })), { message: /lacks argument 'weight', which has no default/ });
+  await t.rejects(Model.load(withModel((j) => { linear(j).inputs[0].arg = { as_graph: { name: 'g', graph: {} } }; })), { name: 'UnsupportedError', message: /"as_graph" \(a subgraph\)/ });
+  await t.rejects(Model.load(withModel((j) => { linear(j).name = 'evil\u001b[2J'; })), { name: 'CheckpointError', message: /"evil\\x1b\[2J" is not a printable name/ });
+  // Duplicate keys and deep nesting: JSON.parse would keep the last key / may overflow.
+  await t.rejects(Model.load(craft((files) => {
+    const text = Buffer.from(files.get(`${root}/models/model.json`)!).toString('utf8');
+    files.set(`${root}/models/model.json`, Buffer.from(text.replace('{"graph_module": {', '{"graph_module": {"graph": {}, ')));
+  })), { name: 'CheckpointError', code: 'ERR_DUPLICATE_KEY' });
+  await t.rejects(Model.load(craft((files) => { files.set(`${root}/models/model.json`, Buffer.from('['.repeat(100000) + ']'.repeat(100000))); })), { name: 'CheckpointError', code: 'ERR_LIMIT' });
+  // Weights: a record shorter than its metadata, a pickled weight, a path outside data/weights.
+  const weightsCfg = `${root}/data/weights/model_weights_config.json`;
+  const cfg = () => JSON.parse(Buffer.from(entries.get(weightsCfg)!).toString('utf8')) as { config: Record<string, Record<string, any>> };
+  await t.rejects(Model.load(craft((files) => {
+    const c = cfg().config['0.weight']!;
+    files.set(`${root}/data/weights/${c.path_name}`, new Uint8Array(8));
+  })), { name: 'CheckpointError', code: 'ERR_SIZE_MISMATCH', message: /tensor "0\.weight": .* holds 8 bytes; float32\[3,4\]/ });
+  await t.rejects(Model.load(craft((files) => {
+    const c = cfg();
+    c.config['0.weight']!.use_pickle = true;
+    files.set(weightsCfg, Buffer.from(JSON.stringify(c)));
+  })), { name: 'UnsupportedError', message: /tensor "0\.weight" is stored as a pickle/ });
+  await t.rejects(Model.load(craft((files) => {
+    const c = cfg();
+    c.config['0.weight']!.path_name = '../models/model.json';
+    files.set(weightsCfg, Buffer.from(JSON.stringify(c)));
+  })), { name: 'CheckpointError', message: /leaves data\/weights/ });
+  await t.rejects(Model.load(craft((files) => {
+    const c = cfg();
+    c.config['0.weight']!.tensor_meta.sizes = [{ as_int: 4 }, { as_int: 3 }];
+    files.set(weightsCfg, Buffer.from(JSON.stringify(c)));
+  })), { name: 'CheckpointError', message: /tensor "0\.weight" is float32\[4,3\] in data\/weights\/ but float32\[3,4\] in the graph/ });
+  t.ok(UnsupportedError && CheckpointError && ShapeError, 'error classes exported');
+});
+
+function readZip(file: string): Map<string, Uint8Array> {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const z = new ZipReader(file, fd);
+    return new Map(z.order.map((n) => [n, z.read(z.entries.get(n)!, 1 << 30)]));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
