@@ -2,7 +2,7 @@
  * The metadata every checkpoint written by tangent-edit carries (fine-tuned, merged, applied), so
  * that outputs compose: what function evaluates it (`mode`: standard → f, linear → f_lin at θ0),
  * which θ0 it belongs to (`theta0Sha256`: the content hash of θ0's tensors, `theta0Path` where it
- * was read), the model (`model`: a built-in config, or a TorchScript file and its sha256), the
+ * was read), the model (`model`: a built-in config, or a TorchScript / torch.export file and its sha256), the
  * frozen heads (`heads`: file and sha256, absent when the model outputs logits) and the tasks
  * (`tasks`: task name → the `--data` spec it was trained on). All values are strings in the
  * safetensors header (JSON where structured).
@@ -15,7 +15,12 @@ export const EDITED_FORMAT = 'tangent-edit/edited@1';
 export const TASK_VECTOR_FORMAT = 'tangent-edit/task-vector@1';
 export const EDIT_FORMATS = [FINETUNED_FORMAT, EDITED_FORMAT] as const;
 
-export type ModelRef = ModelConfig | { arch: 'torchscript'; path: string; sha256: string };
+export type ModelRef = ModelConfig | { arch: 'torchscript' | 'exported'; path: string; sha256: string; output?: number | string };
+
+/** Whether a model reference names a file (TorchScript or a torch.export program) rather than a built-in config. */
+export function isFileModel(m: { arch: string } | null | undefined): m is { arch: 'torchscript' | 'exported'; path: string; sha256: string; output?: number | string } {
+  return m?.arch === 'torchscript' || m?.arch === 'exported';
+}
 export interface FileRef {
   path: string;
   sha256: string;
@@ -48,7 +53,7 @@ export function encodeEditMeta(m: EditMeta, extra: Record<string, string> = {}):
   }
   if (m.model) {
     out.model = JSON.stringify(m.model);
-    if (m.model.arch !== 'torchscript') out.config = JSON.stringify(m.model);
+    if (!isFileModel(m.model)) out.config = JSON.stringify(m.model);
   }
   if (m.heads) out.heads = JSON.stringify(m.heads);
   const names = Object.keys(m.tasks);

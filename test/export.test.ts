@@ -10,6 +10,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ArgumentError, CheckpointError, DTypeError, loadStateDict, Model, ShapeError, Tensor, UnsupportedError } from '../lib';
 import { ZipReader } from '../lib/checkpoint/zip';
+import { prepareData } from '../lib/data/spec';
+import { json, run, skipWithoutDist, writePngs } from './cli-fixtures';
 import { stored, zip } from './fixtures/security/craft';
 import { crossCheck, generate, manifest, needPython, readBin, relMax, values } from './torchscript-fixtures';
 
@@ -21,7 +23,7 @@ const MODULES = ['torch', 'torch.export'];
 t.test('small torch.export programs against PyTorch', async (t) => {
   if (!needPython(t, MODULES)) return;
   const dir = generate(t, ['small'], GENERATOR);
-  for (const name of ['features', 'plain_values', 'twoheads', 'twoheads_bias', 'extras']) {
+  for (const name of ['features', 'plain_values', 'twoheads', 'twoheads_bias', 'extras', 'tiny']) {
     const m = manifest(dir, name);
     await crossCheck(t, dir, m, m.modules.exported!, `${name} (.pt2)`, TOL);
   }
@@ -73,6 +75,32 @@ t.test('small torch.export programs against PyTorch', async (t) => {
     await t.rejects(Model.load(path.join(dir, 'twoheads.pt2'), { output: 'a' }), ArgumentError);
     await t.rejects(Model.load(path.join(dir, 'twoheads.pt2'), { output: 2 }), { message: /output 2 is not one of the program's outputs \(0, 1\)/ });
   });
+});
+
+t.test('the CLI on a .pt2: finetune (linear) → eval by metadata, equal to the library\'s f_lin', { skip: skipWithoutDist }, async (t) => {
+  if (!needPython(t, MODULES)) return;
+  const dir = generate(t, ['small'], GENERATOR);
+  const pt2 = path.join(dir, 'tiny.pt2');
+  const data = await writePngs(path.join(dir, 'cols'));
+  const out = path.join(dir, 'cols-lin.safetensors');
+  const ft = json(run('finetune', '--data', data, '--model', pt2, '--mode', 'linear', '--out', out, '--steps', '6', '--batch-size', '16', '--lr', '0.5', '--progress', 'none', '--json'));
+  t.equal(ft.evaluatedWith, 'f_lin');
+  const ins = json(run('inspect', '--json', out));
+  t.equal(ins.tangent.model.arch, 'exported', 'the checkpoint names the .pt2 as its model');
+  t.equal(ins.tangent.model.path, pt2);
+  const ip = json(run('inspect', '--json', pt2));
+  t.equal(ip.format, 'export');
+  t.same(ip.tensors.map((x: { name: string }) => x.name), ['conv.weight', 'conv.bias', 'fc1.weight', 'fc1.bias', 'norm.weight', 'norm.bias', 'fc2.weight', 'fc2.bias', 'scale']);
+  const ev = json(run('eval', '--checkpoints', out, '--progress', 'none', '--json'));
+  t.equal(ev.checkpoints[0].evaluatedWith, 'f_lin');
+  t.equal(ev.checkpoints[0].accuracy.cols, ft.finetuned.test, "eval's accuracy = finetune's own");
+  const model = await Model.load(pt2);
+  const d = await prepareData(data, { testLimit: 1000 });
+  const x = Tensor.from(d.test.images, [d.test.count, ...d.test.shape]);
+  const y = Tensor.from(BigInt64Array.from(d.test.labels, (l) => BigInt(l)), [d.test.count], 'int64');
+  const lin = await model.linearize(model.parameters()).evaluate(x, y, { params: (await loadStateDict(out)).tensors });
+  t.equal(ev.checkpoints[0].accuracy.cols, lin.correct / d.test.count, `CLI accuracy = library f_lin accuracy (${lin.correct}/${d.test.count})`);
+  model.dispose();
 });
 
 function readAll(dir: string, name: string): Tensor[] {
@@ -154,6 +182,26 @@ t.test('programs tangent-edit refuses, each with a typed error naming why', asyn
     c.config['0.weight']!.tensor_meta.sizes = [{ as_int: 4 }, { as_int: 3 }];
     files.set(weightsCfg, Buffer.from(JSON.stringify(c)));
   })), { name: 'CheckpointError', message: /tensor "0\.weight" is float32\[4,3\] in data\/weights\/ but float32\[3,4\] in the graph/ });
+  // A strided weight (a transposed view of its record) is gathered; a stride-0 expansion past the
+  // view allowance is refused before allocating.
+  const transposed = craft((files) => {
+    const c = cfg();
+    c.config['0.weight']!.tensor_meta.strides = [{ as_int: 1 }, { as_int: 3 }];
+    files.set(weightsCfg, Buffer.from(JSON.stringify(c)));
+  });
+  const w = (await loadStateDict(f('plain.pt2'))).tensors.get('0.weight')!.data() as Float32Array;
+  const wt = (await loadStateDict(transposed)).tensors.get('0.weight')!.data() as Float32Array;
+  t.same(Array.from(wt), Array.from({ length: 12 }, (_, k) => w[(k % 4) * 3 + Math.floor(k / 4)]), 'strides [1, 3] read the record column-major');
+  await t.rejects(loadStateDict(craft((files) => {
+    const c = cfg();
+    c.config['0.weight']!.tensor_meta.sizes = [{ as_int: 4096 }, { as_int: 4096 }];
+    c.config['0.weight']!.tensor_meta.strides = [{ as_int: 0 }, { as_int: 0 }];
+    files.set(weightsCfg, Buffer.from(JSON.stringify(c)));
+    const j = modelJson();
+    const name = j.graph_module.signature.input_specs.find((sp: Record<string, any>) => sp.parameter?.parameter_name === '0.weight').parameter.arg.name;
+    j.graph_module.graph.tensor_values[name].sizes = [{ as_int: 4096 }, { as_int: 4096 }];
+    files.set(`${root}/models/model.json`, Buffer.from(JSON.stringify(j)));
+  })), { name: 'CheckpointError', code: 'ERR_LIMIT', message: /tensor "0\.weight": float32\[4096,4096\] with strides \[0,0\] would copy 67108864 bytes/ });
   t.ok(UnsupportedError && CheckpointError && ShapeError, 'error classes exported');
 });
 

@@ -23,6 +23,7 @@ import { DTYPE_BYTES, numel, type DType, type RawTensor } from './dtype';
 import { CheckpointError, openForReading } from './errors';
 import { escapeControl, quote } from './escape';
 import { jsonDepthExceeded, MAX_JSON_DEPTH, scanJsonKeys } from './json-scan';
+import { VIEW_SLACK_BYTES } from './torch-pickle';
 import { ZipReader, type ZipEntry } from './zip';
 import { UnsupportedError, ArgumentError } from '../errors';
 import * as fs from 'node:fs';
@@ -397,6 +398,8 @@ function readProgram(file: string, opts: Pt2ReadOptions, tensorsOnly: boolean): 
     const weightsCfg = r.obj(r.obj(readJson(a, 'data/weights/model_weights_config.json', file, limit), 'model_weights_config.json').config, 'model_weights_config.json config');
     const constEntry = a.zip.entries.get(`${a.root}/data/constants/model_constants_config.json`);
     const constCfg = constEntry === undefined ? {} : r.obj(r.obj(readJson(a, 'data/constants/model_constants_config.json', file, limit), 'model_constants_config.json').config, 'model_constants_config.json config');
+    let recordBytes = 0;
+    let copied = 0;
     const readRecord = (fqn: string, where: 'weights' | 'constants', expect: TensorMeta): RawTensor => {
       const cfg = where === 'weights' ? weightsCfg : constCfg;
       if (!Object.prototype.hasOwnProperty.call(cfg, fqn)) r.fail(`${quote(fqn)} has no entry in data/${where}/model_${where}_config.json`);
@@ -425,16 +428,20 @@ function readProgram(file: string, opts: Pt2ReadOptions, tensorsOnly: boolean): 
       const rec = entry(a, `data/${where}/${pathName}`, file);
       if (rec.size < span * esize)
         throw new CheckpointError('ERR_SIZE_MISMATCH', `data/${where}/${pathName} holds ${rec.size} bytes; ${meta.dtype}[${shape}] (strides [${strides}], offset ${offset}) reaches ${span * esize}`, { file, tensor: fqn });
-      if (rec.size > Math.max(span, n) * esize + 64)
-        throw new CheckpointError('ERR_SIZE_MISMATCH', `data/${where}/${pathName} holds ${rec.size} bytes, more than ${meta.dtype}[${shape}] needs (${span * esize})`, { file, tensor: fqn });
       const bytes = a.zip.read(rec, rec.size, `data/${where}/${pathName}`, 100);
+      recordBytes += rec.size;
       let contiguous = offset === 0;
       for (let i = shape.length - 1, want = 1; i >= 0 && contiguous; i--) {
         if (shape[i]! > 1 && strides[i] !== want) contiguous = false;
         want *= shape[i]!;
       }
       if (contiguous) return { dtype: meta.dtype, shape, data: bytes.subarray(0, n * esize) };
-      // A strided view of its storage: gathered into a dense copy (bounded: span checked above).
+      // A strided view of its storage, gathered into a dense copy. Copies that repeat elements
+      // (stride 0, overlapping strides) may not exceed the record bytes read plus VIEW_SLACK_BYTES
+      // over the whole program: a 4-byte record expanded to 2^28 elements is refused before allocating.
+      copied += n * esize;
+      if (copied > recordBytes + VIEW_SLACK_BYTES)
+        throw new CheckpointError('ERR_LIMIT', `${meta.dtype}[${shape}] with strides [${strides}] would copy ${n * esize} bytes out of a ${rec.size}-byte record, past the ${VIEW_SLACK_BYTES}-byte allowance for views that repeat elements`, { file, tensor: fqn });
       const out = new Uint8Array(n * esize);
       const idx = new Array<number>(shape.length).fill(0);
       for (let k = 0; k < n; k++) {

@@ -1,7 +1,7 @@
 /**
  * What the verbs read, resolved the same way everywhere:
  * - the model and θ0 ("base"): `--pretrained` (θ0; a `tangent pretrain` file names its model in
- *   its metadata), `--model` (a TorchScript file, a JSON config file, inline JSON or
+ *   its metadata), `--model` (a torch.export .pt2 or TorchScript file, a JSON config file, inline JSON or
  *   `builtin:small-vit` / `builtin:vit`), `--heads` (frozen heads from `tangent pretrain`), and,
  *   for what a flag leaves open, the metadata of the checkpoints given (lib/meta.ts);
  * - checkpoints written by finetune, merge and apply (mode, θ0 hash, tasks checked);
@@ -15,7 +15,7 @@ import { loadStateDict } from '../checkpoint/io';
 import { parseDataSpec, prepareData, type DataOptions, type DataSpec } from '../data/spec';
 import type { TaskSplits } from '../data/splits';
 import { ArgumentError, ShapeError } from '../errors';
-import { decodeEditMeta, type EditMeta, type FileRef, type ModelRef } from '../meta';
+import { decodeEditMeta, isFileModel, type EditMeta, type FileRef, type ModelRef } from '../meta';
 import { Model, type Head, type ModelConfig, type StateDict } from '../model';
 import { Tensor } from '../tensor';
 import { hashTensors, sha256File } from '../util/state';
@@ -25,7 +25,7 @@ import { SMALL_VIT } from '../train/pretrain';
 /** `builtin:small-vit`: the backbone `tangent pretrain` trains (features, for heads); `builtin:vit`: the benchmarks' ViT (10 logits). */
 export const BUILTIN_MODELS: Record<string, ModelConfig> = { 'small-vit': SMALL_VIT, vit: DEMO_VIT };
 
-export type ModelSpec = { kind: 'torchscript'; path: string } | { kind: 'config'; config: ModelConfig; source: string };
+export type ModelSpec = { kind: 'file'; path: string } | { kind: 'config'; config: ModelConfig; source: string };
 
 /** Validates a `--model` value (reads a JSON config file; never loads a model). */
 export function parseModelSpec(spec: string): ModelSpec {
@@ -43,9 +43,9 @@ export function parseModelSpec(spec: string): ModelSpec {
   };
   if (spec.trim().startsWith('{')) return parseJson(spec, 'the inline config');
   if (!fs.existsSync(spec))
-    throw new ArgumentError(`--model: ${spec}: no such file (expected a TorchScript file, a JSON model config, inline JSON or ${Object.keys(BUILTIN_MODELS).map((k) => `builtin:${k}`).join(' / ')})`);
+    throw new ArgumentError(`--model: ${spec}: no such file (expected a torch.export .pt2 or TorchScript file, a JSON model config, inline JSON or ${Object.keys(BUILTIN_MODELS).map((k) => `builtin:${k}`).join(' / ')})`);
   if (spec.endsWith('.json')) return parseJson(fs.readFileSync(spec, 'utf8'), spec);
-  return { kind: 'torchscript', path: path.resolve(spec) };
+  return { kind: 'file', path: path.resolve(spec) };
 }
 
 /** Checks files named by options exist (before any work). */
@@ -85,10 +85,10 @@ export async function loadBase(flags: BaseFlags, meta?: EditMeta | null, metaFil
     if (pretrained === undefined && meta.theta0?.path) {
       if (!fs.existsSync(meta.theta0.path))
         throw new ArgumentError(`${metaFile}: its θ0 ${meta.theta0.path} does not exist any more; give θ0 with --pretrained`);
-      if (meta.model?.arch === 'torchscript' && meta.theta0.path === meta.model.path) pretrained = undefined;
+      if (isFileModel(meta.model) && meta.theta0.path === meta.model.path) pretrained = undefined;
       else pretrained = meta.theta0.path;
     }
-    if (modelSpec === undefined && meta.model?.arch === 'torchscript') modelSpec = meta.model.path;
+    if (modelSpec === undefined && isFileModel(meta.model)) modelSpec = meta.model.path;
     if (headsFile === undefined && meta.heads?.path) headsFile = meta.heads.path;
   }
   const { loadTensors } = await import('../util/state');
@@ -106,11 +106,11 @@ export async function loadBase(flags: BaseFlags, meta?: EditMeta | null, metaFil
     theta0 = bb.theta0;
     theta0Path = path.resolve(pretrained!);
   } else {
-    const spec = modelSpec !== undefined ? parseModelSpec(modelSpec) : meta?.model && meta.model.arch !== 'torchscript' ? ({ kind: 'config', config: meta.model, source: 'metadata' } as const) : null;
-    if (spec === null) throw new ArgumentError('no model: give --model (a TorchScript file or a built-in config) or --pretrained (θ0 from tangent pretrain)');
-    if (spec.kind === 'torchscript') {
+    const spec = modelSpec !== undefined ? parseModelSpec(modelSpec) : meta?.model && !isFileModel(meta.model) ? ({ kind: 'config', config: meta.model, source: 'metadata' } as const) : null;
+    if (spec === null) throw new ArgumentError('no model: give --model (a torch.export .pt2 or TorchScript file, or a built-in config) or --pretrained (θ0 from tangent pretrain)');
+    if (spec.kind === 'file') {
       model = await Model.load(spec.path);
-      modelRef = { arch: 'torchscript', path: spec.path, sha256: sha256File(spec.path) };
+      modelRef = { arch: model.config.arch as 'torchscript' | 'exported', path: spec.path, sha256: sha256File(spec.path) };
     } else {
       model = Model.create(spec.config, { seed: flags.seed ?? 0 });
       modelRef = spec.config;
@@ -121,7 +121,7 @@ export async function loadBase(flags: BaseFlags, meta?: EditMeta | null, metaFil
       theta0Path = path.resolve(pretrained);
     } else {
       theta0 = model.parameters();
-      theta0Path = spec.kind === 'torchscript' ? spec.path : `${spec.source} (seed ${flags.seed ?? 0})`;
+      theta0Path = spec.kind === 'file' ? spec.path : `${spec.source} (seed ${flags.seed ?? 0})`;
     }
   }
   const theta0Hash = hashTensors(theta0);

@@ -72,7 +72,7 @@ export function checkDataset(set: ImageSet, config: ModelConfig | { arch: string
     throw new ArgumentError(`${what}: ${(e as Error).message}`);
   }
   if (set.count === 0) throw new ArgumentError(`${what} '${set.name}' is empty`);
-  const want = 'arch' in config && config.arch !== 'torchscript' ? expectedSampleShape(config as ModelConfig) : null;
+  const want = 'arch' in config && config.arch !== 'torchscript' && config.arch !== 'exported' ? expectedSampleShape(config as ModelConfig) : null;
   if (want !== null) {
     const per = set.shape.reduce((a, b) => a * b, 1);
     const ok = want.length === 1 ? per === want[0] : want.every((v, i) => v === set.shape[i]);
