@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "../compat.h"
 #include "../model.h"
 
 namespace tangent {
@@ -211,7 +212,7 @@ class ExportedModel final : public Model {
         if (overload == "default") overload.clear();
         auto h = c10::Dispatcher::singleton().findSchema({n.target.substr(0, dot), overload});
         check(h.has_value(), ErrorKind::Unsupported, where(), "node '", n.name, "' calls ", n.target,
-              ", which this libtorch (", TORCH_VERSION, ") does not have; export with a PyTorch whose "
+              ", which this libtorch (", compat::torch_header_version(), ") does not have; export with a PyTorch whose "
               "operators it knows, or load the program with a newer libtorch");
         st.op = *h;
         const auto& schema = h->schema();
@@ -419,8 +420,8 @@ class ExportedModel final : public Model {
         return;
       }
       case ExportArg::Kind::OptTensorList: {
-        c10::List<std::optional<at::Tensor>> l;
-        for (int64_t r : s.refs) l.push_back(r < 0 ? std::optional<at::Tensor>() : std::optional<at::Tensor>(v[r].toTensor()));
+        c10::List<c10::optional<at::Tensor>> l;
+        for (int64_t r : s.refs) l.push_back(r < 0 ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(v[r].toTensor()));
         stack.emplace_back(std::move(l));
         return;
       }

@@ -200,6 +200,81 @@ static void check_merge_files() {
   ::rmdir(dir);
 }
 
+// A torch.export program built by hand (what lib/checkpoint/pt2.ts hands over): x[B, 6] ->
+// linear -> gelu -> mul by a Python float -> view([B, -1]) with B = sym_size(x, 0) -> linear.
+static ExportArg value_arg(const std::string& name, int64_t ref) {
+  ExportArg a; a.name = name; a.kind = ExportArg::Kind::Value; a.refs = {ref}; return a;
+}
+static ExportArg const_arg(const std::string& name, c10::IValue v) {
+  ExportArg a; a.name = name; a.constant = std::move(v); return a;
+}
+static ExportNode node(const std::string& name, const std::string& target, std::vector<ExportArg> args, std::vector<int64_t> outs) {
+  ExportNode n; n.name = name; n.target = target; n.args = std::move(args);
+  for (int64_t o : outs) { n.outputs.push_back({o}); n.list_output.push_back(false); }
+  return n;
+}
+static ExportedProgram small_program(const at::Device& dev) {
+  auto gen = at::detail::createCPUGenerator(11);
+  auto rnd = [&](std::vector<int64_t> s) { return at::empty(s, at::kDouble).normal_(0, 0.5, gen); };
+  ExportedProgram p;
+  p.path = "hand-built";
+  // values: 0 W1, 1 b1, 2 W2, 3 b2, 4 x, 5 h, 6 g, 7 m, 8 B, 9 v, 10 out
+  p.num_values = 11;
+  p.state = {{ExportState::Kind::Parameter, "fc1.weight", 0, rnd({8, 6})}, {ExportState::Kind::Parameter, "fc1.bias", 1, rnd({8})},
+             {ExportState::Kind::Parameter, "fc2.weight", 2, rnd({3, 8})}, {ExportState::Kind::Parameter, "fc2.bias", 3, rnd({3})}};
+  ExportInput in; in.name = "x"; in.value = 4; in.dtype = at::kDouble; in.sizes = {-1, 6}; in.symbols = {"s0", ""};
+  in.min_size = {1, -1}; in.max_size = {64, -1};
+  p.inputs = {in};
+  ExportArg shape; shape.name = "size"; shape.kind = ExportArg::Kind::IntList; shape.refs = {8, -1}; shape.literals = {0, -1};
+  p.nodes = {node("linear", "aten::linear.default", {value_arg("input", 4), value_arg("weight", 0), value_arg("bias", 1)}, {5}),
+             node("gelu", "aten::gelu.default", {value_arg("self", 5)}, {6}),
+             node("mul", "aten::mul.Tensor", {value_arg("self", 6), const_arg("other", 0.5)}, {7}),
+             node("sym_size_int", "aten::sym_size.int", {value_arg("self", 4), const_arg("dim", int64_t(0))}, {8}),
+             node("view", "aten::view.default", {value_arg("self", 7), shape}, {9}),
+             node("linear_1", "aten::linear.default", {value_arg("input", 9), value_arg("weight", 2), value_arg("bias", 3)}, {10})};
+  p.output = 10;
+  (void)dev;
+  return p;
+}
+
+static void check_exported(const at::Device& dev) {
+  auto prog = small_program(dev);
+  std::vector<at::Tensor> w;
+  for (const auto& s : prog.state) w.push_back(s.tensor.to(dev));
+  auto m = load_exported(prog, dev);
+  auto gen = at::detail::createCPUGenerator(5);
+  at::Tensor x = at::empty({5, 6}, at::kDouble).normal_(0, 1, gen).to(dev);
+  at::Tensor ref = at::linear(at::gelu(at::linear(x, w[0], w[1])) * 0.5, w[2], w[3]);
+  expect(at::allclose(forward_eval(*m, x, m->own_state()), ref, 1e-12, 1e-12),
+         "exported: the node-by-node forward equals ATen called directly");
+  check_model("exported", m, x);
+  auto refused = [&](const std::function<void(ExportedProgram&)>& edit, ErrorKind kind, const std::string& needle, const std::string& what) {
+    auto p = small_program(dev);
+    edit(p);
+    bool ok = false;
+    std::string msg;
+    try { load_exported(p, dev); } catch (const Error& e) { msg = e.what(); ok = e.kind == kind && msg.find(needle) != std::string::npos; }
+    expect(ok, "exported: " + what + (ok ? "" : " (got: " + msg + ")"));
+  };
+  refused([](ExportedProgram& p) { p.nodes[1].target = "aten::no_such_op.default"; }, ErrorKind::Unsupported,
+          "calls aten::no_such_op.default, which this libtorch", "an unknown operator is refused at load, naming it");
+  refused([](ExportedProgram& p) { p.nodes[0].target = "custom::linear.default"; }, ErrorKind::Unsupported,
+          "only aten and prims operators", "another namespace is refused");
+  refused([](ExportedProgram& p) {
+    p.nodes.insert(p.nodes.begin(), node("add_", "aten::add_.Tensor", {value_arg("self", 1), value_arg("other", 1)}, {5}));
+    p.nodes[1].outputs = {{6}}; p.nodes.erase(p.nodes.begin() + 2);  // keep the value numbering valid
+  }, ErrorKind::Unsupported, "writes in place to parameter 'fc1.bias'", "an in-place write to a parameter is refused");
+  refused([](ExportedProgram& p) { p.nodes[0].args.push_back(const_arg("alpha", 1.0)); }, ErrorKind::Argument,
+          "gives argument 'alpha', which aten::linear.default does not take", "an argument the schema lacks is refused");
+  refused([](ExportedProgram& p) { p.nodes[5].args[0].refs = {9999}; }, ErrorKind::Argument,
+          "refers to value 9999", "a value out of range is refused");
+  bool threw = false;
+  try { forward_eval(*m, at::zeros({65, 6}, at::TensorOptions().dtype(at::kDouble).device(dev)), m->own_state()); } catch (const Error& e) {
+    threw = e.kind == ErrorKind::Shape && std::string(e.what()).find("outside the range the program was exported for [1, 64]") != std::string::npos;
+  }
+  expect(threw, "exported: a batch outside the exported range is a ShapeError naming the range");
+}
+
 int main(int argc, char** argv) {
   const at::Device dev(argc > 1 ? argv[1] : "cpu");
   std::printf("# device %s, libtorch threads %d\n", dev.str().c_str(), get_num_threads());
@@ -219,6 +294,7 @@ int main(int argc, char** argv) {
   check_handwritten_jvp(vc, dev, at::kFloat, 1e-5);
   vc.num_classes = 0;  // features out
   check_handwritten_jvp(vc, dev, at::kDouble, 1e-13);
+  check_exported(dev);
 
   // Bad input names the problem.
   auto m = make_mlp(mc, 1, at::kDouble, dev);
