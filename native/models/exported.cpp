@@ -10,6 +10,7 @@
 //     symbolic-int builtins export emits for dynamic shapes (`aten::sym_size.int`, `_operator.mul`…);
 //   - every argument must be one of the schema's, every required one given, defaults filled in,
 //     and constants coerced to the schema's types (an int literal for a float argument);
+//   - no node may call an operator that reaches outside the program (aten::from_file);
 //   - no node may write in place to a parameter, buffer or user input, nor to a view of one (the
 //     forward must be functional); in-place ops on intermediate values are fine.
 // Running is one pass over the nodes with callBoxed: ATen's own kernels, with autograd and
@@ -208,6 +209,12 @@ class ExportedModel final : public Model {
         const std::string ns = n.target.substr(0, sep);
         check(ns == "aten" || ns == "prims", ErrorKind::Unsupported, where(), "node '", n.name, "' calls ",
               n.target, ": only aten and prims operators are run");
+        const std::string op_name = n.target.substr(sep + 2, dot - sep - 2);
+        // Operators that reach outside the program: files (from_file maps one; a shared mapping
+        // writes to it) and the process's output.
+        check(op_name != "from_file" && op_name != "save" && op_name != "_print",
+              ErrorKind::Unsupported, where(), "node '", n.name, "' calls ", n.target,
+              ", which a loaded program may not call (it reaches files or memory outside the program)");
         std::string overload = n.target.substr(dot + 1);
         if (overload == "default") overload.clear();
         auto h = c10::Dispatcher::singleton().findSchema({n.target.substr(0, dot), overload});
@@ -261,7 +268,8 @@ class ExportedModel final : public Model {
         // Views of an input alias it; so does what an in-place op returns.
         for (size_t r = 0; r < schema.returns().size(); ++r) {
           const auto& ret = schema.returns()[r];
-          if (!ret.alias_info() && !writes) continue;
+          // _unsafe_view shares its input's storage without saying so in its schema.
+          if (!ret.alias_info() && !writes && op_name != "_unsafe_view") continue;
           std::string source;
           for (size_t ai = 0; ai < st.slots.size() && source.empty(); ++ai)
             for (int64_t ref : st.slots[ai].refs) {

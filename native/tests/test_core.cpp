@@ -258,6 +258,8 @@ static void check_exported(const at::Device& dev) {
   };
   refused([](ExportedProgram& p) { p.nodes[1].target = "aten::no_such_op.default"; }, ErrorKind::Unsupported,
           "calls aten::no_such_op.default, which this libtorch", "an unknown operator is refused at load, naming it");
+  refused([](ExportedProgram& p) { p.nodes[1].target = "aten::from_file.default"; }, ErrorKind::Unsupported,
+          "which a loaded program may not call", "aten::from_file (reads and maps files) is refused");
   refused([](ExportedProgram& p) { p.nodes[0].target = "custom::linear.default"; }, ErrorKind::Unsupported,
           "only aten and prims operators", "another namespace is refused");
   refused([](ExportedProgram& p) {
