@@ -86,6 +86,20 @@ if [ "$mode" != debian ]; then
       fi
     fi
   fi
+  # The model zoo the torch.export cross-checks export (test/export-models.test.ts): open_clip's
+  # ViT-B-32 and Hugging Face transformers configs. Pinned and without the resolver (it would ask
+  # for torch's cuda-bindings, which a local mirror may lack); failure is reported, not fatal.
+  if [ "$want" = 2.14.1 ] && [ -x "$py" ] && ! "$py" -c 'import open_clip, transformers' >/dev/null 2>&1; then
+    say "adding open_clip_torch 3.3.0 and transformers 5.18.0 to $venv (pip)"
+    zoo=(open_clip_torch==3.3.0 transformers==5.18.0 huggingface_hub==2.0.0 tokenizers==0.23.2 safetensors==0.8.0
+         timm==1.0.29 ftfy==6.3.1 wcwidth==0.9.1 regex==2026.9.29 tqdm==4.70.1 PyYAML==6.0.3 packaging==26.3
+         requests==2.34.2 urllib3==2.8.0 idna==3.20 certifi==2026.7.22 charset-normalizer==3.5.2 hf-xet==1.6.0
+         httpx2==2.13.1 httpcore2==2.13.1 httpx==0.28.1 httpcore==1.0.9 h11==0.16.0 anyio==4.15.1 sniffio==1.3.1
+         truststore==0.10.4 typer==0.27.2 click==8.5.0 rich==15.0.0 shellingham==1.5.4 markdown-it-py==4.2.0
+         mdurl==0.1.2 Pygments==2.21.0)
+    "$py" -m pip install -q --disable-pip-version-check --retries 0 --no-deps "${zoo[@]}" >>"build/pip.log" 2>&1 \
+      || say "pip could not add the model zoo (build/pip.log): the open_clip / transformers cross-checks will say so"
+  fi
   r=$(probe "$py")
   if [ -n "$r" ]; then write "${r#*$'\t'}" "$py" "${r%%$'\t'*}" "venv"; fi
   [ "$mode" = venv ] && { say "no PyTorch in $venv (build/pip.log)"; exit 1; }

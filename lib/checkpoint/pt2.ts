@@ -327,8 +327,10 @@ function selectOutput(r: Reader, tree: TreeSpec | null, count: number, output: n
   let keys: string[] | null = null;
   if (tree !== null && tree.type !== null) {
     children = tree.children;
-    if (tree.type === 'builtins.dict' && Array.isArray(tree.context)) {
-      keys = tree.context.map(String);
+    // A dict, or a registered container with keys (a Hugging Face ModelOutput): keys in context.
+    const ctx = tree.context;
+    if (Array.isArray(ctx) && ctx.length === children.length && ctx.every((k) => typeof k === 'string' || typeof k === 'number')) {
+      keys = ctx.map(String);
       names.push(...keys.map((k) => JSON.stringify(k)));
     } else names.push(...children.map((_, i) => String(i)));
   }
@@ -339,12 +341,12 @@ function selectOutput(r: Reader, tree: TreeSpec | null, count: number, output: n
   }
   if (output === undefined) {
     if (children.length === 1 && leaves(children[0]!) === 1) return { index: 0, names };
-    throw new ArgumentError(`${r.file}: the program returns a ${tree.type.replace('builtins.', '')} of ${children.length} (${names.join(', ')}); choose the model's output with output (an index${keys ? ' or a dict key' : ''})`);
+    throw new ArgumentError(`${r.file}: the program returns a ${escapeControl(tree.type.replace('builtins.', ''))} of ${children.length} (${names.join(', ')}); choose the model's output with output (an index${keys ? ' or a key' : ''})`);
   }
   let pos: number;
   if (typeof output === 'number') pos = output;
   else if (keys !== null) pos = keys.indexOf(output);
-  else throw new ArgumentError(`${r.file}: output ${JSON.stringify(output)}: the program returns a ${tree.type.replace('builtins.', '')}, choose by index 0..${children.length - 1}`);
+  else throw new ArgumentError(`${r.file}: output ${JSON.stringify(output)}: the program returns a ${escapeControl(tree.type.replace('builtins.', ''))} without keys, choose by index 0..${children.length - 1}`);
   if (pos < 0 || pos >= children.length) throw new ArgumentError(`${r.file}: output ${JSON.stringify(output)} is not one of the program's outputs (${names.join(', ')})`);
   if (leaves(children[pos]!) !== 1) r.unsupported(`output ${JSON.stringify(output)} is itself a container; tangent-edit needs one tensor`);
   let index = 0;
