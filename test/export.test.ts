@@ -171,7 +171,7 @@ t.test('programs tangent-edit refuses, each with a typed error naming why', asyn
     const c = cfg();
     c.config['0.weight']!.use_pickle = true;
     files.set(weightsCfg, Buffer.from(JSON.stringify(c)));
-  })), { name: 'UnsupportedError', message: /tensor "0\.weight" is stored as a pickle/ });
+  })), { name: 'CheckpointError', code: 'ERR_SCHEMA', message: /tensor "0\.weight" is stored as a pickle/ });
   await t.rejects(Model.load(craft((files) => {
     const c = cfg();
     c.config['0.weight']!.path_name = '../models/model.json';

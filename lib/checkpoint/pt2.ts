@@ -263,9 +263,9 @@ class ProgramBuilder {
     const o = r.obj(v, what);
     const code = r.int(o.dtype, `${what}.dtype`);
     const dtype = SCALAR_DTYPE[Number(code)];
-    if (dtype === undefined) r.unsupported(`${what} has dtype code ${code}, which tangent-edit does not read (float32/64/16, bfloat16, int8..64, uint8, bool)`);
+    if (dtype === undefined) throw new CheckpointError('ERR_DTYPE', `${what} has dtype code ${code}, which tangent-edit does not read (float32/64/16, bfloat16, int8..64, uint8, bool)`, { file: this.file });
     const layout = o.layout === undefined ? 7 : r.int(o.layout, `${what}.layout`);
-    if (layout !== 7) r.unsupported(`${what} is not a strided (dense) tensor (layout code ${layout})`);
+    if (layout !== 7) r.fail(`${what} is not a strided (dense) tensor (layout code ${layout}); tangent-edit reads dense tensors only`);
     const sizes = r.arr(o.sizes, `${what}.sizes`).map((s, i): number | string => {
       const [k, val] = r.union(s, `${what}.sizes[${i}]`);
       if (k === 'as_int') return r.size(val, `${what}.sizes[${i}]`);
@@ -374,12 +374,12 @@ function readProgram(file: string, opts: Pt2ReadOptions, tensorsOnly: boolean): 
     const fmt = a.zip.entries.get(`${a.root}/archive_format`);
     if (fmt !== undefined) {
       const text = Buffer.from(a.zip.read(fmt, 64)).toString('latin1').trim();
-      if (text !== 'pt2') throw new UnsupportedError(`${file}: archive_format is ${quote(text)}, expected "pt2"`);
+      if (text !== 'pt2') throw new CheckpointError('ERR_SCHEMA', `archive_format is ${quote(text)}, expected "pt2"`, { file });
     }
     const bo = a.zip.entries.get(`${a.root}/byteorder`);
     if (bo !== undefined) {
       const text = Buffer.from(a.zip.read(bo, 64)).toString('latin1').trim();
-      if (text !== 'little') throw new UnsupportedError(`${file}: byteorder is ${quote(text)}; tangent-edit reads little-endian archives only`);
+      if (text !== 'little') throw new CheckpointError('ERR_SCHEMA', `byteorder is ${quote(text)}; tangent-edit reads little-endian archives only`, { file });
     }
     const b = new ProgramBuilder(file);
     const r = b.r;
@@ -387,6 +387,8 @@ function readProgram(file: string, opts: Pt2ReadOptions, tensorsOnly: boolean): 
     const sv = r.obj(model.schema_version, 'schema_version');
     const major = r.int(sv.major, 'schema_version.major');
     const minor = r.int(sv.minor, 'schema_version.minor');
+    if (major !== EXPORT_SCHEMA_MAJOR && tensorsOnly)
+      r.fail(`torch.export schema version ${major}.${minor}; tangent-edit reads version ${EXPORT_SCHEMA_MAJOR}.x (PyTorch 2.x's torch.export.save)`);
     if (major !== EXPORT_SCHEMA_MAJOR)
       r.unsupported(`torch.export schema version ${major}.${minor}; tangent-edit reads version ${EXPORT_SCHEMA_MAJOR}.x (PyTorch 2.x's torch.export.save)`);
     const torchVersion = typeof model.torch_version === 'string' ? escapeControl(model.torch_version) : '?';
@@ -406,7 +408,7 @@ function readProgram(file: string, opts: Pt2ReadOptions, tensorsOnly: boolean): 
       const cfg = where === 'weights' ? weightsCfg : constCfg;
       if (!Object.prototype.hasOwnProperty.call(cfg, fqn)) r.fail(`${quote(fqn)} has no entry in data/${where}/model_${where}_config.json`);
       const c = r.obj(cfg[fqn], `${where} config of ${quote(fqn)}`);
-      if (c.use_pickle === true) r.unsupported(`tensor ${quote(fqn)} is stored as a pickle (use_pickle), which tangent-edit never unpickles; save it as a plain tensor`);
+      if (c.use_pickle !== false && c.use_pickle !== undefined) r.fail(`tensor ${quote(fqn)} is stored as a pickle (use_pickle), which tangent-edit never unpickles; save it as a plain tensor`);
       const pathName = r.name(c.path_name, `path_name of ${quote(fqn)}`);
       if (pathName.includes('/') || pathName === '..') r.fail(`path_name ${quote(pathName)} of ${quote(fqn)} leaves data/${where}/`);
       const meta = b.tensorMeta(c.tensor_meta, `tensor_meta of ${quote(fqn)}`);
@@ -507,10 +509,18 @@ function readProgram(file: string, opts: Pt2ReadOptions, tensorsOnly: boolean): 
             let hi = -1;
             if (sym !== null && Object.prototype.hasOwnProperty.call(ranges, sym)) {
               const rc = r.obj(ranges[sym], `range_constraints[${quote(sym)}]`);
-              const mn = rc.min_val === null || rc.min_val === undefined ? 0 : r.float(rc.min_val, 'min_val');
-              const mx = rc.max_val === null || rc.max_val === undefined ? Infinity : r.float(rc.max_val, 'max_val');
-              lo = Number.isFinite(mn) && mn > 0 ? Math.min(mn, Number.MAX_SAFE_INTEGER) : -1;
-              hi = Number.isFinite(mx) && mx < Number.MAX_SAFE_INTEGER ? mx : -1;
+              // Bounds are integers; ±Infinity / ±int_oo (written as huge numbers) mean none.
+              const bound = (v: unknown, what: string): number | null => {
+                if (v === null || v === undefined) return null;
+                const x = r.float(v, what);
+                if (Number.isNaN(x) || (Number.isFinite(x) && !Number.isInteger(x))) r.fail(`range_constraints[${quote(sym)}].${what} is ${JSON.stringify(v)}, not an integer`);
+                return Number.isSafeInteger(x) ? x : null;
+              };
+              const mn = bound(rc.min_val, 'min_val');
+              const mx = bound(rc.max_val, 'max_val');
+              lo = mn !== null && mn > 0 ? mn : -1;
+              hi = mx !== null && mx >= 0 ? mx : -1;
+              if (lo >= 0 && hi >= 0 && hi < lo) r.fail(`range_constraints[${quote(sym)}] is empty ([${lo}, ${hi}])`);
             }
             min.push(lo);
             max.push(hi);
@@ -713,8 +723,9 @@ function parseArg(b: ProgramBuilder, name: string, raw: unknown, at: string): Pr
       const d = r.obj(v, what);
       const type = r.str(d.type, `${what}.type`);
       if (type !== 'cpu' && type !== 'cuda' && type !== 'meta') r.unsupported(`${what} is device ${quote(type)}`);
-      // The program runs on the model's device; binding/model.cpp parses cpu / cuda[:i].
-      return { name, kind: 'device', value: type === 'meta' ? 'cpu' : type };
+      // Every device the program names becomes the model's (exported.cpp's coerce), so a program
+      // exported on a GPU loads on a CPU-only machine and the other way round.
+      return { name, kind: 'device', value: 'cpu' };
     }
     default:
       return r.unsupported(`${what} is ${quote(k)} (${k === 'as_graph' ? 'a subgraph' : k === 'as_custom_obj' ? 'a TorchBind object' : k === 'as_operator' ? 'an operator value' : 'a kind'}), which tangent-edit does not run`);
