@@ -1,9 +1,10 @@
 /**
- * A real model, loaded from TorchScript: torchvision vit_b_32 (88.2M parameters), traced and
- * scripted, batch 8 (--quick: 2) at 224×224. Forward, JVP, linearized forward, standard and
- * linearized train step (loss and gradients), each timed alternately with PyTorch's eager module
- * in a peer process (bench/reference_pytorch.py --serve-models): ours, fair peer, [default
- * peer,] ours, … so drift hits both alike. The fair peer runs with OMP_WAIT_POLICY=PASSIVE;
+ * A real model: torchvision vit_b_32 (88.2M parameters) as a torch.export program (.pt2, when the
+ * peer's PyTorch is 2.x) and as TorchScript, traced and scripted, batch 8 (--quick: 2) at
+ * 224×224. Forward, JVP, linearized forward, standard and linearized train step (loss and
+ * gradients), each timed in rounds with PyTorch's eager module in a peer process
+ * (bench/reference_pytorch.py --serve-models): .pt2, traced, scripted, fair peer, [default peer,]
+ * .pt2, … so drift hits all alike. The fair peer runs with OMP_WAIT_POLICY=PASSIVE;
  * PyTorch's default settings are reported beside it, labelled. Needs Debian's python3-torch and
  * python3-torchvision (they also write the modules, so both sides hold the same weights).
  */
@@ -106,9 +107,15 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       fair: Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>,
       default: Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>,
     };
-    for (const variant of ['traced', 'scripted'] as const) {
+    // The same module three ways, each timed in turn with the peer within every round: the
+    // torch.export program (.pt2, when the peer's PyTorch writes one), traced and scripted.
+    const variants = (['exported', 'traced', 'scripted'] as const).filter((v) => fs.existsSync(path.join(dir, v === 'exported' ? `${arch}.pt2` : `${arch}.${v}.pt`)));
+    type Variant = (typeof variants)[number];
+    const empty = () => Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
+    const loaded = new Map<Variant, { model: Model; loadMs: number; ours: Record<Op, () => Promise<number>>; release: () => void }>();
+    for (const variant of variants) {
       const loadStart = performance.now();
-      const model = await Model.load(path.join(dir, `${arch}.${variant}.pt`));
+      const model = await Model.load(path.join(dir, variant === 'exported' ? `${arch}.pt2` : `${arch}.${variant}.pt`));
       const loadMs = performance.now() - loadStart;
       const theta0 = model.parameters();
       const { tangent, theta } = await perturbed(theta0);
@@ -124,29 +131,34 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
         standardTrainStep: time(async () => disposeAll((await model.lossAndGrad(x, y, { params: theta })).grads)),
         linearizedTrainStep: time(async () => disposeAll((await lin.lossAndGrad(x, y, { params: theta })).grads)),
       };
-      const mine: Record<Op, number[]> = Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
-      const peer: Record<Op, number[]> = Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
-      // Warm-up, both sides alike: WARMUP rounds of every operation. The first model a Node
-      // process loads runs its first few linearized steps up to 2× slower while glibc's malloc
-      // arenas of libuv's pool threads (each async call runs on one of four) grow; Python's peer
-      // computes on its one main thread. The warm-up times are kept, and printed.
-      const warm: Record<Op, number[]> = Object.fromEntries(OPS.map((o) => [o, []])) as unknown as Record<Op, number[]>;
-      for (let w = 0; w < WARMUP; w++)
-        for (const op of OPS) {
-          warm[op].push(await ours[op]());
-          await fair.run(op);
-        }
-      for (let r = 0; r < reps; r++)
-        for (const op of OPS) {
-          mine[op].push(await ours[op]());
-          peer[op].push(await fair.run(op));
-          peerTimes.fair[op].push(peer[op][peer[op].length - 1]!);
-          // Default settings: one run per operation (it is 2–5× slower), for the record only.
-          if (variant === 'traced' && r === 0) peerTimes.default[op].push(await dflt.run(op));
-        }
-      const med = Object.fromEntries(OPS.map((o) => [o, medianOf(mine[o])])) as Record<Op, number>;
-      const fairMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peer[o])])) as Record<Op, number>;
-      ctx.log(`  ${variant} (load ${fmt(loadMs)}; warm-up, ours: ${OPS.map((o) => `${o} ${warm[o].map((v) => fmt(v)).join(' ')}`).join(', ')}):`);
+      loaded.set(variant, { model, loadMs, ours, release: () => { disposeAll(tangent); disposeAll(theta); model.dispose(); } });
+    }
+    const mine = new Map(variants.map((v) => [v, empty()]));
+    const warm = new Map(variants.map((v) => [v, empty()]));
+    // Warm-up, both sides alike: WARMUP rounds of every operation. The first model a Node
+    // process loads runs its first few linearized steps up to 2× slower while glibc's malloc
+    // arenas of libuv's pool threads (each async call runs on one of four) grow; Python's peer
+    // computes on its one main thread. The warm-up times are kept, and printed.
+    for (let w = 0; w < WARMUP; w++)
+      for (const op of OPS) {
+        for (const v of variants) warm.get(v)![op].push(await loaded.get(v)!.ours[op]());
+        await fair.run(op);
+      }
+    // Rounds: every variant, then the fair peer, for each operation (ours, ours, ours, peer, …).
+    for (let r = 0; r < reps; r++)
+      for (const op of OPS) {
+        for (const v of variants) mine.get(v)![op].push(await loaded.get(v)!.ours[op]());
+        peerTimes.fair[op].push(await fair.run(op));
+        // Default settings: one run per operation (it is 2–5× slower), for the record only.
+        if (r === 0) peerTimes.default[op].push(await dflt.run(op));
+      }
+    const fairMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peerTimes.fair[o])])) as Record<Op, number>;
+    const medians = new Map(variants.map((v) => [v, Object.fromEntries(OPS.map((o) => [o, medianOf(mine.get(v)![o])])) as Record<Op, number>]));
+    for (const variant of variants) {
+      const med = medians.get(variant)!;
+      const { loadMs } = loaded.get(variant)!;
+      const w = warm.get(variant)!;
+      ctx.log(`  ${variant} (load ${fmt(loadMs)}; warm-up, ours: ${OPS.map((o) => `${o} ${w[o].map((v) => fmt(v)).join(' ')}`).join(', ')}):`);
       ctx.log(`    ${'operation'.padEnd(20)} ${'tangent-edit'.padStart(12)} ${'PyTorch fair'.padStart(12)} ${'ratio'.padStart(6)}  ${'× forward (MAC bound)'.padStart(22)}  GMAC/s`);
       for (const op of OPS) {
         const gmacs = (MAC_UNITS[op] * info.forwardMacs) / 1e9;
@@ -156,22 +168,25 @@ export async function benchModels(ctx: BenchContext): Promise<Record<string, unk
       }
       out[variant] = {
         loadMs,
-        warmUpRunsMs: warm,
+        warmUpRunsMs: w,
         medianMs: med,
-        runsMs: mine,
+        runsMs: mine.get(variant),
         fairPeerMedianMs: fairMed,
-        fairPeerRunsMs: peer,
         ratioToFairPeer: Object.fromEntries(OPS.map((o) => [o, med[o] / fairMed[o]])),
         overForward: Object.fromEntries(OPS.map((o) => [o, med[o] / med.forward])),
       };
-      disposeAll(tangent);
-      disposeAll(theta);
-      model.dispose();
     }
+    if (medians.has('exported') && medians.has('traced')) {
+      const e = medians.get('exported')!;
+      const tr = medians.get('traced')!;
+      out.exportedOverTraced = Object.fromEntries(OPS.map((o) => [o, e[o] / tr[o]]));
+      ctx.log(`  .pt2 / traced TorchScript, same run: ${OPS.map((o) => `${o} ${(e[o] / tr[o]).toFixed(2)}`).join(', ')}`);
+    }
+    for (const l of loaded.values()) l.release();
     const dfltMed = Object.fromEntries(OPS.map((o) => [o, medianOf(peerTimes.default[o])])) as Record<Op, number>;
     ctx.log(`  PyTorch with ${defaultPeerLabel()} (one run each, labelled, not the comparison): ${OPS.map((o) => `${o} ${fmt(dfltMed[o])}`).join(', ')}`);
     const rss = { tangentEditMaxRssMiB: process.resourceUsage().maxRSS / 1024, fairPeerMaxRssMiB: await fair.run('rss'), defaultPeerMaxRssMiB: await dflt.run('rss') };
-    ctx.log(`  peak RSS: tangent-edit process ${rss.tangentEditMaxRssMiB.toFixed(0)} MiB (both variants, one after the other), PyTorch peer ${rss.fairPeerMaxRssMiB.toFixed(0)} MiB`);
+    ctx.log(`  peak RSS: tangent-edit process ${rss.tangentEditMaxRssMiB.toFixed(0)} MiB (${variants.length} variants loaded at once), PyTorch peer ${rss.fairPeerMaxRssMiB.toFixed(0)} MiB`);
     dflt.close();
     return {
       arch,

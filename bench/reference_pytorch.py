@@ -47,6 +47,9 @@ def serve_models(arch, batch, threads, save_dir=None):
     if save_dir:
         torch.jit.save(torch.jit.script(model), f"{save_dir}/{arch}.scripted.pt")
         torch.jit.save(torch.jit.trace(model, (x,), check_trace=False), f"{save_dir}/{arch}.traced.pt")
+        if hasattr(torch, "export"):  # PyTorch 2.x: the same module as a torch.export program, batch dynamic
+            ep = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+            torch.export.save(ep, f"{save_dir}/{arch}.pt2")
         torch.save(x, f"{save_dir}/input.pt")
     y = torch.arange(batch) % 1000
     names = [n for n, _ in model.named_parameters()]

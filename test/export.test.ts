@@ -116,6 +116,12 @@ t.test('programs tangent-edit refuses, each with a typed error naming why', asyn
   await t.rejects(Model.load(f('custom_op.pt2')), { name: 'UnsupportedError', message: /calls an operator of namespace "tangent_test"/ }, 'a custom op');
   await t.rejects(Model.load(f('inplace_input.pt2')), { name: 'UnsupportedError', message: /updates user input "x"|writes in place to user input 'x'/ }, 'a forward that writes to its input');
   await t.rejects(Model.load(f('no_grad.pt2')), { name: 'UnsupportedError', message: /"torch\.ops\.higher_order\.wrap_with_set_grad_enabled"\) is a higher-order operator/ }, 'a torch.no_grad() region');
+  // An op without a forward-mode derivative: the forward runs, a JVP names the op and the node.
+  const warp = await Model.load(f('no_forward_ad.pt2'));
+  const q = Tensor.from(Float32Array.from({ length: 32 }, (_, i) => Math.sin(i)), [2, 16]);
+  t.same((await warp.forward(q)).shape, [2, 9], 'the plain forward runs');
+  await t.rejects(warp.jvp(q, warp.parameters()), { name: 'UnsupportedError', message: /node 'grid_sampler\w*' \(aten::grid_sampler\S*\) reaches grid_sampler_2d, which has no forward-mode derivative/ });
+  warp.dispose();
   // Each still gives its weights as data.
   t.same([...(await loadStateDict(f('custom_op.pt2'))).tensors.keys()], ['fc.weight', 'fc.bias']);
 
