@@ -9,6 +9,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ArgumentError, CheckpointError, DTypeError, loadStateDict, Model, ShapeError, Tensor, UnsupportedError } from '../lib';
+import { empiricalNtk } from '../lib/analysis/ntk';
 import { ZipReader } from '../lib/checkpoint/zip';
 import { prepareData } from '../lib/data/spec';
 import { json, run, skipWithoutDist, writePngs } from './cli-fixtures';
@@ -27,6 +28,31 @@ t.test('small torch.export programs against PyTorch', async (t) => {
     const m = manifest(dir, name);
     await crossCheck(t, dir, m, m.modules.exported!, `${name} (.pt2)`, TOL);
   }
+
+  t.test('the empirical NTK of a .pt2 equals the Gram of its VJP rows', async (t) => {
+    const model = await Model.load(path.join(dir, 'tiny.pt2'));
+    const [x] = readAll(dir, 'tiny') as [Tensor];
+    const n = x.shape[0]!;
+    const { gram } = await empiricalNtk(model, x, { output: 'trace' });
+    const k = values(gram);
+    // Independent: one VJP per (sample, logit) with a one-hot cotangent; K[i][j] = Σ_c g_ic · g_jc.
+    const rows: Float64Array[][] = [];
+    for (let i = 0; i < n; i++) {
+      rows.push([]);
+      for (let c = 0; c < 4; c++) {
+        const e = new Float32Array(n * 4);
+        e[i * 4 + c] = 1;
+        const g = await model.vjp(x, Tensor.from(e, [n, 4]));
+        rows[i]!.push(Float64Array.from([...g.values()].flatMap((v) => Array.from(values(v)))));
+      }
+    }
+    const want = new Float64Array(n * n);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++)
+        for (let c = 0; c < 4; c++) want[i * n + j] += rows[i]![c]!.reduce((a, v, q) => a + v * rows[j]![c]![q]!, 0);
+    t.ok(relMax(k, want) < 1e-4, `NTK (trace over 4 logits, ${n}×${n}) equals the VJP Gram (${relMax(k, want).toExponential(2)})`);
+    model.dispose();
+  });
 
   t.test('the weights are read as data, parameters then buffers, with PyTorch\'s values', async (t) => {
     const file = path.join(dir, 'extras.pt2');
@@ -77,7 +103,7 @@ t.test('small torch.export programs against PyTorch', async (t) => {
   });
 });
 
-t.test('the CLI on a .pt2: finetune (linear) → eval by metadata, equal to the library\'s f_lin', { skip: skipWithoutDist }, async (t) => {
+t.test('the CLI on a .pt2: finetune (standard, linear) → eval by metadata, equal to the library\'s f_lin', { skip: skipWithoutDist }, async (t) => {
   if (!needPython(t, MODULES)) return;
   const dir = generate(t, ['small'], GENERATOR);
   const pt2 = path.join(dir, 'tiny.pt2');
@@ -85,6 +111,8 @@ t.test('the CLI on a .pt2: finetune (linear) → eval by metadata, equal to the 
   const out = path.join(dir, 'cols-lin.safetensors');
   const ft = json(run('finetune', '--data', data, '--model', pt2, '--mode', 'linear', '--out', out, '--steps', '6', '--batch-size', '16', '--lr', '0.5', '--progress', 'none', '--json'));
   t.equal(ft.evaluatedWith, 'f_lin');
+  const std = json(run('finetune', '--data', data, '--model', pt2, '--mode', 'standard', '--out', path.join(dir, 'cols-std.safetensors'), '--steps', '6', '--batch-size', '16', '--lr', '0.01', '--progress', 'none', '--json'));
+  t.equal(std.evaluatedWith, 'f', 'standard fine-tuning of a .pt2 too');
   const ins = json(run('inspect', '--json', out));
   t.equal(ins.tangent.model.arch, 'exported', 'the checkpoint names the .pt2 as its model');
   t.equal(ins.tangent.model.path, pt2);
