@@ -150,6 +150,13 @@ t.test('programs tangent-edit refuses, each with a typed error naming why', asyn
   t.same((await warp.forward(q)).shape, [2, 9], 'the plain forward runs');
   await t.rejects(warp.jvp(q, warp.parameters()), { name: 'UnsupportedError', message: /node 'grid_sampler\w*' \(aten::grid_sampler\S*\) reaches grid_sampler_2d, which has no forward-mode derivative/ });
   warp.dispose();
+  const hs = await Model.load(f('hardsigmoid.pt2'));
+  const z = Tensor.from(Float32Array.from({ length: 12 }, (_, i) => Math.cos(i)), [3, 4]);
+  const labels = Tensor.fromLabels([0, 1, 2]);
+  await hs.jvp(z, hs.parameters());
+  t.ok(Number.isFinite((await hs.lossAndGrad(z, labels)).loss), 'hardsigmoid: JVP and standard training run');
+  await t.rejects(hs.linearize().lossAndGrad(z, labels, { params: hs.parameters() }), { name: 'UnsupportedError', message: /linearized training needs the derivative of aten::hardsigmoid_backward/ });
+  hs.dispose();
   // Each still gives its weights as data.
   t.same([...(await loadStateDict(f('custom_op.pt2'))).tensors.keys()], ['fc.weight', 'fc.bias']);
 

@@ -228,7 +228,22 @@ StepResult loss_and_grad(const Model& m, Mode mode, const at::Tensor& x, const a
   check_labels(y, x.size(0), logits.size(-1));
   at::Tensor loss = at::cross_entropy_loss(logits, y);
   StepResult r;
-  r.grads = grads_of(loss, leaves, m.num_parameters(), at::ones_like(loss), false);
+  try {
+    r.grads = grads_of(loss, leaves, m.num_parameters(), at::ones_like(loss), false);
+  } catch (const c10::Error& e) {
+    // Backward through a JVP differentiates each op's derivative again; libtorch lacks some of
+    // those second derivatives (hardsigmoid_backward, …). Named, with what still works.
+    const std::string msg = e.what_without_backtrace();
+    const std::string key = "derivative for ";
+    const size_t at = msg.find(key);
+    if (mode == Mode::Linear && at != std::string::npos && msg.find("is not implemented") != std::string::npos) {
+      const size_t start = at + key.size();
+      fail(ErrorKind::Unsupported, "linearized training needs the derivative of ", msg.substr(start, msg.find(' ', start) - start),
+           ", which this libtorch does not implement (the model's activation's derivative is not itself "
+           "differentiable); forward, JVP, linearized forward and standard training work");
+    }
+    throw;
+  }
   for (auto& g : r.grads) g = g.detach();
   r.loss = loss.item<double>();
   r.correct = count_correct(logits.detach(), y);
