@@ -47,7 +47,7 @@ t.test('task and dataset names are validated before any work', { skip: skipWitho
   fails(t, run('ntk', '--data', f('pngs')), `tangent ntk: ArgumentError: --data: ${f('pngs')}: no such file or folder`);
   fails(t, run('finetune', '--data', 'builtin:cifar', '--mode', 'linear', '--model', TS, '--out', f('x.safetensors')), `tangent finetune: ArgumentError: --data: unknown built-in dataset 'cifar' (${BUILTINS})`);
   fails(t, run('protocol', '--tasks', 'mnist,cifar'), "tangent protocol: ArgumentError: --tasks: unknown built-in task 'cifar' (built-in: mnist, fashion, letters, greek, typed-digits, scripts)");
-  fails(t, run('finetune', '--data', 'builtin:mnist', '--mode', 'linear', '--model', f('nope.pt'), '--out', f('x.safetensors')), `tangent finetune: ArgumentError: --model: ${f('nope.pt')}: no such file (expected a TorchScript file, a JSON model config, inline JSON or builtin:small-vit / builtin:vit)`);
+  fails(t, run('finetune', '--data', 'builtin:mnist', '--mode', 'linear', '--model', f('nope.pt'), '--out', f('x.safetensors')), `tangent finetune: ArgumentError: --model: ${f('nope.pt')}: no such file (expected a torch.export .pt2 or TorchScript file, a JSON model config, inline JSON or builtin:small-vit / builtin:vit)`);
   t.ok(Date.now() - t0 < 20000, 'no work was started');
   t.notOk(fs.existsSync(f('x.safetensors')));
 });

@@ -131,7 +131,7 @@ export const ApplyConfig = z
 export function registerCheckpointCommands(program: Command): void {
   program
     .command('inspect <file>')
-    .description('names, shapes, dtypes and bytes of a checkpoint (safetensors, sharded, .pt, TorchScript), and its tangent-edit metadata')
+    .description('names, shapes, dtypes and bytes of a checkpoint (safetensors, sharded, .pt, TorchScript, .pt2), and its tangent-edit metadata')
     .usage('FILE [--json]')
     .option('--json', 'print as JSON')
     .action(async (file: string, o: { json?: boolean }) => {

@@ -38,7 +38,7 @@ export const ProtocolConfig = z
 function baseOptions(c: Command): Command {
   return c
     .option('--config <file>', 'YAML config (snake_case keys); flags override it')
-    .option('--model <spec>', "the model (default: the checkpoints' metadata): TorchScript file, JSON config or builtin:NAME")
+    .option('--model <spec>', "the model (default: the checkpoints' metadata): .pt2 or TorchScript file, JSON config or builtin:NAME")
     .option('--pretrained <file>', "θ0 (default: the checkpoints' metadata)")
     .option('--heads <file>', "frozen heads (default: the checkpoints' metadata)");
 }

@@ -146,7 +146,7 @@ export function registerTrainCommands(program: Command): void {
         .option('--data <spec>', 'training data (required): builtin:NAME, a folder of class folders of images, .npy, .npz or .safetensors')
         .option('--task <name>', "task name recorded in the checkpoint and used to pick the head (default: the dataset's name)")
         .option('--mode <mode>', 'standard | linear (required)', choiceArg('--mode', ['standard', 'linear'] as const))
-        .option('--model <spec>', 'TorchScript file, JSON model config (file or inline) or builtin:small-vit / builtin:vit')
+        .option('--model <spec>', 'torch.export .pt2 or TorchScript file, JSON model config (file or inline) or builtin:small-vit / builtin:vit')
         .option('--pretrained <file>', 'θ0: a state dict (any format) for --model, or a tangent pretrain file (names its model)')
         .option('--heads <file>', 'frozen heads (tangent pretrain --heads-out); not needed when the model outputs logits')
         .option('--out <file>', 'checkpoint θ (required); the optimizer state goes beside it in .optim.safetensors')
@@ -170,7 +170,7 @@ export function registerTrainCommands(program: Command): void {
     requireFile('--pretrained', o.pretrained);
     requireFile('--heads', o.heads);
     if (o.resume) requireFile('--out (the checkpoint to resume)', o.out);
-    if (!o.model && !o.pretrained) throw new ArgumentError('give --model (a TorchScript file or a built-in config) or --pretrained (θ0 from tangent pretrain)');
+    if (!o.model && !o.pretrained) throw new ArgumentError('give --model (a torch.export .pt2 or TorchScript file, or a built-in config) or --pretrained (θ0 from tangent pretrain)');
     await setThreads(o.threads);
     const { loadBase, headFor, loadData } = await import('./inputs');
     const { finetune, loadTrainingState } = await import('../train/finetune');
