@@ -46,6 +46,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod<&ModelWrap::LinearizedForward>("linearizedForward"),
                         InstanceMethod<&ModelWrap::LossAndGrad>("lossAndGrad"),
                         InstanceMethod<&ModelWrap::Evaluate>("evaluate"),
+                        InstanceMethod<&ModelWrap::WithState>("withState"),
                         InstanceMethod<&ModelWrap::Dispose>("dispose")});
   }
 
@@ -136,6 +137,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
   Napi::Value Buffers(const Napi::CallbackInfo& info) {
     return WrapPairs(info.Env(), model(info.Env())->buffers(), false);
+  }
+  // withState(params) -> NativeModel: the same architecture with `params` as its own θ0.
+  Napi::Value WithState(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      return Wrap(env, tangent::with_state(model(env), UnwrapNamed(env, info[0], "params")));
+    });
   }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     model_.reset();
@@ -291,8 +299,30 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
       c.mlp_dim = Int(cfg, "mlpDim", c.mlp_dim);
       c.num_classes = Int(cfg, "numClasses", c.num_classes);
       m = tangent::make_vit(c, seed, dtype, device);
+    } else if (kind == "clip-vision" || kind == "clip-text") {
+      auto tower = [&](tangent::ClipTower& c) {
+        c.width = Int(cfg, "width", c.width);
+        c.layers = Int(cfg, "layers", c.layers);
+        c.heads = Int(cfg, "heads", c.heads);
+        c.mlp_dim = Int(cfg, "mlpDim", 4 * c.width);
+        c.embed_dim = Int(cfg, "embedDim", c.embed_dim);
+        c.quick_gelu = cfg.Has("quickGelu") && cfg.Get("quickGelu").ToBoolean();
+      };
+      if (kind == "clip-vision") {
+        tangent::ClipVisionConfig c;
+        tower(c);
+        c.image_size = Int(cfg, "imageSize", c.image_size);
+        c.patch_size = Int(cfg, "patchSize", c.patch_size);
+        m = tangent::make_clip_vision(c, seed, dtype, device);
+      } else {
+        tangent::ClipTextConfig c;
+        tower(c);
+        c.context_length = Int(cfg, "contextLength", c.context_length);
+        c.vocab_size = Int(cfg, "vocabSize", c.vocab_size);
+        m = tangent::make_clip_text(c, seed, dtype, device);
+      }
     } else {
-      tangent::fail(ErrorKind::Argument, "unknown architecture '", kind, "' (expected mlp, cnn or vit)");
+      tangent::fail(ErrorKind::Argument, "unknown architecture '", kind, "' (expected mlp, cnn, vit, clip-vision or clip-text)");
     }
     return ModelWrap::Wrap(env, m);
   });

@@ -103,6 +103,7 @@ export interface NativeModel {
   lossAndGrad: NativeStepFn;
   /** Loss and correct count, no gradients. */
   evaluate: NativeStepFn;
+  withState(params: NativeParams): NativeModel;
   dispose(): void;
 }
 

@@ -38,7 +38,34 @@ export interface VitConfig {
   /** 0: the model outputs the final class-token features (use with a separate head). */
   numClasses: number;
 }
-export type ModelConfig = MlpConfig | CnnConfig | VitConfig;
+/** Fields shared by CLIP's two towers (open_clip's architecture and parameter names; lib/clip). */
+export interface ClipTowerConfig {
+  width: number;
+  layers: number;
+  heads: number;
+  /** Default 4 × width. */
+  mlpDim?: number;
+  /** The joint embedding size (the projection's output). */
+  embedDim: number;
+  /** x·σ(1.702x) as OpenAI's weights were trained (open_clip's `-quickgelu` configs, transformers' `quick_gelu`); default exact GELU. */
+  quickGelu?: boolean;
+}
+/** CLIP's image tower: images [batch, 3, imageSize, imageSize] → embeddings [batch, embedDim] (not normalised). */
+export interface ClipVisionConfig extends ClipTowerConfig {
+  arch: 'clip-vision';
+  imageSize: number;
+  patchSize: number;
+  /** The open_clip config name it came from (informational). */
+  name?: string;
+}
+/** CLIP's text tower: token ids (int64) [batch, ≤ contextLength] → embeddings [batch, embedDim]. */
+export interface ClipTextConfig extends ClipTowerConfig {
+  arch: 'clip-text';
+  contextLength: number;
+  vocabSize: number;
+  name?: string;
+}
+export type ModelConfig = MlpConfig | CnnConfig | VitConfig | ClipVisionConfig | ClipTextConfig;
 
 /** A model read from a file: TorchScript (`torch.jit.save`) or a torch.export program (.pt2). */
 export interface FileModelConfig {
@@ -137,8 +164,21 @@ function validateConfig(c: ModelConfig): void {
         throw new ArgumentError(`vit.imageSize ${c.imageSize} is not a multiple of vit.patchSize ${c.patchSize}`);
       if (c.dim % c.heads !== 0) throw new ArgumentError(`vit.dim ${c.dim} is not a multiple of vit.heads ${c.heads}`);
       return;
+    case 'clip-vision':
+    case 'clip-text': {
+      const a = c.arch;
+      const keys = a === 'clip-vision' ? (['imageSize', 'patchSize'] as const) : (['contextLength', 'vocabSize'] as const);
+      for (const k of ['width', 'heads', 'embedDim', ...keys] as const) positiveInt((c as unknown as Record<string, unknown>)[k], `${a}.${k}`);
+      positiveInt(c.layers, `${a}.layers`, 0);
+      if (c.mlpDim !== undefined) positiveInt(c.mlpDim, `${a}.mlpDim`);
+      if (c.quickGelu !== undefined && typeof c.quickGelu !== 'boolean') throw new ArgumentError(`${a}.quickGelu must be a boolean, got ${JSON.stringify(c.quickGelu)}`);
+      if (c.width % c.heads !== 0) throw new ArgumentError(`${a}.width ${c.width} is not a multiple of ${a}.heads ${c.heads}`);
+      if (c.arch === 'clip-vision' && c.imageSize % c.patchSize !== 0)
+        throw new ArgumentError(`clip-vision.imageSize ${c.imageSize} is not a multiple of clip-vision.patchSize ${c.patchSize}`);
+      return;
+    }
     default:
-      throw new ArgumentError(`unknown arch ${JSON.stringify((c as { arch: unknown }).arch)} (expected mlp, cnn or vit)`);
+      throw new ArgumentError(`unknown arch ${JSON.stringify((c as { arch: unknown }).arch)} (expected mlp, cnn, vit, clip-vision or clip-text)`);
   }
 }
 
@@ -161,7 +201,7 @@ export class Model implements Disposable {
     this.bufferNames = new Set(handle.buffers().map(([n]) => n));
   }
 
-  /** A built-in architecture (mlp, cnn, vit), initialised from a seed. */
+  /** A built-in architecture (mlp, cnn, vit, CLIP's towers), initialised from a seed. */
   static create(config: ModelConfig, opts: ModelOptions = {}): Model {
     validateConfig(config);
     const seed = opts.seed ?? 0;
@@ -367,6 +407,16 @@ export class Model implements Disposable {
     const args = [mode, nx, ny, this.nativeParams(params, 'params'), this.nativeParams(params0, 'params0'), Model.head(head)] as const;
     const r = grads ? await this.native.lossAndGrad(...args) : await this.native.evaluate(...args);
     return grads ? { loss: r.loss, correct: r.correct, grads: wrapPairs(r.grads ?? []) } : { loss: r.loss, correct: r.correct };
+  }
+
+  /**
+   * The same architecture with `params` (every parameter; buffers optional) as its own θ0: what
+   * `forward(x)` and `jvp` use when no parameters are given, and what `parameters()` returns.
+   * Checked like any parameter set (names, shapes, dtypes, device). Shares no native state with
+   * this model: dispose each.
+   */
+  withParameters(params: Params): Model {
+    return new Model(this.native.withState(this.checkParams(params, 'params')), this.config);
   }
 
   /** Release the native model (its parameters become unusable). */

@@ -15,7 +15,7 @@ class Model {
  public:
   virtual ~Model() = default;
 
-  // "mlp", "cnn", "vit", "torchscript".
+  // "mlp", "cnn", "vit", "clip-vision", "clip-text", "torchscript", "exported".
   virtual std::string kind() const = 0;
 
   // Trainable parameters in declaration order (the model's own θ0), and non-trainable buffers.
@@ -97,12 +97,35 @@ struct VitConfig {
   int64_t num_classes = 10;  // 0: output the final class-token features
 };
 
+// CLIP's towers (native/models/clip.cpp): open_clip's architecture and parameter names.
+struct ClipTower {
+  int64_t width = 768;
+  int64_t layers = 12;
+  int64_t heads = 12;
+  int64_t mlp_dim = 3072;
+  int64_t embed_dim = 512;  // the joint embedding (the projection's output)
+  bool quick_gelu = false;  // x·σ(1.702x), as OpenAI's weights were trained; else exact GELU
+};
+struct ClipVisionConfig : ClipTower {
+  int64_t image_size = 224;
+  int64_t patch_size = 32;
+};
+struct ClipTextConfig : ClipTower {
+  int64_t context_length = 77;
+  int64_t vocab_size = 49408;
+};
+
 ModelPtr make_mlp(const MlpConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device);
 ModelPtr make_cnn(const CnnConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device);
 ModelPtr make_vit(const VitConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device);
+ModelPtr make_clip_vision(const ClipVisionConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device);
+ModelPtr make_clip_text(const ClipTextConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device);
 // A view of `m` whose forward(state, x) runs m.forward_inputs(state, {x, extra...}): the extra
 // inputs (masks, ...) ride along every forward, JVP and gradient without being differentiated.
 ModelPtr with_inputs(ModelPtr m, std::vector<at::Tensor> extra);
+// `m`'s architecture with `state` (every parameter, optionally buffers; checked as resolve()) as
+// its own θ0: what Model.withParameters returns (pretrained weights as the model's defaults).
+ModelPtr with_state(ModelPtr m, const NamedTensors& state);
 
 struct TorchScriptOptions {
   // Which element of a tuple, list or dict result is the model's output: an index (tuples and

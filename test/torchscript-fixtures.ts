@@ -138,8 +138,8 @@ export interface Tolerances {
  * Load `file` and compare forward, JVP and the linearized gradient with the manifest's PyTorch
  * references. Returns the measured errors (also asserted against `tol`).
  */
-export async function crossCheck(t: Test, dir: string, m: Manifest, file: string, label: string, tol: Tolerances): Promise<void> {
-  const model = await Model.load(path.join(dir, file), m.select === null ? {} : { output: m.select });
+export async function crossCheck(t: Test, dir: string, m: Manifest, file: string | Model, label: string, tol: Tolerances): Promise<void> {
+  const model = typeof file === 'string' ? await Model.load(path.join(dir, file), m.select === null ? {} : { output: m.select }) : file;
   try {
     t.same([...model.spec.keys()], m.params, `${label}: parameter names and order are PyTorch's`);
     t.same([...model.bufferNames], m.buffers, `${label}: buffers are PyTorch's`);

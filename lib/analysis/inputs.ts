@@ -24,7 +24,17 @@ export const DEMO_VIT: VitConfig = { arch: 'vit', imageSize: 28, patchSize: 4, i
  * have are errors; float tensors are cast natively to the model's dtype.
  */
 export async function loadStateFile(file: string, model: Model, what: string): Promise<StateDict> {
-  const { tensors } = await loadStateDict(file);
+  let { tensors } = await loadStateDict(file);
+  const arch = model.config.arch;
+  if (arch === 'clip-vision' || arch === 'clip-text') {
+    // CLIP weights in open_clip's or transformers' layout, whole or one tower (lib/clip/weights.ts).
+    const { clipTowerState } = await import('../clip/weights');
+    try {
+      tensors = clipTowerState(tensors, arch === 'clip-vision' ? 'vision' : 'text', file);
+    } catch (e) {
+      throw new ParameterError(`${what}: ${(e as Error).message}`);
+    }
+  }
   const unknown = [...tensors.keys()].filter((n) => !model.spec.has(n) && !model.bufferNames.has(n));
   if (unknown.length) throw new ParameterError(`${what} (${file}): names the model does not have: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ` (+${unknown.length - 5} more)` : ''}`);
   const out: StateDict = new Map();

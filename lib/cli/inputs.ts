@@ -153,8 +153,9 @@ export function headFor(base: Base, task: string): Head | undefined {
 }
 
 /** Input size of a built-in model ([C, H, W]) for decoding image folders; null for TorchScript. */
-export function modelInput(model: Model): { channels?: 1 | 3; size?: [number, number] } {
+export function modelInput(model: Model): { channels?: 1 | 3; size?: [number, number]; preprocess?: 'clip' } {
   const c = model.config as { arch: string; imageSize?: number; inChannels?: number };
+  if (c.arch === 'clip-vision') return { size: [c.imageSize!, c.imageSize!], channels: 3, preprocess: 'clip' };
   if ((c.arch === 'vit' || c.arch === 'cnn') && c.imageSize !== undefined) return { size: [c.imageSize, c.imageSize], channels: c.inChannels === 3 ? 3 : 1 };
   return {};
 }

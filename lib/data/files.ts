@@ -258,7 +258,7 @@ export function loadSafetensorsDataset(file: string, name = path.basename(file, 
 
 /** The part of sharp's API used here (sharp's own types resolve to its ESM build under this tsconfig). */
 interface SharpImage {
-  resize(width: number, height: number, o: { fit: 'fill' }): SharpImage;
+  resize(width: number, height: number, o: { fit: 'fill' | 'cover'; position?: 'centre'; kernel?: 'cubic' }): SharpImage;
   removeAlpha(): SharpImage;
   greyscale(): SharpImage;
   toColourspace(space: string): SharpImage;
@@ -288,7 +288,17 @@ export interface FolderOptions {
   channels?: 1 | 3;
   /** Class names in label order (default: the subfolders, sorted). */
   classNames?: string[];
+  /**
+   * `clip`: CLIP's preprocessing (resize the shorter side to the size with a bicubic kernel —
+   * sharp's, not PIL's: values can differ from torchvision's by a few 1/255 —, centre crop, sRGB,
+   * then (x − mean) / std per channel with CLIP's mean and std). Default: stretch to the size, x / 255.
+   */
+  preprocess?: 'clip';
 }
+
+/** CLIP's per-channel pixel mean and std (OpenAI's; open_clip's OPENAI_DATASET_MEAN/STD). */
+export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
+export const CLIP_STD = [0.26862954, 0.26130258, 0.27577711] as const;
 
 /** The class subfolders of `dir` and their image files, sorted; validates before decoding. */
 export function listImageFolder(dir: string): Array<{ name: string; files: string[] }> {
@@ -332,6 +342,8 @@ export async function loadImageFolder(dir: string, o: FolderOptions = {}, name =
     channels ??= meta.channels !== undefined && meta.channels <= 2 ? 1 : 3;
   }
   const [H, W] = size;
+  const clip = o.preprocess === 'clip';
+  if (clip && channels !== 3) throw new DatasetFileError(dir, 'CLIP preprocessing makes 3-channel (sRGB) images');
   const C = channels;
   const per = C * H * W;
   const images = new Float32Array(all.length * per);
@@ -342,7 +354,7 @@ export async function loadImageFolder(dir: string, o: FolderOptions = {}, name =
       const i = next++;
       if (i >= all.length) return;
       const { file, label } = all[i]!;
-      let img = sharp(file).resize(W, H, { fit: 'fill' }).removeAlpha();
+      let img = (clip ? sharp(file).resize(W, H, { fit: 'cover', position: 'centre', kernel: 'cubic' }) : sharp(file).resize(W, H, { fit: 'fill' })).removeAlpha();
       img = C === 1 ? img.greyscale() : img.toColourspace('srgb');
       let r: { data: Buffer; info: { width: number; height: number; channels: number } };
       try {
@@ -353,7 +365,9 @@ export async function loadImageFolder(dir: string, o: FolderOptions = {}, name =
       if (r.info.channels !== C || r.info.width !== W || r.info.height !== H)
         throw new DatasetFileError(file, `decoded to ${r.info.width}×${r.info.height}×${r.info.channels}, expected ${W}×${H}×${C}`);
       const base = i * per;
-      for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) for (let c = 0; c < C; c++) images[base + c * H * W + y * W + x] = r.data[(y * W + x) * C + c]! / 255;
+      if (clip)
+        for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) for (let c = 0; c < C; c++) images[base + c * H * W + y * W + x] = (r.data[(y * W + x) * C + c]! / 255 - CLIP_MEAN[c]!) / CLIP_STD[c]!;
+      else for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) for (let c = 0; c < C; c++) images[base + c * H * W + y * W + x] = r.data[(y * W + x) * C + c]! / 255;
       labels[i] = label;
     }
   };

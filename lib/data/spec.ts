@@ -67,6 +67,8 @@ export interface DataOptions {
   trainLimit?: number;
   valLimit?: number;
   testLimit?: number;
+  /** Image folders: `clip` for CLIP's resize, centre crop and mean/std (lib/data/files.ts). */
+  preprocess?: 'clip';
   /** Standardise pixels per channel with the train part's mean and std (file datasets; default false). */
   normalize?: boolean;
 }
@@ -85,11 +87,11 @@ export async function prepareData(spec: string | DataSpec, o: DataOptions = {}):
   const parts = d.kind === 'folder' ? splitFolders(d.path) : null;
   if (parts) {
     const names = listImageFolder(parts.train).map((c) => c.name);
-    train = await loadImageFolder(parts.train, { size: o.size, channels: o.channels, classNames: names }, `${d.name}/train`);
-    test = await loadImageFolder(parts.test, { size: [train.shape[1], train.shape[2]], channels: train.shape[0] as 1 | 3, classNames: names }, `${d.name}/test`);
+    train = await loadImageFolder(parts.train, { size: o.size, channels: o.channels, classNames: names, preprocess: o.preprocess }, `${d.name}/train`);
+    test = await loadImageFolder(parts.test, { size: [train.shape[1], train.shape[2]], channels: train.shape[0] as 1 | 3, classNames: names, preprocess: o.preprocess }, `${d.name}/test`);
   } else {
     const all =
-      d.kind === 'folder' ? await loadImageFolder(d.path, { size: o.size, channels: o.channels }, d.name) : d.kind === 'safetensors' ? loadSafetensorsDataset(d.path, d.name) : loadNpyDataset(d.path, d.name);
+      d.kind === 'folder' ? await loadImageFolder(d.path, { size: o.size, channels: o.channels, preprocess: o.preprocess }, d.name) : d.kind === 'safetensors' ? loadSafetensorsDataset(d.path, d.name) : loadNpyDataset(d.path, d.name);
     const tf = o.testFraction ?? 0.2;
     if (!(tf > 0 && tf < 1)) throw new ArgumentError(`test fraction must lie in (0, 1), got ${tf}`);
     const s = splitTrainVal(all, { valFraction: tf, maxVal: all.count, seed: deriveSeed(seed, 7) });

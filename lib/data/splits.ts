@@ -57,6 +57,10 @@ export function expectedSampleShape(c: ModelConfig): number[] | null {
       return [c.inChannels, c.imageSize, c.imageSize];
     case 'mlp':
       return [c.inputDim];
+    case 'clip-vision':
+      return [3, c.imageSize, c.imageSize];
+    case 'clip-text':
+      return null;
   }
 }
 

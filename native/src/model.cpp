@@ -111,7 +111,41 @@ class WithInputs final : public Model {
   std::vector<at::Tensor> extra_;
 };
 
+// with_state(): another model's architecture with its own θ0 (and buffers) replaced.
+class WithState final : public Model {
+ public:
+  WithState(ModelPtr base, const NamedTensors& given) : base_(std::move(base)) {
+    const std::vector<at::Tensor> s = base_->resolve(given);
+    const auto& ps = base_->parameters();
+    const auto& bs = base_->buffers();
+    for (size_t i = 0; i < ps.size(); ++i) add_parameter(ps[i].first, s[i]);
+    for (size_t i = 0; i < bs.size(); ++i) add_buffer(bs[i].first, s[ps.size() + i]);
+    if (!ps.empty()) dtype_ = ps.front().second.scalar_type();
+  }
+  std::string kind() const override { return base_->kind(); }
+  void check_input(const at::Tensor& x) const override { base_->check_input(x); }
+  size_t num_inputs() const override { return base_->num_inputs(); }
+  size_t num_required_inputs() const override { return base_->num_required_inputs(); }
+  std::string input_names() const override { return base_->input_names(); }
+  at::Tensor forward(const std::vector<at::Tensor>& state, const at::Tensor& x) const override {
+    return base_->forward(state, x);
+  }
+  at::Tensor forward_inputs(const std::vector<at::Tensor>& state,
+                            const std::vector<at::Tensor>& inputs) const override {
+    return base_->forward_inputs(state, inputs);
+  }
+  bool tangent_forward(const std::vector<at::Tensor>& state0, const std::vector<at::Tensor>& tangent,
+                       const at::Tensor& x, at::Tensor& primal, at::Tensor& tangent_out) const override {
+    return base_->tangent_forward(state0, tangent, x, primal, tangent_out);
+  }
+
+ private:
+  ModelPtr base_;
+};
+
 }  // namespace
+
+ModelPtr with_state(ModelPtr m, const NamedTensors& state) { return std::make_shared<WithState>(std::move(m), state); }
 
 ModelPtr with_inputs(ModelPtr m, std::vector<at::Tensor> extra) {
   if (extra.empty()) return m;
