@@ -7,6 +7,9 @@ export {
   type MlpConfig,
   type CnnConfig,
   type VitConfig,
+  type ClipVisionConfig,
+  type ClipTextConfig,
+  featureDim,
   type ModelOptions,
   type Params,
   type StateDict,
@@ -33,3 +36,4 @@ export { ProcessGroup, DistributedError } from './distributed';
 export * as evaluation from './eval';
 export { runPaperProtocol, PAPER_TASKS, LR_GRID, meanStd, headlineOf, aggregateHeadlines, type ProtocolOptions, type ProtocolReport, type MeanStd, type LrSelection, type AlphaEdge, type SeedResult } from './protocol';
 export * as analysis from './analysis';
+export { Clip, ClipTokenizer, CLIP_NAMES, BUILTIN_TEMPLATES, loadTemplates, namedClipConfig, clipVisionConfig, clipTextConfig, clipLayout, toOpenClipNames, INITIAL_LOGIT_SCALE, type ClipConfig, type ClipLayout } from './clip';

@@ -139,6 +139,16 @@ function positiveInt(v: unknown, name: string, min = 1): void {
     throw new ArgumentError(`${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
 }
 
+/**
+ * The width of the features a feature model gives its frozen head (a ViT with numClasses 0: dim;
+ * CLIP's image tower: embedDim), or undefined for models that output logits or are files.
+ */
+export function featureDim(c: ModelConfig | FileModelConfig | { arch: string }): number | undefined {
+  if (c.arch === 'vit' && (c as VitConfig).numClasses === 0) return (c as VitConfig).dim;
+  if (c.arch === 'clip-vision') return (c as ClipVisionConfig).embedDim;
+  return undefined;
+}
+
 function validateConfig(c: ModelConfig): void {
   if (typeof c !== 'object' || c === null) throw new ArgumentError('model config must be an object');
   switch (c.arch) {

@@ -14,6 +14,7 @@ import { saveTensors } from '../lib/util/state';
 import { ArgumentError, ParameterError, ShapeError } from '../lib/errors';
 import { Tensor } from '../lib/tensor';
 import type { Test } from 'tap';
+import { json, run, skipWithoutDist, writePngs } from './cli-fixtures';
 import { crossCheck, generate, needPython, pythonMissing, readBin, relMax, tangentFor, values, type Manifest } from './torchscript-fixtures';
 
 const GENERATOR = path.join(__dirname, 'fixtures', 'make_clip_fixtures.py');
@@ -185,4 +186,50 @@ t.test('text tower inputs are checked', async (t) => {
   await t.rejects(m.forward(Tensor.from(BigInt64Array.from([1n, 25n]), [1, 2])), /token ids must be in \[0, 20\), got 25/);
   await t.rejects(m.forward(Tensor.from(new BigInt64Array(9), [1, 9])), /1 <= length <= 8/);
   m.dispose();
+});
+
+t.test('CLI walk-through: tangent heads (zero-shot, two image folders) → finetune linear → apply → eval', { skip: skipWithoutDist }, async (t) => {
+  const dir = fixtures(t);
+  if (!dir) return;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-clip-cli-'));
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  const cfg = path.join(tmp, 'clip.json');
+  fs.writeFileSync(cfg, JSON.stringify(TINY));
+  // 40×40 grey PNGs: CLIP's preprocessing resizes, crops, makes sRGB and normalises them.
+  const bands = await writePngs(path.join(tmp, 'bands'), { classes: 3, perClass: 10, size: 40 });
+  const rows = await writePngs(path.join(tmp, 'rows'), { rows: true, classes: 3, perClass: 10, size: 40 });
+  const weights = path.join(dir, 'tiny.safetensors');
+  const heads = path.join(tmp, 'heads.safetensors');
+  const h = json(run('heads', '--model', cfg, '--pretrained', weights, '--tokenizer', path.join(dir, 'tokenizer.json'), '--classes', bands, '--classes', `rows=${rows}`, '--templates', 'builtin:simple', '--out', heads, '--json'));
+  t.same(h.tasks, { bands: 3, rows: 3 }, 'one head per --classes (named by the folder, or NAME=), classes from the folders');
+  t.equal(h.weights, 'open_clip');
+  // The heads file equals the library's zero-shot head on the same weights and class names.
+  const clip = await Clip.load(TINY, weights);
+  const tok = ClipTokenizer.fromFile(path.join(dir, 'tokenizer.json'));
+  const want = await clip.zeroShotHead(tok, ['class0', 'class1', 'class2'], ['a photo of a {}.']);
+  const { loadHeads } = await import('../lib/train/pretrain');
+  const got = loadHeads(heads, { theta0: clip.vision.parameters(), features: 32 });
+  t.same(values(got.get('bands')!.weight), values(want.weight), 'heads file = Clip.zeroShotHead');
+  t.equal(got.get('bands')!.normalize, true);
+  for (const [task, data] of [['bands', bands], ['rows', rows]] as const) {
+    const r = json(run('finetune', '--model', cfg, '--pretrained', weights, '--heads', heads, '--data', data, '--task', task, '--mode', 'linear', '--steps', '6', '--batch-size', '8', '--lr', '1e-3', '--out', path.join(tmp, `${task}.safetensors`), '--progress', 'none', '--json'));
+    t.equal(r.mode, 'linear');
+  }
+  const merged = path.join(tmp, 'sum.safetensors');
+  json(run('apply', '--checkpoints', path.join(tmp, 'bands.safetensors'), path.join(tmp, 'rows.safetensors'), '--alpha', '0.5', '--out', merged, '--json'));
+  const ev = json(run('eval', '--checkpoints', merged, '--data', bands, rows, '--split', 'test', '--json', '--progress', 'none'));
+  t.ok(JSON.stringify(ev).includes('sum.safetensors'), 'eval reports the edited checkpoint');
+  // θ0's zero-shot accuracy from the CLI equals the library's evaluate with the same head on the same images.
+  const { prepareData } = await import('../lib/data/spec');
+  const d = await prepareData(bands, { size: [32, 32], channels: 3, preprocess: 'clip' });
+  const { imagesTensor } = await import('../lib/analysis/inputs');
+  const x = imagesTensor(d.test);
+  const y = Tensor.from(BigInt64Array.from(Array.from(d.test.labels, BigInt)), [d.test.count]);
+  const lib = await clip.vision.evaluate(x, y, { head: got.get('bands')! });
+  t.equal(ev.pretrained.bands, lib.correct / d.test.count, `θ0's zero-shot accuracy from the CLI = the library's (${lib.correct}/${d.test.count})`);
+  const { loadTensors } = await import('../lib/util/state');
+  const edited = loadTensors(merged).tensors;
+  const lin = await clip.vision.linearize().evaluate(x, y, { params: edited, head: got.get('bands')! });
+  t.equal(ev.checkpoints[0].accuracy.bands, lin.correct / d.test.count, `the edited checkpoint through f_lin: CLI = library (${lin.correct}/${d.test.count})`);
+  clip.dispose();
 });

@@ -278,7 +278,7 @@ async function runNtk(o: NtkOpts): Promise<void> {
 
 function analysisOptions(c: Command): Command {
   return c
-    .option('--model <spec>', 'torch.export .pt2 or TorchScript file, JSON model config (file or inline) or builtin:small-vit / builtin:vit')
+    .option('--model <spec>', 'torch.export .pt2 or TorchScript file, JSON model config (file or inline), builtin:small-vit / builtin:vit, or clip:ViT-B-32 (B-16, L-14, -quickgelu; with --pretrained open_clip or transformers weights)')
     .option('--pretrained <file>', 'θ0: a state dict for --model, or a tangent pretrain file (names its model)')
     .option('--seed <n>', "seed of a built-in model's θ0 when no --pretrained is given (default 0)", intArg('--seed', 0), 0)
     .option('--out <dir>', 'output directory (default analysis-out)', 'analysis-out')

@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import { TangentError } from '../errors';
 import { registerAnalysisCommands } from './analysis';
 import { registerCheckpointCommands } from './checkpoints';
+import { registerClipCommands } from './clip';
 import { registerEvalCommands } from './eval';
 import { registerDistributed } from './launch';
 import { registerRuntimeCommands } from './runtime';
@@ -39,6 +40,7 @@ export function buildCli(): Command {
   registerRuntimeCommands(program);
   registerCheckpointCommands(program);
   registerTrainCommands(program);
+  registerClipCommands(program);
   registerEvalCommands(program);
   registerAnalysisCommands(program);
   registerDistributed(program); // tangent launch; --world-size/--rank/--master on the data-parallel verbs

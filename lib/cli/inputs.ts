@@ -2,7 +2,7 @@
  * What the verbs read, resolved the same way everywhere:
  * - the model and θ0 ("base"): `--pretrained` (θ0; a `tangent pretrain` file names its model in
  *   its metadata), `--model` (a torch.export .pt2 or TorchScript file, a JSON config file, inline JSON or
- *   `builtin:small-vit` / `builtin:vit`), `--heads` (frozen heads from `tangent pretrain`), and,
+ *   `builtin:small-vit` / `builtin:vit`, `clip:ViT-B-32` and the other CLIP configs), `--heads` (frozen heads from `tangent pretrain`), and,
  *   for what a flag leaves open, the metadata of the checkpoints given (lib/meta.ts);
  * - checkpoints written by finetune, merge and apply (mode, θ0 hash, tasks checked);
  * - `--data` specs (lib/data/spec.ts), decoded at the model's input size.
@@ -16,30 +16,37 @@ import { parseDataSpec, prepareData, type DataOptions, type DataSpec } from '../
 import type { TaskSplits } from '../data/splits';
 import { ArgumentError, ShapeError } from '../errors';
 import { decodeEditMeta, isFileModel, type EditMeta, type FileRef, type ModelRef } from '../meta';
-import { Model, type Head, type ModelConfig, type StateDict } from '../model';
+import { featureDim, Model, type Head, type ModelConfig, type StateDict } from '../model';
 import { Tensor } from '../tensor';
 import { hashTensors, sha256File } from '../util/state';
 import { DEMO_VIT } from '../analysis/inputs';
 import { SMALL_VIT } from '../train/pretrain';
+import { clipVisionConfig, namedClipConfig, type ClipConfig } from '../clip/configs';
 
 /** `builtin:small-vit`: the backbone `tangent pretrain` trains (features, for heads); `builtin:vit`: the benchmarks' ViT (10 logits). */
 export const BUILTIN_MODELS: Record<string, ModelConfig> = { 'small-vit': SMALL_VIT, vit: DEMO_VIT };
 
-export type ModelSpec = { kind: 'file'; path: string } | { kind: 'config'; config: ModelConfig; source: string };
+/** A `--model`: a file, or a built-in config (for CLIP, its image tower, with the whole CLIP config beside it). */
+export type ModelSpec = { kind: 'file'; path: string } | { kind: 'config'; config: ModelConfig; source: string; clip?: ClipConfig };
 
 /** Validates a `--model` value (reads a JSON config file; never loads a model). */
 export function parseModelSpec(spec: string): ModelSpec {
+  if (spec.startsWith('clip:')) return { kind: 'config', config: clipVisionConfig(namedClipConfig(spec.slice(5))), source: spec, clip: namedClipConfig(spec.slice(5)) };
   if (spec.startsWith('builtin:')) {
     const c = BUILTIN_MODELS[spec.slice(8)];
     if (!c) throw new ArgumentError(`--model: unknown built-in model '${spec.slice(8)}' (built-in: ${Object.keys(BUILTIN_MODELS).map((k) => `builtin:${k}`).join(', ')})`);
     return { kind: 'config', config: c, source: spec };
   }
   const parseJson = (text: string, where: string): ModelSpec => {
+    let config: ModelConfig | ClipConfig;
     try {
-      return { kind: 'config', config: JSON.parse(text) as ModelConfig, source: where };
+      config = JSON.parse(text) as ModelConfig | ClipConfig;
     } catch (e) {
       throw new ArgumentError(`--model: ${where} is not valid JSON (${(e as Error).message})`);
     }
+    // A whole CLIP ({"arch": "clip", …}): its image tower is the model; the text tower makes heads.
+    if (config !== null && typeof config === 'object' && config.arch === 'clip') return { kind: 'config', config: clipVisionConfig(config), source: where, clip: config };
+    return { kind: 'config', config: config as ModelConfig, source: where };
   };
   if (spec.trim().startsWith('{')) return parseJson(spec, 'the inline config');
   if (!fs.existsSync(spec))
@@ -127,13 +134,13 @@ export async function loadBase(flags: BaseFlags, meta?: EditMeta | null, metaFil
   const theta0Hash = hashTensors(theta0);
   if (meta?.theta0 && meta.theta0.sha256 !== theta0Hash)
     throw new ArgumentError(`${metaFile} was fine-tuned from a different θ0 (sha256 ${meta.theta0.sha256.slice(0, 12)}…, recorded path ${meta.theta0.path || '?'}) than the one given (sha256 ${theta0Hash.slice(0, 12)}…)`);
-  const cfg = model.config as { arch: string; numClasses?: number; dim?: number };
-  const needsHeads = cfg.arch === 'vit' && cfg.numClasses === 0;
+  const features = featureDim(model.config);
+  const needsHeads = features !== undefined;
   let heads: Map<string, Head> | null = null;
   let headsRef: FileRef | null = null;
   if (headsFile !== undefined) {
     if (!fs.existsSync(headsFile)) throw new ArgumentError(`--heads: ${headsFile}: no such file`);
-    heads = loadHeads(headsFile, { theta0, features: cfg.dim });
+    heads = loadHeads(headsFile, { theta0, features });
     headsRef = { path: path.resolve(headsFile), sha256: sha256File(headsFile) };
   }
   return { model, theta0, theta0Hash, theta0Ref: { path: theta0Path, sha256: theta0Hash }, modelRef, heads, headsRef, needsHeads };
@@ -148,7 +155,9 @@ export function headFor(base: Base, task: string): Head | undefined {
     return undefined;
   }
   if (base.needsHeads)
-    throw new ArgumentError(`the model outputs ${(base.model.config as { dim: number }).dim} features, not logits: give --heads (from tangent pretrain) with a head for task '${task}'`);
+    throw new ArgumentError(
+      `the model outputs ${featureDim(base.model.config)} features, not logits: give --heads (from ${base.model.config.arch === 'clip-vision' ? 'tangent heads: zero-shot heads from the text tower' : 'tangent pretrain'}) with a head for task '${task}'`,
+    );
   return undefined;
 }
 

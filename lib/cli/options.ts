@@ -145,7 +145,7 @@ export async function resolveConfig<S extends z.ZodTypeAny>(
   const out = r.data as Record<string, unknown>;
   if (cfgFile) {
     const dir = path.dirname(path.resolve(cfgFile));
-    const isSpecial = (v: string): boolean => v.startsWith('builtin:') || v.trim().startsWith('{');
+    const isSpecial = (v: string): boolean => v.startsWith('builtin:') || v.startsWith('clip:') || v.trim().startsWith('{');
     for (const k of pathKeys)
       if (typeof out[k] === 'string' && k in doc && !given.has(k) && !isSpecial(out[k] as string)) out[k] = path.resolve(dir, out[k] as string);
     for (const k of pathListKeys)

@@ -9,7 +9,7 @@
 import { ArgumentError, ParameterError } from '../errors';
 import type { ProcessGroup } from '../distributed/group';
 import { groupFor } from '../distributed/context';
-import type { Head, Model, Params, StateDict } from '../model';
+import { featureDim, type Head, type Model, type Params, type StateDict } from '../model';
 import { combineStates } from '../ops';
 import type { EvalData } from '../data/splits';
 import { disposeState } from '../util/state';
@@ -60,7 +60,7 @@ export class Evaluator {
     for (const t of tasks) {
       if (!t.head) continue;
       const features = t.head.weight.shape[1];
-      const dim = (model.config as { dim?: number }).dim;
+      const dim = featureDim(model.config);
       if (dim !== undefined && features !== dim)
         throw new ArgumentError(`head of '${t.name}' takes ${features} features, the model gives ${dim}`);
       for (const d of [t.val, t.test])
