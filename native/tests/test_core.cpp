@@ -296,6 +296,17 @@ int main(int argc, char** argv) {
   check_handwritten_jvp(vc, dev, at::kFloat, 1e-5);
   vc.num_classes = 0;  // features out
   check_handwritten_jvp(vc, dev, at::kDouble, 1e-13);
+  // CLIP's towers (open_clip's architecture): the hand-written JVPs against finite differences,
+  // double backward and the linearized-gradient identity; text with token ids and the causal mask.
+  ClipVisionConfig cv; cv.image_size = 8; cv.patch_size = 4; cv.width = 16; cv.layers = 2; cv.heads = 2;
+  cv.mlp_dim = 24; cv.embed_dim = 6;
+  check_model("clip image tower", make_clip_vision(cv, 4, at::kDouble, dev), img(3, 3, 8));
+  cv.quick_gelu = true;
+  check_model("clip image tower (QuickGELU)", make_clip_vision(cv, 5, at::kDouble, dev), img(3, 3, 8));
+  ClipTextConfig ct; ct.context_length = 8; ct.vocab_size = 30; ct.width = 16; ct.layers = 2; ct.heads = 2;
+  ct.mlp_dim = 24; ct.embed_dim = 6; ct.quick_gelu = true;
+  const at::Tensor ids = at::tensor({1, 7, 29, 0, 0, 3, 12, 5, 29, 0, 2, 29, 0, 0, 0}, at::kLong).view({3, 5}).to(dev);
+  check_model("clip text tower", make_clip_text(ct, 6, at::kDouble, dev), ids);
   check_exported(dev);
 
   // Bad input names the problem.
