@@ -39,8 +39,9 @@ export class Peer {
     readonly label: string,
     env: NodeJS.ProcessEnv,
     args: string[],
+    script = SCRIPT,
   ) {
-    this.proc = spawn(PY, [SCRIPT, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc = spawn(PY, [script, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc.stderr.resume();
     this.lines = readline.createInterface({ input: this.proc.stdout })[Symbol.asyncIterator]();
   }

@@ -2,7 +2,7 @@
  * `npm run bench`: speed and memory figures, measured in one run and printed and written as
  * JSON (bench/results/latest.json). Targets are ratios measured in the same run, never timed
  * tests. Options: --threads N (default 2), --quick, --only NAME[,NAME] (core, merge, analysis,
- * models, mergeio).
+ * models, mergeio, clip).
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -25,6 +25,7 @@ const SUITES: Record<string, Suite> = {
   analysis: (ctx) => import('./analysis').then((m) => m.benchAnalysis(ctx)),
   models: (ctx) => import('./models').then((m) => m.benchModels(ctx)),
   mergeio: (ctx) => import('./merge-io').then((m) => m.benchMergeIo(ctx)),
+  clip: (ctx) => import('./clip').then((m) => m.benchClip(ctx)),
 };
 
 function arg(name: string): string | undefined {
