@@ -44,12 +44,12 @@ interface CaseRef {
 }
 
 function asManifest(r: TowerRef): Manifest {
-  return { ...r, inputs: [r.input], buffers: [], select: null, modules: {} } as unknown as Manifest;
+  return { ...r, inputs: [r.input], buffers: [], select: null, modules: {}, jvp_reference: 'torch.func.jvp' } as unknown as Manifest;
 }
 
 // One generator run for the file (removed at its end); each test skips (or fails under CI) without PyTorch.
 const PY = ['torch', 'open_clip', 'transformers', 'safetensors'];
-const FX = pythonMissing(PY) === null ? generate(t, ['tiny', 'tiny-quickgelu', 'hf-tiny', 'tokenizer'], GENERATOR) : null;
+const FX = pythonMissing(PY) === null ? generate(t, ['tiny', 'tiny-quickgelu', 'hf-tiny', 'tokenizer', 'configs', 'b32'], GENERATOR) : null;
 function fixtures(t: Test): string | null {
   return needPython(t, PY) ? FX : null;
 }
@@ -66,6 +66,31 @@ for (const [name, quickGelu] of [['tiny', false], ['tiny-quickgelu', true]] as c
     await crossCheck(t, dir, asManifest(ref.text), clip.text, `${name} text tower`, TOL);
   });
 }
+
+t.test("named configs equal open_clip's model_configs (ViT-B-32, B-16, L-14, each -quickgelu)", async (t) => {
+  const dir = fixtures(t);
+  if (!dir) return;
+  const ref = JSON.parse(fs.readFileSync(path.join(dir, 'configs.json'), 'utf8')) as Record<string, ClipConfig & { vision: { mlpDim: number }; text: { mlpDim: number } }>;
+  for (const [name, want] of Object.entries(ref)) {
+    const c = namedClipConfig(name);
+    t.same(
+      { embedDim: c.embedDim, quickGelu: c.quickGelu, vision: { mlpDim: 4 * c.vision.width, ...c.vision }, text: { mlpDim: 4 * c.text.width, ...c.text } },
+      want,
+      name,
+    );
+  }
+});
+
+t.test('CLIP ViT-B-32 at full size (224 px, random init): both towers, JVP and linearized gradient equal open_clip + torch.func', async (t) => {
+  const dir = fixtures(t);
+  if (!dir) return;
+  const ref = JSON.parse(fs.readFileSync(path.join(dir, 'b32.json'), 'utf8')) as CaseRef;
+  const clip = await Clip.load('ViT-B-32', path.join(dir, 'b32.safetensors'));
+  // float32 through 12 blocks of width 768: rounding accumulates.
+  const tol = { forward: 1e-4, jvp: 1e-4, grad: 1e-3 };
+  await crossCheck(t, dir, asManifest(ref.vision), clip.vision, 'ViT-B-32 image tower', tol);
+  await crossCheck(t, dir, asManifest(ref.text), clip.text, 'ViT-B-32 text tower', tol);
+});
 
 t.test('the hand-written JVPs equal forward-mode AD (both towers, float64)', async (t) => {
   for (const arch of ['vision', 'text'] as const) {

@@ -65,6 +65,8 @@ export interface Manifest {
   loss: number;
   jvp_primal_max_diff: number;
   grads: Record<string, { head: number[]; sum: number; norm: number }>;
+  /** What computed the JVP reference (default torch.autograd.forward_ad). */
+  jvp_reference?: string;
 }
 
 export function manifest(dir: string, name: string): Manifest {
@@ -155,7 +157,7 @@ export async function crossCheck(t: Test, dir: string, m: Manifest, file: string
     const tau = tangentFor(model, m.params);
     const r = await model.jvp(x, tau);
     const ej = relMax(values(r.tangent), values(readBin(dir, m.jvp)));
-    t.ok(ej <= tol.jvp, `${label}: JVP equals torch.autograd.forward_ad (max|Δ|/max|ref| ${ej.toExponential(2)} ≤ ${tol.jvp})`);
+    t.ok(ej <= tol.jvp, `${label}: JVP equals ${m.jvp_reference ?? 'torch.autograd.forward_ad'} (max|Δ|/max|ref| ${ej.toExponential(2)} ≤ ${tol.jvp})`);
     const ep = relMax(values(r.primal), ref);
     t.ok(ep <= Math.max(tol.forward, 4 * m.jvp_primal_max_diff / Math.max(...ref.map(Math.abs))), `${label}: JVP primal equals the forward (${ep.toExponential(2)})`);
 
