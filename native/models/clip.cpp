@@ -25,7 +25,7 @@ void check_tower(const ClipTower& c, const char* what) {
 }
 
 // The towers' shared parameter declarations.
-class ClipBase : public Model {
+class ClipBase : public DualModel {
  protected:
   void add(std::string name, at::Tensor t) { add_parameter(std::move(name), std::move(t)); }
 
@@ -87,24 +87,9 @@ class ClipVision final : public ClipBase {
           cfg_.image_size, "] (batch >= 1), got ", shape_str(x.sizes()));
   }
 
-  at::Tensor forward(const std::vector<at::Tensor>& s, const at::Tensor& x) const override {
-    at::Tensor y;
-    run(s, nullptr, x, y, nullptr);
-    return y;
-  }
-
-  bool tangent_forward(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>& tangent,
-                       const at::Tensor& x, at::Tensor& primal, at::Tensor& tangent_out) const override {
-    const std::vector<at::Tensor> v = dense_tangent(s, num_parameters(), tangent);
-    run(s, &v, x, primal, &tangent_out);
-    return true;
-  }
-
  private:
-  void run(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>* tan, const at::Tensor& x,
-           at::Tensor& y, at::Tensor* yt) const {
+  Dual run(const DualPass& p, const at::Tensor& x) const override {
     const int64_t B = x.size(0), W = cfg_.width;
-    const DualPass p(s, tan);
     auto [cls, clst] = p.param(0);
     auto [pos, post] = p.param(1);
     auto [conv, convt] = p.param(3);
@@ -119,8 +104,7 @@ class ClipVision final : public ClipBase {
     for (int64_t b = 0; b < cfg_.layers; ++b, k += 12) h = p.block(h, k, cfg_.heads, act);
     Dual c0{h.first.select(1, 0), p.jvp() ? h.second.select(1, 0) : at::Tensor()};
     Dual out = p.project(p.layer_norm(c0, k), 2);
-    y = out.first;
-    if (yt) *yt = out.second;
+    return out;
   }
 
   ClipVisionConfig cfg_;
@@ -163,24 +147,9 @@ class ClipText final : public ClipBase {
           cfg_.vocab_size, "), got ", lo < 0 ? lo : hi);
   }
 
-  at::Tensor forward(const std::vector<at::Tensor>& s, const at::Tensor& x) const override {
-    at::Tensor y;
-    run(s, nullptr, x, y, nullptr);
-    return y;
-  }
-
-  bool tangent_forward(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>& tangent,
-                       const at::Tensor& x, at::Tensor& primal, at::Tensor& tangent_out) const override {
-    const std::vector<at::Tensor> v = dense_tangent(s, num_parameters(), tangent);
-    run(s, &v, x, primal, &tangent_out);
-    return true;
-  }
-
  private:
-  void run(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>* tan, const at::Tensor& ids,
-           at::Tensor& y, at::Tensor* yt) const {
+  Dual run(const DualPass& p, const at::Tensor& ids) const override {
     const int64_t B = ids.size(0), L = ids.size(1), W = cfg_.width;
-    const DualPass p(s, tan);
     const size_t tok = 2 + 12 * static_cast<size_t>(cfg_.layers);
     auto [pos, post] = p.param(0);
     auto [emb, embt] = p.param(tok);
@@ -198,8 +167,7 @@ class ClipText final : public ClipBase {
     auto pool = [&](const at::Tensor& t) { return t.reshape({B * L, W}).index_select(0, at_eot); };
     Dual f{pool(h.first), p.jvp() ? pool(h.second) : at::Tensor()};
     Dual out = p.project(p.layer_norm(f, tok + 1), 1);
-    y = out.first;
-    if (yt) *yt = out.second;
+    return out;
   }
 
   ClipTextConfig cfg_;

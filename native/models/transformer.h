@@ -17,6 +17,7 @@
 
 #include "../bmm.h"
 #include "../common.h"
+#include "../model.h"
 
 namespace tangent {
 
@@ -136,13 +137,28 @@ class DualPass {
   const std::vector<at::Tensor>* tan_;
 };
 
-// Every parameter's tangent defined (zeros where none was given), as DualPass expects.
-inline std::vector<at::Tensor> dense_tangent(const std::vector<at::Tensor>& state, size_t num_params,
-                                             const std::vector<at::Tensor>& tangent) {
-  std::vector<at::Tensor> v(num_params);
-  for (size_t i = 0; i < v.size(); ++i)
-    v[i] = i < tangent.size() && tangent[i].defined() ? tangent[i] : at::zeros_like(state[i]);
-  return v;
-}
+// A model whose forward and hand-written JVP are one pass over (primal, tangent) pairs: `run`
+// with a tangent-free DualPass is forward(), with every parameter's tangent (zeros where none was
+// given) the JVP, its primal then bit for bit forward()'s.
+class DualModel : public Model {
+ public:
+  at::Tensor forward(const std::vector<at::Tensor>& s, const at::Tensor& x) const final {
+    return run(DualPass(s, nullptr), x).first;
+  }
+
+  bool tangent_forward(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>& tangent,
+                       const at::Tensor& x, at::Tensor& primal, at::Tensor& tangent_out) const final {
+    std::vector<at::Tensor> v(num_parameters());
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = i < tangent.size() && tangent[i].defined() ? tangent[i] : at::zeros_like(s[i]);
+    Dual y = run(DualPass(s, &v), x);
+    primal = std::move(y.first);
+    tangent_out = std::move(y.second);
+    return true;
+  }
+
+ protected:
+  virtual Dual run(const DualPass& p, const at::Tensor& x) const = 0;
+};
 
 }  // namespace tangent

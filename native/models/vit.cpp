@@ -11,7 +11,7 @@ namespace {
 // A small pre-LN Vision Transformer: patch embedding (a stride-P convolution), class token,
 // learned position embedding, `depth` blocks of multi-head self-attention and a GELU MLP, a
 // final LayerNorm, and a linear head on the class token (or the features if numClasses is 0).
-class Vit final : public Model {
+class Vit final : public DualModel {
  public:
   Vit(const VitConfig& c, uint64_t seed, at::ScalarType dtype, at::Device device) : cfg_(c) {
     check(c.image_size > 0 && c.patch_size > 0 && c.in_channels > 0 && c.dim > 0 && c.depth >= 0 &&
@@ -67,26 +67,10 @@ class Vit final : public Model {
           ", ", cfg_.image_size, "], got ", shape_str(x.sizes()));
   }
 
-  at::Tensor forward(const std::vector<at::Tensor>& s, const at::Tensor& x) const override {
-    at::Tensor y;
-    run(s, nullptr, x, y, nullptr);
-    return y;
-  }
-
-  bool tangent_forward(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>& tangent,
-                       const at::Tensor& x, at::Tensor& primal, at::Tensor& tangent_out) const override {
-    const std::vector<at::Tensor> v = dense_tangent(s, num_parameters(), tangent);
-    run(s, &v, x, primal, &tangent_out);
-    return true;
-  }
-
  private:
-  // The network on (primal, tangent) pairs (native/models/transformer.h): with `tan` null the
-  // plain forward, with it the JVP beside the same primal ops.
-  void run(const std::vector<at::Tensor>& s, const std::vector<at::Tensor>* tan, const at::Tensor& x,
-           at::Tensor& y, at::Tensor* yt) const {
+  // The network on (primal, tangent) pairs (native/models/transformer.h).
+  Dual run(const DualPass& p, const at::Tensor& x) const override {
     const int64_t B = x.size(0), D = cfg_.dim;
-    const DualPass p(s, tan);
     Dual h;
     {
       auto [pw, pwt] = p.param(0);
@@ -102,8 +86,7 @@ class Vit final : public Model {
     Dual cls{h.first.select(1, 0), p.jvp() ? h.second.select(1, 0) : at::Tensor()};
     Dual feat = p.layer_norm(cls, k);
     Dual out = cfg_.num_classes > 0 ? p.linear(feat, k + 2) : feat;  // features or logits
-    y = out.first;
-    if (yt) *yt = out.second;
+    return out;
   }
 
   VitConfig cfg_;
