@@ -15,15 +15,16 @@ peak RSS. Run it with OMP_WAIT_POLICY=PASSIVE for the fair peer.
 """
 import json
 import os
-import resource
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures"))
 from torch_compat import math_attention  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_pytorch import serve  # noqa: E402
 
 
 def main():
@@ -86,16 +87,7 @@ def main():
     ops = {"forward": forward, "jvp": jvp, "linearizedForward": lin_forward, "linearizedTrainStep": lin_step}
     print(json.dumps({"ready": True, "torch": torch.__version__, "open_clip": open_clip.__version__,
                       "threads": torch.get_num_threads(), "params": sum(p.numel() for p in params0.values())}), flush=True)
-    for line in sys.stdin:
-        op = line.strip()
-        if op == "quit":
-            break
-        if op == "rss":
-            print(json.dumps({"maxRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
-            continue
-        t0 = time.perf_counter()
-        ops[op]()
-        print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}), flush=True)
+    serve(ops)
 
 
 if __name__ == "__main__":

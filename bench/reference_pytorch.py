@@ -26,6 +26,23 @@ from torch_compat import functional_call, math_attention  # noqa: E402  (1.13 an
 
 
 
+def serve(ops):
+    """The peers' protocol: one operation name per stdin line, answered with {"ms": …}; `rss`
+    answers the peak RSS, `quit` (or end of input) stops."""
+    import resource
+
+    for line in sys.stdin:
+        op = line.strip()
+        if op == "quit":
+            break
+        if op == "rss":
+            print(json.dumps({"maxRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+            continue
+        t0 = time.perf_counter()
+        ops[op]()
+        print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}), flush=True)
+
+
 def serve_models(arch, batch, threads, save_dir=None):
     """The peer of bench/models.ts (see the module docstring). PyTorch's eager module in eval mode,
     as a PyTorch user runs it: the plain forward under no_grad (nn.MultiheadAttention takes its
@@ -123,16 +140,7 @@ def serve_models(arch, batch, threads, save_dir=None):
            "standardTrainStep": standard_step, "linearizedTrainStep": linearized_step}
     print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "params": sum(p.numel() for p in p0.values()), "forwardMacs": macs[0]}), flush=True)
-    for line in sys.stdin:
-        op = line.strip()
-        if op == "quit":
-            break
-        if op == "rss":
-            print(json.dumps({"maxRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
-            continue
-        t0 = time.perf_counter()
-        ops[op]()
-        print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}), flush=True)
+    serve(ops)
 
 
 def core_reference(serve=False):
