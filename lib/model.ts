@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import { detectFormat, rawToTensor } from './checkpoint/io';
 import { readExportedProgram } from './checkpoint/pt2';
+import { allocationProblem } from './checkpoint/alloc';
 import { native, type NamedNative, type NativeHead, type NativeInput, type NativeModel, type NativeParams } from './binding';
 import { ArgumentError, DeviceError, DisposedError, DTypeError, ParameterError, ShapeError } from './errors';
 import { assertDevice, shapeStr, Tensor, type Device, type DType } from './tensor';
@@ -149,6 +150,66 @@ export function featureDim(c: ModelConfig | FileModelConfig | { arch: string }):
   return undefined;
 }
 
+/**
+ * The parameters a valid config declares, as (elements, the fields that size them) — the big
+ * tensors, a lower bound of the model's size — checked before anything is allocated, so an absurd
+ * width from a config or a checkpoint's metadata is an error naming the field and the bytes rather
+ * than libtorch's allocator failing.
+ */
+function parameterTerms(c: ModelConfig): Array<[number, string]> {
+  switch (c.arch) {
+    case 'mlp': {
+      const dims = [c.inputDim, ...(c.hidden ?? []), c.outputDim];
+      const names = ['mlp.inputDim', ...(c.hidden ?? []).map((_, i) => `mlp.hidden[${i}]`), 'mlp.outputDim'];
+      return dims.slice(1).map((d, i) => [d * (dims[i]! + 1), `${names[i]} × ${names[i + 1]}`]);
+    }
+    case 'cnn': {
+      const ch = [c.inChannels, ...(c.channels ?? [])];
+      const names = ['cnn.inChannels', ...(c.channels ?? []).map((_, i) => `cnn.channels[${i}]`)];
+      const t: Array<[number, string]> = ch.slice(1).map((d, i) => [d * (ch[i]! * 9 + 1), `${names[i]} × ${names[i + 1]}`]);
+      t.push([c.outputDim * (ch[ch.length - 1]! + 1), `${names[names.length - 1]} × cnn.outputDim`]);
+      return t;
+    }
+    case 'vit': {
+      const T = (c.imageSize / c.patchSize) ** 2 + 1;
+      return [
+        [c.dim * c.inChannels * c.patchSize ** 2, 'vit.dim × vit.inChannels × vit.patchSize²'],
+        [T * c.dim, 'vit.imageSize / vit.patchSize and vit.dim'],
+        [c.depth * (4 * c.dim * c.dim + 2 * c.dim * c.mlpDim), 'vit.depth × vit.dim × vit.mlpDim'],
+        [c.numClasses * c.dim, 'vit.numClasses × vit.dim'],
+      ];
+    }
+    case 'clip-vision':
+    case 'clip-text': {
+      const a = c.arch;
+      const W = c.width;
+      const t: Array<[number, string]> = [
+        [c.layers * (4 * W * W + 2 * W * (c.mlpDim ?? 4 * W)), `${a}.layers × ${a}.width × ${a}.mlpDim`],
+        [W * c.embedDim, `${a}.width × ${a}.embedDim`],
+      ];
+      if (c.arch === 'clip-vision') {
+        t.push([W * 3 * c.patchSize ** 2, 'clip-vision.width × clip-vision.patchSize²']);
+        t.push([((c.imageSize / c.patchSize) ** 2 + 1) * W, 'clip-vision.imageSize / clip-vision.patchSize and clip-vision.width']);
+      } else {
+        t.push([c.vocabSize * W, 'clip-text.vocabSize × clip-text.width']);
+        t.push([c.contextLength * W, 'clip-text.contextLength × clip-text.width']);
+      }
+      return t;
+    }
+  }
+}
+
+function checkConfigSize(c: ModelConfig, dtypeBytes: number): void {
+  let total = 0;
+  for (const [n, fields] of parameterTerms(c)) {
+    const p = allocationProblem(n * dtypeBytes, `its parameters sized by ${fields}`);
+    if (p) throw new ArgumentError(`${c.arch} config: ${p}`);
+    total += n * dtypeBytes;
+  }
+  const p = allocationProblem(total, 'its parameters');
+  if (p) throw new ArgumentError(`${c.arch} config: ${p}`);
+}
+
 function validateConfig(c: ModelConfig): void {
   if (typeof c !== 'object' || c === null) throw new ArgumentError('model config must be an object');
   switch (c.arch) {
@@ -219,6 +280,7 @@ export class Model implements Disposable {
     const dtype = opts.dtype ?? 'float32';
     if (dtype !== 'float32' && dtype !== 'float64')
       throw new DTypeError(`model dtype must be float32 or float64, got ${JSON.stringify(dtype)}`);
+    checkConfigSize(config, dtype === 'float64' ? 8 : 4);
     const device = opts.device ?? 'cpu';
     assertDevice(device, 'model device');
     return new Model(native().createModel(config.arch, config, seed, dtype, device), config);

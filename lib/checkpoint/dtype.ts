@@ -90,6 +90,23 @@ export function numel(shape: readonly number[]): number {
   return n;
 }
 
+/**
+ * Why libtorch could not describe a tensor of `shape` with elements of `elementBytes`, or
+ * undefined: its sizes, contiguous strides and byte count must be exact integers (the product of
+ * the non-zero dimensions, which an empty tensor's strides still multiply). Readers check this on
+ * every shape a file declares, so `[0, 2^62, 2^62]` is an error naming the tensor, not libtorch's
+ * "Storage size calculation overflowed".
+ */
+export function shapeProblem(shape: readonly number[], elementBytes: number): string | undefined {
+  let span = elementBytes;
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || d < 0) return `shape [${shape.join(',')}] has a dimension that is not a non-negative integer`;
+    if (d > 0) span *= d;
+  }
+  if (!Number.isSafeInteger(span)) return `shape [${shape.join(',')}] is too large: its dimensions multiply to more than ${Number.MAX_SAFE_INTEGER} bytes`;
+  return undefined;
+}
+
 /** Expected byte length of a tensor of `dtype` and `shape`. */
 export function byteLengthOf(dtype: DType, shape: readonly number[]): number {
   return numel(shape) * DTYPE_BYTES[dtype];

@@ -24,7 +24,7 @@
  *    tensors) keep the textual order of the header keys.
  */
 import { CheckpointError } from './errors';
-import { DType, DTYPE_BYTES, dtypeFromSafetensors, dtypeToSafetensors, numel, SAFETENSORS_DTYPE_CODES } from './dtype';
+import { DType, DTYPE_BYTES, dtypeFromSafetensors, dtypeToSafetensors, numel, SAFETENSORS_DTYPE_CODES, shapeProblem } from './dtype';
 import { escapeControl, quote } from './escape';
 import { MAX_JSON_DEPTH, jsonDepthExceeded, scanJsonKeys } from './json-scan';
 
@@ -201,6 +201,8 @@ export function parseHeader(
       throw new CheckpointError('ERR_TRUNCATED', `data_offsets [${begin},${end}] run past the end of the data section (${dataLength} bytes); the file may be truncated`, where);
     }
     const dims = shape as number[];
+    const big = shapeProblem(dims, DTYPE_BYTES[dtype]);
+    if (big) throw new CheckpointError('ERR_SHAPE', big, where);
     const expected = numel(dims) * DTYPE_BYTES[dtype];
     if (end - begin !== expected) {
       throw new CheckpointError('ERR_SIZE_MISMATCH', `data_offsets [${begin},${end}] hold ${end - begin} bytes but ${dtype}[${dims.join(',')}] needs ${expected}`, where);

@@ -439,8 +439,13 @@ export class Unpickler {
             obj.state = state;
             break;
           }
-          // OrderedDict._metadata (nn.Module state dicts) and tensor/parameter state: ignored.
+          // OrderedDict._metadata (nn.Module state dicts) and tensor/parameter state: ignored — but only
+          // state Python's default __setstate__ takes (an attribute dict, or (dict | None, slots dict | None)):
+          // anything else is not what torch.save writes.
           if (!(obj instanceof PyDict || obj instanceof TensorView)) this.fail(`BUILD on ${describe(obj)}`);
+          const attrs = (v: unknown) => v === null || v instanceof PyDict;
+          if (!(state instanceof PyDict || (state instanceof PyTuple && state.items.length === 2 && state.items.every(attrs))))
+            this.fail(`BUILD on ${describe(obj)} with a ${describe(state)} as its state (torch.save writes a dict of attributes there)`);
           break;
         }
         case 0x51: this.push(this.persistentLoad(this.pop())); break; // BINPERSID

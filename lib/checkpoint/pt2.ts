@@ -19,12 +19,12 @@
  * native/models/exported.cpp runs node by node through libtorch's dispatcher, which checks each
  * node against its operator's schema.
  */
-import { DTYPE_BYTES, numel, type DType, type RawTensor } from './dtype';
+import { DTYPE_BYTES, numel, shapeProblem, type DType, type RawTensor } from './dtype';
 import { CheckpointError, openForReading } from './errors';
 import { escapeControl, quote } from './escape';
 import { jsonDepthExceeded, MAX_JSON_DEPTH, scanJsonKeys } from './json-scan';
 import { VIEW_SLACK_BYTES } from './torch-pickle';
-import { ZipReader, type ZipEntry } from './zip';
+import { DEFAULT_MAX_DEFLATE_RATIO, ZipReader, type ZipEntry } from './zip';
 import { UnsupportedError, ArgumentError } from '../errors';
 import * as fs from 'node:fs';
 
@@ -426,13 +426,15 @@ function readProgram(file: string, opts: Pt2ReadOptions, tensorsOnly: boolean): 
         return k === 'as_int' ? r.size(v, `storage_offset of ${quote(fqn)}`) : r.fail(`storage_offset of ${quote(fqn)} is symbolic`);
       })();
       const esize = DTYPE_BYTES[meta.dtype];
+      const big = shapeProblem(shape, esize);
+      if (big) throw new CheckpointError('ERR_LIMIT', `tensor ${big}`, { file, tensor: fqn });
       const n = numel(shape);
       // Elements of storage the view reaches (0 for an empty tensor).
       const span = n === 0 ? 0 : offset + 1 + shape.reduce((acc, s, i) => acc + (s - 1) * strides[i]!, 0);
       const rec = entry(a, `data/${where}/${pathName}`, file);
       if (rec.size < span * esize)
         throw new CheckpointError('ERR_SIZE_MISMATCH', `data/${where}/${pathName} holds ${rec.size} bytes; ${meta.dtype}[${shape}] (strides [${strides}], offset ${offset}) reaches ${span * esize}`, { file, tensor: fqn });
-      const bytes = a.zip.read(rec, rec.size, `data/${where}/${pathName}`, 100);
+      const bytes = a.zip.read(rec, rec.size, `data/${where}/${pathName}`, DEFAULT_MAX_DEFLATE_RATIO);
       recordBytes += rec.size;
       let contiguous = offset === 0;
       for (let i = shape.length - 1, want = 1; i >= 0 && contiguous; i--) {

@@ -23,12 +23,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { DTYPE_BYTES, RawTensor, isDType, numel } from './dtype';
+import { DTYPE_BYTES, RawTensor, isDType, numel, shapeProblem } from './dtype';
 import { CheckpointError, ioError, openForReading } from './errors';
 import { quote } from './escape';
 import { PyDict, PyObject, StorageRef, TensorView, Unpickler, describe, encodeStateDictPickle, keyRepr } from './pickle';
 import { cleanStaleTempFiles, tempPathFor } from './tempfiles';
-import { MAX_RECORD, ZipReader, ZipWriter, type ZipEntry } from './zip';
+import { DEFAULT_MAX_DEFLATE_RATIO, MAX_RECORD, ZipReader, ZipWriter, type ZipEntry } from './zip';
 
 // ---------------------------------------------------------------------------
 // Public API
@@ -52,7 +52,7 @@ export interface TorchReadOptions {
   maxDeflateRatio?: number;
 }
 
-export const DEFAULT_MAX_DEFLATE_RATIO = 100;
+export { DEFAULT_MAX_DEFLATE_RATIO };
 
 /** Options of {@link writeTorchCheckpoint}. */
 export interface TorchWriteOptions {
@@ -318,7 +318,8 @@ class Archive {
     const esize = DTYPE_BYTES[s.dtype];
     const shape = [...size];
     const n = numel(size);
-    if (!Number.isSafeInteger(n * esize)) this.fail('ERR_LIMIT', `tensor of shape [${size.join(',')}] is too large`, name);
+    const big = shapeProblem(size, esize);
+    if (big) this.fail('ERR_LIMIT', `tensor ${big}`, name);
     if (n === 0) return { dtype: s.dtype, shape, data: new Uint8Array(0) };
     let maxIndex = offset;
     for (let i = 0; i < size.length; i++) maxIndex += (size[i]! - 1) * stride[i]!;

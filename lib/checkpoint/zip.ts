@@ -43,6 +43,11 @@ const SIG_ZIP64_LOCATOR = 0x07064b50;
 export const MAX_RECORD = 0x7fffffff;
 /** DEFLATE cannot expand more than 1032:1 (258-byte matches coded in 2 bits); a larger claim is a lie. */
 const MAX_DEFLATE_RATIO = 1032;
+/**
+ * The compression ratio a DEFLATE record above {@link RATIO_FREE_BYTES} may have unless the caller
+ * allows more: the one default of every reader of zip archives (torch.save, TorchScript, .pt2, .npz).
+ */
+export const DEFAULT_MAX_DEFLATE_RATIO = 100;
 /** Records up to this size may inflate at any ratio (a caller's `maxRatio` applies above it). */
 export const RATIO_FREE_BYTES = 1024 * 1024;
 
@@ -224,6 +229,66 @@ export class ZipReader {
         `${what} would inflate ${entry.compressedSize} bytes to ${entry.size} (more than ${maxRatio}:1, the limit for compressed records; `
         + 'pass a larger maxDeflateRatio to read it)', { file });
     }
+    const dataStart = this.dataStart(entry, what);
+    let data: Uint8Array;
+    if (entry.method === 0) {
+      if (entry.compressedSize !== entry.size) {
+        throw new CheckpointError('ERR_IO', `stored ${what} has compressed size ${entry.compressedSize} != size ${entry.size}`, { file });
+      }
+      this.checkRange(dataStart, entry.size, what);
+      data = this.readInto(allocTensorBytes(entry.size), dataStart, what);
+    } else if (entry.method === 8) {
+      if (entry.size > entry.compressedSize * MAX_DEFLATE_RATIO + 1024) {
+        throw new CheckpointError('ERR_IO', `${what} claims to inflate ${entry.compressedSize} bytes to ${entry.size}, beyond DEFLATE's maximum ratio`, { file });
+      }
+      const raw = this.readAt(dataStart, entry.compressedSize, what);
+      try {
+        data = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, Math.min(entry.size, MAX_RECORD)) });
+      } catch (e) {
+        throw inflateError(e, entry, what, file);
+      }
+      if (data.length !== entry.size) {
+        throw new CheckpointError('ERR_IO', `${what} inflates to ${data.length} bytes, expected ${entry.size}`, { file });
+      }
+    } else {
+      throw new CheckpointError('ERR_IO', `${what} uses unsupported compression method ${entry.method}`, { file });
+    }
+    if (crc32(data) !== entry.crc) {
+      throw new CheckpointError('ERR_IO', `CRC-32 mismatch in ${what}: the file is corrupt`, { file });
+    }
+    return data;
+  }
+
+  /**
+   * The first bytes of a record, at most `n` (fewer if the record is shorter), without reading or
+   * inflating the rest: for a format header that says how large the record must be before the
+   * caller accepts its size. Not CRC-checked (the whole record is, when read).
+   */
+  readPrefix(entry: ZipEntry, n: number, what = `zip entry ${quote(entry.name)}`): Uint8Array {
+    const file = this.file;
+    const dataStart = this.dataStart(entry, what);
+    const want = Math.min(n, entry.size);
+    if (entry.method === 0) return this.readAt(dataStart, Math.min(want, entry.compressedSize), what);
+    if (entry.method !== 8) throw new CheckpointError('ERR_IO', `${what} uses unsupported compression method ${entry.method}`, { file });
+    // Inflate a compressed prefix only: DEFLATE needs at least want / 1032 input bytes for `want`
+    // output bytes, and a prefix of c bytes never yields more than 1032·c + 258.
+    let c = Math.min(entry.compressedSize, Math.max(64, Math.ceil(want / MAX_DEFLATE_RATIO) + 16));
+    for (;;) {
+      const raw = this.readAt(dataStart, c, what);
+      let out: Buffer;
+      try {
+        out = zlib.inflateRawSync(raw, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: c * MAX_DEFLATE_RATIO + 1024 });
+      } catch (e) {
+        throw inflateError(e, entry, what, file);
+      }
+      if (out.length >= want || c === entry.compressedSize) return new Uint8Array(out.buffer, out.byteOffset, Math.min(out.length, want));
+      c = Math.min(entry.compressedSize, c * 4);
+    }
+  }
+
+  /** Where a record's data starts, after checking its local header against the central directory. */
+  private dataStart(entry: ZipEntry, what: string): number {
+    const file = this.file;
     const lh = this.readAt(entry.localOffset, 30, `local header of ${what}`);
     if (lh.readUInt32LE(0) !== SIG_LOCAL) {
       throw new CheckpointError('ERR_IO', `bad local header signature for ${what}`, { file });
@@ -241,34 +306,16 @@ export class ZipReader {
     if (dataStart + entry.compressedSize > entry.limit) {
       throw new CheckpointError('ERR_OVERLAP', `zip entry ${quote(entry.name)} (bytes ${entry.localOffset}..${dataStart + entry.compressedSize}) overlaps the next record or the central directory at ${entry.limit}`, { file });
     }
-    let data: Uint8Array;
-    if (entry.method === 0) {
-      if (entry.compressedSize !== entry.size) {
-        throw new CheckpointError('ERR_IO', `stored ${what} has compressed size ${entry.compressedSize} != size ${entry.size}`, { file });
-      }
-      this.checkRange(dataStart, entry.size, what);
-      data = this.readInto(allocTensorBytes(entry.size), dataStart, what);
-    } else if (entry.method === 8) {
-      if (entry.size > entry.compressedSize * MAX_DEFLATE_RATIO + 1024) {
-        throw new CheckpointError('ERR_IO', `${what} claims to inflate ${entry.compressedSize} bytes to ${entry.size}, beyond DEFLATE's maximum ratio`, { file });
-      }
-      const raw = this.readAt(dataStart, entry.compressedSize, what);
-      try {
-        data = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, Math.min(entry.size, MAX_RECORD)) });
-      } catch (e) {
-        throw new CheckpointError('ERR_IO', `cannot inflate ${what}: ${e instanceof Error ? e.message : String(e)}`, { file, cause: e });
-      }
-      if (data.length !== entry.size) {
-        throw new CheckpointError('ERR_IO', `${what} inflates to ${data.length} bytes, expected ${entry.size}`, { file });
-      }
-    } else {
-      throw new CheckpointError('ERR_IO', `${what} uses unsupported compression method ${entry.method}`, { file });
-    }
-    if (crc32(data) !== entry.crc) {
-      throw new CheckpointError('ERR_IO', `CRC-32 mismatch in ${what}: the file is corrupt`, { file });
-    }
-    return data;
+    return dataStart;
   }
+}
+
+/** A zlib failure while inflating `entry`, said in the archive's terms. */
+function inflateError(e: unknown, entry: ZipEntry, what: string, file: string): CheckpointError {
+  // maxOutputLength reached: the stream holds more than the central directory declares.
+  if ((e as NodeJS.ErrnoException)?.code === 'ERR_BUFFER_TOO_LARGE')
+    return new CheckpointError('ERR_IO', `${what} inflates to more than the ${entry.size} bytes the zip directory declares for it: the archive is corrupt or crafted`, { file, cause: e });
+  return new CheckpointError('ERR_IO', `cannot inflate ${what}: ${e instanceof Error ? e.message : String(e)}`, { file, cause: e });
 }
 
 function safeNumber(v: bigint, file: string, what: string): number {

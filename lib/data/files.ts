@@ -22,7 +22,8 @@ import { ArgumentError } from '../errors';
 import { readSafetensors } from '../checkpoint/safetensors';
 import type { ImageSet } from './dataset';
 import { CheckpointError, openForReading } from '../checkpoint/errors';
-import { MAX_RECORD, ZipReader } from '../checkpoint/zip';
+import { allocationProblem } from '../checkpoint/alloc';
+import { DEFAULT_MAX_DEFLATE_RATIO, ZipReader, type ZipEntry } from '../checkpoint/zip';
 import { MissingDependencyError } from './sources';
 
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp'] as const;
@@ -61,14 +62,34 @@ const NPY_DTYPES: Record<string, { dtype: NpyArray['dtype']; bytes: number }> = 
   '<f8': { dtype: 'float64', bytes: 8 },
 };
 
-/** Parses the bytes of a .npy file (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html). */
-export function parseNpy(buf: Uint8Array, file: string): NpyArray {
+/** What a .npy header declares: the data's dtype, shape and where it starts. */
+export interface NpyHeader {
+  dtype: NpyArray['dtype'];
+  /** Bytes per element. */
+  itemBytes: number;
+  shape: number[];
+  /** Elements (the product of the shape). */
+  count: number;
+  /** Where the data starts (the header's length). */
+  offset: number;
+}
+
+/** Longest .npy header read (NumPy's own `np.load` stops at 10000 bytes by default). */
+export const NPY_MAX_HEADER_BYTES = 65536;
+
+/**
+ * Parses the header of a .npy file from its first bytes (at least the header's; see
+ * {@link NPY_MAX_HEADER_BYTES}) — https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html.
+ */
+export function parseNpyHeader(buf: Uint8Array, file: string): NpyHeader {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 10 || b[0] !== 0x93 || b.toString('latin1', 1, 6) !== 'NUMPY') throw new DatasetFileError(file, 'not a .npy file (no \\x93NUMPY magic)');
   const major = b[6]!;
   if (major < 1 || major > 3) throw new DatasetFileError(file, `unsupported .npy format version ${major}.${b[7]}`);
+  if (major > 1 && b.length < 12) throw new DatasetFileError(file, 'truncated .npy header');
   const hlen = major === 1 ? b.readUInt16LE(8) : b.readUInt32LE(8);
   const start = major === 1 ? 10 : 12;
+  if (hlen > NPY_MAX_HEADER_BYTES) throw new DatasetFileError(file, `.npy header of ${hlen} bytes is longer than the ${NPY_MAX_HEADER_BYTES}-byte limit`);
   if (start + hlen > b.length) throw new DatasetFileError(file, 'truncated .npy header');
   const header = b.toString(major === 3 ? 'utf8' : 'latin1', start, start + hlen);
   const descr = /'descr'\s*:\s*'([^']*)'/.exec(header)?.[1];
@@ -86,11 +107,20 @@ export function parseNpy(buf: Uint8Array, file: string): NpyArray {
     .map(Number);
   if (shape.some((n) => !Number.isSafeInteger(n) || n < 0)) throw new DatasetFileError(file, `bad shape (${shapeText})`);
   const count = shape.reduce((a, x) => a * x, 1);
-  const offset = start + hlen;
-  if (b.length - offset < count * d.bytes) throw new DatasetFileError(file, `truncated: ${count} values of ${d.bytes} bytes need ${count * d.bytes} bytes, the file has ${b.length - offset}`);
+  if (!Number.isSafeInteger(count * d.bytes)) throw new DatasetFileError(file, `shape (${shapeText}) is too large (${count} elements)`);
+  return { dtype: d.dtype, itemBytes: d.bytes, shape, count, offset: start + hlen };
+}
+
+/** Parses the bytes of a .npy file (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html). */
+export function parseNpy(buf: Uint8Array, file: string): NpyArray {
+  const h = parseNpyHeader(buf, file);
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const { count, offset } = h;
+  const need = count * h.itemBytes;
+  if (b.length - offset < need) throw new DatasetFileError(file, `truncated: ${count} values of ${h.itemBytes} bytes need ${need} bytes, the file has ${b.length - offset}`);
   // Copy into an aligned buffer: typed arrays need aligned offsets.
-  const bytes = new Uint8Array(count * d.bytes);
-  bytes.set(b.subarray(offset, offset + count * d.bytes));
+  const bytes = new Uint8Array(need);
+  bytes.set(b.subarray(offset, offset + need));
   const ab = bytes.buffer;
   const data = {
     uint8: () => bytes,
@@ -103,22 +133,42 @@ export function parseNpy(buf: Uint8Array, file: string): NpyArray {
     int64: () => new BigInt64Array(ab),
     float32: () => new Float32Array(ab),
     float64: () => new Float64Array(ab),
-  }[d.dtype]();
-  return { dtype: d.dtype, shape, data };
+  }[h.dtype]();
+  return { dtype: h.dtype, shape: h.shape, data };
 }
 
 export function readNpy(file: string): NpyArray {
   return parseNpy(readFile(file), file);
 }
 
+/** Limits of the .npz reader (the zip limits of lib/checkpoint/zip.ts, shared with the checkpoint readers). */
+export interface NpzReadOptions {
+  /**
+   * Largest compression ratio of a member above 1 MiB (np.savez_compressed of images: 2–10:1;
+   * all zeros: 1000:1). Default 100, as for checkpoints; Infinity to allow any.
+   */
+  maxDeflateRatio?: number;
+}
+
+/** An open .npz: each member's .npy header, read without inflating its data; `read` inflates one. */
+export interface NpzArchive {
+  headers: Map<string, NpyHeader>;
+  read(name: string): NpyArray;
+}
+
 /**
- * The members of a .npz (a zip archive of .npy files, STORED or DEFLATED as np.savez /
- * np.savez_compressed write them), by name without the .npy suffix.
+ * Opens a .npz (a zip archive of .npy files, STORED or DEFLATED as np.savez /
+ * np.savez_compressed write them) for `body`: members by name without the .npy suffix. Each
+ * member's header is read first (a prefix, inflated alone) and must declare exactly the bytes the
+ * zip directory gives the member, so a member is inflated only to the size its shape needs — and
+ * only when `body` asks for it, after checking what it needs (e.g. one label per image).
  */
-export function readNpz(file: string): Map<string, NpyArray> {
+export function withNpz<T>(file: string, body: (z: NpzArchive) => T, opts: NpzReadOptions = {}): T {
   // The members are read through the hardened zip reader of the checkpoint code (lib/checkpoint/zip.ts):
-  // no overlapping records, local and central names agree, inflation bounded by the declared sizes
-  // and DEFLATE's maximum ratio, CRC-checked. A .npz from a stranger is as hostile as a checkpoint.
+  // no overlapping records, local and central names agree, inflation bounded by the declared sizes,
+  // the compression-ratio limit and DEFLATE's maximum ratio, CRC-checked. A .npz from a stranger is as
+  // hostile as a checkpoint.
+  const maxRatio = opts.maxDeflateRatio ?? DEFAULT_MAX_DEFLATE_RATIO;
   const fail = (e: unknown): never => {
     if (e instanceof CheckpointError) throw new DatasetFileError(file, `not a readable .npz: ${e.detail}`);
     throw e;
@@ -127,19 +177,41 @@ export function readNpz(file: string): Map<string, NpyArray> {
   try {
     fd = openForReading(file);
     const zip = new ZipReader(file, fd);
-    const out = new Map<string, NpyArray>();
+    const headers = new Map<string, NpyHeader>();
+    const entries = new Map<string, ZipEntry>();
     for (const name of zip.order) {
       const entry = zip.entries.get(name)!;
       if (entry.method !== 0 && entry.method !== 8)
         throw new DatasetFileError(file, `member '${name}' uses zip compression method ${entry.method} (only stored and deflated are supported)`);
-      out.set(name.replace(/\.npy$/, ''), parseNpy(zip.read(entry, MAX_RECORD, `member '${name}'`), `${file}:${name}`));
+      const where = `${file}:${name}`;
+      const h = parseNpyHeader(zip.readPrefix(entry, 12 + NPY_MAX_HEADER_BYTES, `member '${name}'`), where);
+      const need = h.offset + h.count * h.itemBytes;
+      if (entry.size !== need)
+        throw new DatasetFileError(where, `the header declares shape [${h.shape.join(', ')}] of ${h.dtype} (${need} bytes with the header) but the member holds ${entry.size} bytes`);
+      const key = name.replace(/\.npy$/, '');
+      headers.set(key, h);
+      entries.set(key, entry);
     }
-    return out;
+    const read = (key: string): NpyArray => {
+      const entry = entries.get(key);
+      if (entry === undefined) throw new DatasetFileError(file, `no member '${key}'`);
+      try {
+        return parseNpy(zip.read(entry, entry.size, `member '${entry.name}'`, maxRatio), `${file}:${entry.name}`);
+      } catch (e) {
+        return fail(e);
+      }
+    };
+    return body({ headers, read });
   } catch (e) {
     return fail(e);
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }
+}
+
+/** Every member of a .npz, read (see {@link withNpz}). */
+export function readNpz(file: string, opts: NpzReadOptions = {}): Map<string, NpyArray> {
+  return withNpz(file, (z) => new Map([...z.headers.keys()].map((k) => [k, z.read(k)])), opts);
 }
 
 function readFile(file: string): Uint8Array {
@@ -157,6 +229,28 @@ function readFile(file: string): Uint8Array {
 type Numeric = ArrayLike<number> | BigInt64Array;
 
 /**
+ * The layout of an images array and its labels, from their shapes alone (checked before a reader
+ * inflates or converts either): [N, H, W], [N, C, H, W] or [N, H, W, C], one label per image, and
+ * the float32 pixels within what this machine can hold.
+ */
+export function imageLayout(s: readonly number[], labelShape: readonly number[], what: string): { N: number; C: number; H: number; W: number; hwc: boolean } {
+  let C: number, H: number, W: number;
+  let hwc = false;
+  if (s.length === 3) [C, H, W] = [1, s[1]!, s[2]!];
+  else if (s.length === 4) {
+    const small = (n: number) => n === 1 || n === 3 || n === 4;
+    hwc = small(s[3]!) && !small(s[1]!);
+    [C, H, W] = hwc ? [s[3]!, s[1]!, s[2]!] : [s[1]!, s[2]!, s[3]!];
+  } else throw new DatasetFileError(what, `images must be [N, H, W], [N, C, H, W] or [N, H, W, C], got [${s.join(', ')}]`);
+  const N = s[0]!;
+  if (labelShape.length !== 1 || labelShape[0] !== N)
+    throw new DatasetFileError(what, `labels must be [${N}] (one per image), got [${labelShape.join(', ')}]`);
+  const big = allocationProblem(N * C * H * W * 4, `the images as float32 pixels ([${N}, ${C}, ${H}, ${W}])`);
+  if (big) throw new DatasetFileError(what, big);
+  return { N, C, H, W, hwc };
+}
+
+/**
  * An ImageSet from an images array and a labels array (as read from .npy/.npz/safetensors).
  * `classes` defaults to max(label) + 1.
  */
@@ -167,18 +261,7 @@ export function imageSetFromArrays(
   o: { classes?: number; what?: string } = {},
 ): ImageSet {
   const what = o.what ?? name;
-  const s = images.shape;
-  let C: number, H: number, W: number;
-  let hwc = false;
-  if (s.length === 3) [C, H, W] = [1, s[1]!, s[2]!];
-  else if (s.length === 4) {
-    const small = (n: number) => n === 1 || n === 3 || n === 4;
-    hwc = small(s[3]!) && !small(s[1]!);
-    [C, H, W] = hwc ? [s[3]!, s[1]!, s[2]!] : [s[1]!, s[2]!, s[3]!];
-  } else throw new DatasetFileError(what, `images must be [N, H, W], [N, C, H, W] or [N, H, W, C], got [${s.join(', ')}]`);
-  const N = s[0]!;
-  if (labels.shape.length !== 1 || labels.shape[0] !== N)
-    throw new DatasetFileError(what, `labels must be [${N}] (one per image), got [${labels.shape.join(', ')}]`);
+  const { N, C, H, W, hwc } = imageLayout(images.shape, labels.shape, what);
   if (!/^(u?int(8|16|32|64)|bool)$/.test(labels.dtype)) throw new DatasetFileError(what, `labels must have an integer dtype, got ${labels.dtype}`);
   if (!/^(uint8|float16|float32|float64|bfloat16)$/.test(images.dtype)) throw new DatasetFileError(what, `images must be uint8 or float, got ${images.dtype}`);
   const lab = new Int32Array(N);
@@ -205,7 +288,11 @@ export function imageSetFromArrays(
 }
 
 function pick<T>(m: Map<string, T>, names: string[], file: string, what: string): T {
-  for (const n of names) if (m.has(n)) return m.get(n)!;
+  return m.get(pickName(m, names, file, what))!;
+}
+
+function pickName(m: Map<string, unknown>, names: string[], file: string, what: string): string {
+  for (const n of names) if (m.has(n)) return n;
   throw new DatasetFileError(file, `no ${what} array (looked for ${names.map((n) => `'${n}'`).join(', ')}; has ${[...m.keys()].map((n) => `'${n}'`).join(', ') || 'nothing'})`);
 }
 
@@ -219,10 +306,14 @@ export function labelsFileFor(npy: string): string {
   return found;
 }
 
-export function loadNpyDataset(file: string, name = path.basename(file, path.extname(file))): ImageSet {
+export function loadNpyDataset(file: string, name = path.basename(file, path.extname(file)), opts: NpzReadOptions = {}): ImageSet {
   if (file.endsWith('.npz')) {
-    const m = readNpz(file);
-    return imageSetFromArrays(name, pick(m, ['images', 'x', 'X'], file, 'images'), pick(m, ['labels', 'y', 'Y'], file, 'labels'), { what: file });
+    return withNpz(file, (z) => {
+      const im = pickName(z.headers, ['images', 'x', 'X'], file, 'images');
+      const lb = pickName(z.headers, ['labels', 'y', 'Y'], file, 'labels');
+      imageLayout(z.headers.get(im)!.shape, z.headers.get(lb)!.shape, file); // before inflating either
+      return imageSetFromArrays(name, z.read(im), z.read(lb), { what: file });
+    }, opts);
   }
   const lf = labelsFileFor(file);
   return imageSetFromArrays(name, readNpy(file), readNpy(lf), { what: file });

@@ -124,9 +124,18 @@ export function parseIdx(buf: Uint8Array, file: string): IdxArray {
 /** Un-gzips `buf` if it starts with the gzip magic; errors name `file`. */
 export function maybeGunzip(buf: Uint8Array, file: string): Uint8Array {
   if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
+    // Inflate no further than the size the gzip trailer declares (ISIZE, the size mod 2^32: IDX
+    // files are far smaller), which DEFLATE's maximum ratio (1032:1) bounds by the file's size.
+    if (buf.length < 18) throw new IdxFormatError(file, 'corrupt or truncated gzip stream (shorter than a gzip header and trailer)');
+    const declared = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).readUInt32LE(buf.length - 4);
+    if (declared > buf.length * 1032) throw new IdxFormatError(file, `corrupt or truncated gzip stream: its trailer declares ${declared} bytes from ${buf.length}, beyond DEFLATE's maximum ratio`);
     try {
-      return zlib.gunzipSync(buf);
+      const out = zlib.gunzipSync(buf, { maxOutputLength: Math.max(1, declared) });
+      if (out.length !== declared) throw new IdxFormatError(file, `corrupt or truncated gzip stream: it inflates to ${out.length} bytes, its trailer declares ${declared}`);
+      return out;
     } catch (e) {
+      if (e instanceof IdxFormatError) throw e;
+      if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new IdxFormatError(file, `corrupt or truncated gzip stream: it inflates to more than the ${declared} bytes its trailer declares`);
       throw new IdxFormatError(file, `corrupt or truncated gzip stream (${(e as Error).message})`);
     }
   }

@@ -62,6 +62,8 @@ std::vector<at::Tensor> Model::resolve(const NamedTensors& given) const {
 
 void Model::check_input(const at::Tensor& x) const {
   check(x.defined(), ErrorKind::Argument, "input is undefined");
+  check(x.dim() >= 1 && x.size(0) >= 1, ErrorKind::Shape, kind(), " model got an empty batch (input ",
+        shape_str(x.sizes()), "): the batch must hold at least one sample");
   check(x.scalar_type() == dtype_, ErrorKind::DType, kind(), " model expects input dtype ",
         c10::toString(dtype_), ", got ", c10::toString(x.scalar_type()));
   if (!params_.empty()) {
