@@ -50,6 +50,15 @@ export class StateError extends TangentError {
 export class UnsupportedError extends TangentError {
   override readonly code = 'ERR_TANGENT_UNSUPPORTED';
 }
+/**
+ * A file whose loading would run code it carries (a TorchScript archive) given without the
+ * caller's consent (`Model.load(file, { trustCode: true })`, the CLI's `--trust-code`). Not an
+ * ArgumentError: the arguments are valid; the caller has to decide to trust the file (or use a
+ * format that carries no code, a torch.export `.pt2`).
+ */
+export class UntrustedCodeError extends TangentError {
+  override readonly code = 'ERR_TANGENT_UNTRUSTED_CODE';
+}
 // CheckpointError (unreadable, malformed or mismatched checkpoints) lives in
 // lib/checkpoint/errors.ts and is a TangentError too.
 /** The native addon could not be loaded (says what to install). */

@@ -5,11 +5,14 @@
  * loss/gradient primitives of standard and linear fine-tuning.
  */
 import * as fs from 'node:fs';
+import { CheckpointError, openForReading } from './checkpoint/errors';
+import { escapeControl } from './checkpoint/escape';
 import { detectFormat, rawToTensor } from './checkpoint/io';
 import { readExportedProgram } from './checkpoint/pt2';
 import { allocationProblem } from './checkpoint/alloc';
+import { ZipReader } from './checkpoint/zip';
 import { native, type NamedNative, type NativeHead, type NativeInput, type NativeModel, type NativeParams } from './binding';
-import { ArgumentError, DeviceError, DisposedError, DTypeError, ParameterError, ShapeError } from './errors';
+import { ArgumentError, DeviceError, DisposedError, DTypeError, ParameterError, ShapeError, TorchError, UntrustedCodeError } from './errors';
 import { assertDevice, shapeStr, Tensor, type Device, type DType } from './tensor';
 
 export interface MlpConfig {
@@ -95,6 +98,14 @@ export interface LoadOptions {
    * named-tuple field. Required when forward returns more than one tensor; an error otherwise.
    */
   output?: number | string;
+  /**
+   * Consent to run the file's code: a TorchScript archive runs its own code when it is loaded
+   * (torch::jit::load compiles its `code/` and runs its classes' `__setstate__`; forward runs its
+   * program). Without `trustCode: true`, `Model.load` of TorchScript throws
+   * {@link UntrustedCodeError} before anything reaches libtorch. A torch.export `.pt2` needs none
+   * (it is read as data). Default false.
+   */
+  trustCode?: boolean;
 }
 
 /** Named parameters: a Map or a plain object of name → Tensor. */
@@ -253,6 +264,74 @@ function validateConfig(c: ModelConfig): void {
   }
 }
 
+/** Whether `file` is a regular file starting with a zip local header (false when it cannot be read). */
+function startsAsZip(file: string): boolean {
+  let fd: number;
+  try {
+    fd = openForReading(file);
+  } catch {
+    return false;
+  }
+  try {
+    const head = Buffer.alloc(4);
+    return fs.readSync(fd, head, 0, 4, 0) === 4 && ZipReader.isZip(head);
+  } catch {
+    return false;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+const WEIGHTS_ONLY: Partial<Record<string, string>> = { torch: 'a torch.save checkpoint', safetensors: 'a safetensors checkpoint', sharded: 'a sharded safetensors checkpoint' };
+
+/**
+ * What `Model.load` may do with `file`, decided by the checkpoint readers before anything reaches
+ * libtorch: read a torch.export program as data, or (with consent) hand a TorchScript archive to
+ * torch::jit::load. Weights-only checkpoints and non-models are typed errors naming the file.
+ */
+function modelFormat(file: string, trustCode: boolean): 'export' | 'torchscript' {
+  let format: string;
+  try {
+    format = detectFormat(file);
+  } catch (e) {
+    if (e instanceof CheckpointError && /^unknown checkpoint format/.test(e.detail))
+      throw new CheckpointError('ERR_IO', 'not a model: Model.load reads a torch.export program (.pt2, torch.export.save) or a TorchScript archive (torch.jit.save), both zip files; this file is neither', { file, cause: e });
+    // A zip the readers refuse (malformed, or past their limits): only torch::jit::load could
+    // say whether it is TorchScript, so it gets it only with consent.
+    if (trustCode && e instanceof CheckpointError && startsAsZip(file)) return 'torchscript';
+    throw e;
+  }
+  if (format === 'export') return 'export';
+  const weights = WEIGHTS_ONLY[format];
+  if (weights !== undefined)
+    throw new ArgumentError(
+      `${escapeControl(file)} is ${weights}: weights, not a model (it holds no program to run). Read it with loadStateDict(file) (in tangent: --pretrained, beside a --model that has the program); Model.load takes a torch.export program (.pt2) or a TorchScript archive`,
+    );
+  if (!trustCode)
+    throw new UntrustedCodeError(
+      `${escapeControl(file)} is a TorchScript archive, and TorchScript runs its own code when it is loaded (torch::jit::load compiles its code/ and runs its classes' __setstate__; forward runs its program), like Python's torch.load(weights_only=False). ` +
+        "Load it only from a source you trust, with Model.load(file, { trustCode: true }) (in tangent: --trust-code). " +
+        'A torch.export program (.pt2, written by torch.export.save) carries no code that runs and loads without consent; loadStateDict(file) (tangent inspect, --pretrained) reads the weights alone, as data',
+    );
+  return 'torchscript';
+}
+
+/**
+ * A failure of the native TorchScript loader, rethrown naming the file: libtorch's first non-empty
+ * line first (the compiler's messages often start with an empty line), the rest after it,
+ * escaped (the compiler quotes the archive's code), the native error as `cause`.
+ */
+function torchScriptLoadError(file: string, e: unknown): unknown {
+  if (!(e instanceof TorchError || (e instanceof CheckpointError && e.code === 'ERR_IO'))) return e;
+  const prefix = `cannot load TorchScript module '${file}': `;
+  const text = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
+  const lines = text.split('\n').map((l) => escapeControl(l.trimEnd()));
+  while (lines.length > 0 && lines[0]!.trim() === '') lines.shift();
+  while (lines.length > 0 && lines.at(-1)!.trim() === '') lines.pop();
+  const first = lines.shift()?.trim() ?? 'libtorch gave no reason';
+  return new CheckpointError('ERR_IO', `cannot load TorchScript module: ${first}${lines.length ? `\n${lines.join('\n')}` : ''}`, { file, cause: e });
+}
+
 export class Model implements Disposable {
   private handle: NativeModel | null;
   private paramCache: StateDict | null = null;
@@ -303,8 +382,13 @@ export class Model implements Disposable {
    * {@link Input}). What cannot be lowered to a functional forward is an `UnsupportedError` naming
    * the attribute, argument or op. **This executes the archive's code** (torch::jit::load compiles
    * its `code/` and runs its classes' `__setstate__` while loading), like Python's
-   * `torch.load(weights_only=False)`: load only TorchScript you trust. To read the weights of an
-   * untrusted archive use `loadStateDict`, which reads them as data (docs/security.md).
+   * `torch.load(weights_only=False)`, so it needs `{ trustCode: true }` (else
+   * {@link UntrustedCodeError}, before libtorch sees the file): load only TorchScript you trust.
+   * To read the weights of an untrusted archive use `loadStateDict`, which reads them as data
+   * (docs/security.md). A failure of libtorch's loader is a CheckpointError ERR_IO naming the file.
+   *
+   * Anything else (a torch.save, safetensors or sharded checkpoint: weights, not a model) is an
+   * ArgumentError pointing to `loadStateDict`; a file of no known format a CheckpointError.
    */
   static async load(path: string, opts: LoadOptions = {}): Promise<Model> {
     const device = opts.device ?? 'cpu';
@@ -312,13 +396,10 @@ export class Model implements Disposable {
     const output = opts.output;
     if (output !== undefined && !(typeof output === 'string' && output.length > 0) && !(typeof output === 'number' && Number.isSafeInteger(output) && output >= 0))
       throw new ArgumentError(`output must be a non-negative integer index or a non-empty key, got ${JSON.stringify(output)}`);
+    const trustCode = opts.trustCode ?? false;
+    if (typeof trustCode !== 'boolean') throw new ArgumentError(`trustCode must be a boolean, got ${JSON.stringify(trustCode) ?? String(trustCode)}`);
     if (!fs.existsSync(path)) throw new ArgumentError(`model file not found: ${path}`);
-    let format = '';
-    try {
-      format = detectFormat(path);
-    } catch {
-      /* not an archive these readers know: the TorchScript loader says what it is */
-    }
+    const format = modelFormat(path, trustCode);
     if (format === 'export') {
       const p = readExportedProgram(path, output === undefined ? {} : { output });
       const tensors = p.state.map((s) => rawToTensor(s.tensor));
@@ -331,7 +412,13 @@ export class Model implements Disposable {
       }
     }
     const config: FileModelConfig = output === undefined ? { arch: 'torchscript', path } : { arch: 'torchscript', path, output };
-    return new Model(await native().loadTorchScript(path, device, output ?? null), config);
+    let handle: NativeModel;
+    try {
+      handle = await native().loadTorchScript(path, device, output ?? null);
+    } catch (e) {
+      throw torchScriptLoadError(path, e);
+    }
+    return new Model(handle, config);
   }
 
   get kind(): string {

@@ -22,7 +22,7 @@ function fixtures(): Promise<{ cols: string; rows: string }> {
     const rows = await writePngs(f('rows'), { rows: true });
     for (const [data, name] of [[cols, 'cols'], [rows, 'rows']] as const)
       for (const mode of ['standard', 'linear'])
-        json(run('finetune', '--data', data, '--model', TS, '--mode', mode, '--out', f(`${name}-${mode}.safetensors`), '--steps', '6', '--batch-size', '16', '--lr', '0.01', ...quiet));
+        json(run('finetune', '--data', data, '--model', TS, '--trust-code', '--mode', mode, '--out', f(`${name}-${mode}.safetensors`), '--steps', '6', '--batch-size', '16', '--lr', '0.01', ...quiet));
     return { cols, rows };
   })();
   return ready;
@@ -31,9 +31,9 @@ const ck = (name: string) => f(`${name}.safetensors`);
 
 t.test('addition-sweep', { skip: skipWithoutDist }, async (t) => {
   await fixtures();
-  const r = json(run('addition-sweep', '--checkpoints', ck('cols-standard'), ck('rows-standard'), ck('cols-linear'), ck('rows-linear'), '--alphas', '0,0.5,1', ...quiet));
+  const r = json(run('addition-sweep', '--checkpoints', ck('cols-standard'), ck('rows-standard'), ck('cols-linear'), ck('rows-linear'), '--alphas', '0,0.5,1', '--trust-code', ...quiet));
   t.same(r.addition.map((a: { regime: string }) => a.regime), ['nonlinear', 'posthoc', 'linear']);
-  const ev = json(run('eval', '--checkpoints', ck('cols-standard'), ck('cols-linear'), ...quiet));
+  const ev = json(run('eval', '--checkpoints', ck('cols-standard'), ck('cols-linear'), '--trust-code', ...quiet));
   const [nl, , lin] = r.addition;
   t.same(nl.tasks, ['cols', 'rows']);
   t.same(nl.alphas.map((a: { alpha: number }) => a.alpha), [0, 0.5, 1]);
@@ -44,8 +44,8 @@ t.test('addition-sweep', { skip: skipWithoutDist }, async (t) => {
 
 t.test('negation-sweep', { skip: skipWithoutDist }, async (t) => {
   const { rows } = await fixtures();
-  const r = json(run('negation-sweep', '--checkpoints', ck('cols-standard'), ck('cols-linear'), '--control', rows, '--regimes', 'nonlinear,linear', '--alphas', '0,1', ...quiet));
-  const ev = json(run('eval', '--checkpoints', ck('cols-standard'), '--data', rows, ...quiet));
+  const r = json(run('negation-sweep', '--checkpoints', ck('cols-standard'), ck('cols-linear'), '--control', rows, '--regimes', 'nonlinear,linear', '--alphas', '0,1', '--trust-code', ...quiet));
+  const ev = json(run('eval', '--checkpoints', ck('cols-standard'), '--data', rows, '--trust-code', ...quiet));
   t.same(r.negation.map((n: { regime: string }) => n.regime), ['nonlinear', 'linear']);
   t.equal(r.negation[0].control, 'rows');
   t.equal(r.negation[0].pretrainedControl.test, ev.pretrained.rows, 'pre-trained control accuracy = eval of θ0 on the control');
@@ -56,7 +56,7 @@ t.test('negation-sweep', { skip: skipWithoutDist }, async (t) => {
 t.test('disentangle from fine-tuned checkpoints (metadata only)', { skip: skipWithoutDist }, async (t) => {
   await fixtures();
   const out = f('xi');
-  const p = run('disentangle', '--checkpoints', ck('cols-standard'), ck('rows-standard'), ck('cols-linear'), ck('rows-linear'), '--grid', '3', '--range', '1', '--samples', '8', '--out', out, '--progress', 'lines', '--json');
+  const p = run('disentangle', '--checkpoints', ck('cols-standard'), ck('rows-standard'), ck('cols-linear'), ck('rows-linear'), '--grid', '3', '--range', '1', '--samples', '8', '--out', out, '--trust-code', '--progress', 'lines', '--json');
   const r = json(p);
   t.match(p.stderr, /^ξ grid \(nonlinear\): 15\/15 points \(100%\), [\d.]+ point\/s, elapsed \d+s, ETA 0s, [\d.]+ s — done$/m, 'progress with rate and ETA on stderr');
   t.same(r.tasks, ['cols', 'rows']);
@@ -71,7 +71,7 @@ t.test('disentangle from fine-tuned checkpoints (metadata only)', { skip: skipWi
 t.test('ntk on the TorchScript model and two folders', { skip: skipWithoutDist }, async (t) => {
   const { cols, rows } = await fixtures();
   const out = f('ntk');
-  const p = run('ntk', '--model', TS, '--data', cols, rows, '--per-task', '4', '--top-k', '3', '--out', out, '--progress', 'lines', '--json');
+  const p = run('ntk', '--model', TS, '--trust-code', '--data', cols, rows, '--per-task', '4', '--top-k', '3', '--out', out, '--progress', 'lines', '--json');
   const r = json(p);
   t.match(p.stderr, /^NTK Gram \(ETA estimated\): \d+\/\d+ seconds \(100%\), .* — done$/m, 'progress of the Gram on stderr');
   t.same(r.tasks, ['cols', 'rows']);

@@ -21,7 +21,7 @@ t.test('finetune (standard, linear) → merge → apply → eval on image folder
   const b = await writePngs(f('rows'), { rows: true });
   // Linear FT with a large step, so that f(θ) and f_lin(θ) classify differently (checked below).
   const ft = (data: string, mode: string, out: string) =>
-    json(run('finetune', '--data', data, '--model', TS, '--mode', mode, '--out', f(out), '--steps', '6', '--batch-size', '16', '--lr', mode === 'linear' ? '0.5' : '0.01', '--progress', 'none', '--json'));
+    json(run('finetune', '--data', data, '--model', TS, '--trust-code', '--mode', mode, '--out', f(out), '--steps', '6', '--batch-size', '16', '--lr', mode === 'linear' ? '0.5' : '0.01', '--progress', 'none', '--json'));
 
   const sa = ft(a, 'standard', 'cols-std.safetensors');
   t.equal(sa.task, 'cols', 'task named after the folder');
@@ -66,10 +66,10 @@ t.test('finetune (standard, linear) → merge → apply → eval on image folder
   t.equal(json(run('merge', '--json', '--mode', 'linear', '--config', f('mixed.yaml'))).mode, 'linear', '--mode linear allows it');
 
   // apply: θ0 + 0.5 τ_cols + 0.5 τ_rows (= the merge above) and a negation.
-  const ap = json(run('apply', '--checkpoints', f('cols-lin.safetensors'), f('rows-lin.safetensors'), '--alpha', '0.5', '--out', f('applied.safetensors'), '--json'));
+  const ap = json(run('apply', '--checkpoints', f('cols-lin.safetensors'), f('rows-lin.safetensors'), '--alpha', '0.5', '--out', f('applied.safetensors'), '--trust-code', '--json'));
   t.equal(ap.mode, 'linear');
   t.same(ap.tasks, ['cols', 'rows']);
-  const neg = json(run('apply', '--checkpoints', f('cols-std.safetensors'), '--alpha', '-1', '--out', f('neg.safetensors'), '--json'));
+  const neg = json(run('apply', '--checkpoints', f('cols-std.safetensors'), '--alpha', '-1', '--out', f('neg.safetensors'), '--trust-code', '--json'));
   t.equal(neg.mode, 'standard');
   t.equal(neg.sources[0].alpha, -1);
   const merged = (await loadStateDict(f('merged-lin.safetensors'))).tensors;
@@ -80,8 +80,9 @@ t.test('finetune (standard, linear) → merge → apply → eval on image folder
     t.ok(q.every((v, i) => Math.abs(v - p[i]!) <= 1e-6 * (1 + Math.abs(v))), `apply α = 0.5 equals the λ = 0.5 task-arithmetic merge on ${n}`);
   }
 
-  // eval: every kind of checkpoint, metadata only (no --model / --pretrained / --data).
-  const ev = json(run('eval', '--checkpoints', f('cols-std.safetensors'), f('cols-lin.safetensors'), f('merged-lin.safetensors'), f('applied.safetensors'), f('neg.safetensors'), '--progress', 'none', '--json'));
+  // eval: every kind of checkpoint, metadata only (no --model / --pretrained / --data); the model
+  // the metadata names is TorchScript, so eval (like apply above) needs --trust-code.
+  const ev = json(run('eval', '--checkpoints', f('cols-std.safetensors'), f('cols-lin.safetensors'), f('merged-lin.safetensors'), f('applied.safetensors'), f('neg.safetensors'), '--trust-code', '--progress', 'none', '--json'));
   t.same(ev.tasks, ['cols', 'rows']);
   t.same(ev.checkpoints.map((r: { mode: string; evaluatedWith: string }) => `${r.mode}/${r.evaluatedWith}`), ['standard/f', 'linear/f_lin', 'linear/f_lin', 'linear/f_lin', 'standard/f']);
   t.equal(ev.checkpoints[1].accuracy.cols, la.finetuned.test, "eval's accuracy of the linear checkpoint = finetune's own f_lin test accuracy");
@@ -89,7 +90,7 @@ t.test('finetune (standard, linear) → merge → apply → eval on image folder
   t.equal(ev.checkpoints[2].accuracy.cols, ev.checkpoints[3].accuracy.cols, 'merge and apply agree');
 
   // The library's f_lin evaluation of the same checkpoint on the same split.
-  const model = await Model.load(TS);
+  const model = await Model.load(TS, { trustCode: true });
   const theta0 = model.parameters();
   const d = await prepareData(a, { testLimit: 1000 });
   const x = Tensor.from(d.test.images, [d.test.count, ...d.test.shape]);

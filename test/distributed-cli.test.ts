@@ -28,7 +28,7 @@ t.test('launch --nproc 2 -- finetune equals finetune in one process', { skip: sk
     for (let k = 0; k < 64; k++) x[i * 64 + k] = ((k % 8) >> 1 === c ? 0.8 : 0.1) + ((i * 13 + k * 7) % 25) / 250;
   }
   await saveStateDict(f('data.safetensors'), new Map([['images', Tensor.from(x, [n, 1, 8, 8])], ['labels', Tensor.from(y, [n], 'int64')]]));
-  const args = (out: string) => ['finetune', '--data', f('data.safetensors'), '--model', TS, '--mode', 'standard', '--out', f(out), '--steps', '4', '--batch-size', '16', '--lr', '0.01', '--seed', '1', '--threads', '1', '--progress', 'none', '--json'];
+  const args = (out: string) => ['finetune', '--data', f('data.safetensors'), '--model', TS, '--trust-code', '--mode', 'standard', '--out', f(out), '--steps', '4', '--batch-size', '16', '--lr', '0.01', '--seed', '1', '--threads', '1', '--progress', 'none', '--json'];
   const one = cli(...args('one.safetensors'));
   t.equal(one.status, 0, `one process: exit 0${one.status ? `: ${one.stderr}` : ''}`);
   const two = cli('launch', '--nproc', '2', '--dist-timeout', '30000', '--', ...args('two.safetensors'));

@@ -37,7 +37,7 @@ for (const [name, cfg, xshape] of CASES) {
 }
 
 t.test('torchscript: JVP against finite differences and double backward (float64 fixture)', async (t) => {
-  const model = await Model.load(`${FIXTURES}/tiny64.pt`);
+  const model = await Model.load(`${FIXTURES}/tiny64.pt`, { trustCode: true });
   t.equal(model.kind, 'torchscript');
   t.same([...model.bufferNames], ['scale']);
   await checkJvp(t, 'torchscript', model, randTensor([2, 1, 8, 8], 9));
@@ -52,7 +52,7 @@ t.test("torchscript: outputs and JVPs equal PyTorch's own forward-AD (python3-to
     scripted_output: number[];
     jvp: { data: number[] };
   };
-  const model = await Model.load(`${FIXTURES}/tiny32.pt`);
+  const model = await Model.load(`${FIXTURES}/tiny32.pt`, { trustCode: true });
   t.same([...model.spec.keys()], Object.keys(g.params), 'parameter names and order match PyTorch');
   for (const [n, p] of model.parameters()) t.ok(maxAbsDiff(toF64(p), g.params[n]!.data) === 0, `parameter ${n} loaded exactly`);
   const x = Tensor.fromArray(g.input.data, g.input.shape);

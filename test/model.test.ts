@@ -80,7 +80,9 @@ t.test('a corrupt TorchScript file is a typed error, not a crash', async (t) => 
   const os = await import('node:os');
   const f = `${fs.mkdtempSync(`${os.tmpdir()}/te-`)}/bad.pt`;
   fs.writeFileSync(f, 'not a zip archive');
-  await t.rejects(Model.load(f), { name: 'CheckpointError', message: new RegExp(`cannot load TorchScript module '${f}'`) });
+  // Neither a .pt2 nor a TorchScript zip: refused by the readers, with or without trustCode.
+  for (const trustCode of [false, true])
+    await t.rejects(Model.load(f, { trustCode }), { name: 'CheckpointError', code: 'ERR_IO', message: `${f}: not a model: Model.load reads a torch.export program (.pt2, torch.export.save) or a TorchScript archive (torch.jit.save), both zip files; this file is neither` });
 });
 
 t.test('a disposed model throws DisposedError', async (t) => {

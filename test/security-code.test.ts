@@ -1,6 +1,6 @@
 // Issue 9, Why 1: reading a checkpoint never executes code. A crafted TorchScript archive whose
 // __setstate__ prints a marker (or loops forever) is read by loadStateDict / merge / inspect as
-// data; only Model.load runs it (documented in docs/security.md).
+// data; only Model.load runs it, and only with { trustCode: true } (documented in docs/security.md).
 // Run: npx tap test/security-code.test.ts
 import t from 'tap';
 import * as fs from 'node:fs';
@@ -18,10 +18,10 @@ fs.writeFileSync(printing, evilTorchScript(`print("${MARKER}")`));
 const looping = path.join(tmp, 'looping.pt');
 fs.writeFileSync(looping, evilTorchScript('i = 0\nwhile True:\n  i = i + 1'));
 
-t.test('Model.load runs the archive\'s code (the crafted file really is hostile)', async (t) => {
+t.test('Model.load with trustCode runs the archive\'s code (the crafted file really is hostile; test/security-trust.test.ts: not without it)', async (t) => {
   const script = path.join(tmp, 'model-load.ts');
   fs.writeFileSync(script, `import { Model } from ${JSON.stringify(path.join(__dirname, '..', 'lib', 'model'))};
-Model.load(process.argv[2]!).then((m) => { console.log(JSON.stringify({ params: [...m.parameters().keys()] })); });\n`);
+Model.load(process.argv[2]!, { trustCode: true }).then((m) => { console.log(JSON.stringify({ params: [...m.parameters().keys()] })); });\n`);
   const r = runTs(script, [printing], { timeout: 60_000 });
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, MARKER, 'torch::jit::load ran __setstate__');

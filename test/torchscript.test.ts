@@ -15,7 +15,7 @@ t.test('small TorchScript modules against PyTorch', async (t) => {
   t.test('scripted: int/float/bool/str/list attributes, Conv2d+BatchNorm2d+ReLU, MultiheadAttention with a mask input, Dropout, LayerNorm, GELU, a non-tensor argument with a default, a dict result', async (t) => {
     const m = manifest(dir, 'features');
     await crossCheck(t, dir, m, m.modules.scripted!, 'features (scripted)', TOL);
-    const model = await Model.load(path.join(dir, m.modules.scripted!), { output: 'logits' });
+    const model = await Model.load(path.join(dir, m.modules.scripted!), { output: 'logits', trustCode: true });
     t.same([...model.bufferNames], ['bn.running_mean', 'bn.running_var', 'bn.num_batches_tracked'], 'BatchNorm running statistics are buffers');
     // The buffers are read at run time, not baked in: overriding running_var changes the output.
     const [x, mask] = m.inputs.map((s) => readBin(dir, s)) as [Tensor, Tensor];
@@ -43,7 +43,7 @@ t.test('small TorchScript modules against PyTorch', async (t) => {
   t.test('an Optional[Tensor] second input, given or left out', async (t) => {
     const m = manifest(dir, 'twoheads_bias');
     await crossCheck(t, dir, m, m.modules.scripted!, 'twoheads with bias input (scripted, output 0)', TOL);
-    const model = await Model.load(path.join(dir, m.modules.scripted!), { output: 0 });
+    const model = await Model.load(path.join(dir, m.modules.scripted!), { output: 0, trustCode: true });
     const x = readBin(dir, m.inputs[0]!);
     const bias = readBin(dir, m.inputs[1]!);
     const withBias = values(await model.forward([x, bias]));
@@ -54,7 +54,7 @@ t.test('small TorchScript modules against PyTorch', async (t) => {
   });
 
   t.test('what cannot be lowered fails at load with a typed error naming it and the remedy', async (t) => {
-    const load = (name: string, opts = {}) => Model.load(path.join(dir, `${name}.scripted.pt`), opts);
+    const load = (name: string, opts = {}) => Model.load(path.join(dir, `${name}.scripted.pt`), { trustCode: true, ...opts });
     await t.rejects(load('TensorListAttr'), UnsupportedError);
     await t.rejects(load('TensorListAttr'), { code: 'ERR_TANGENT_UNSUPPORTED', message: /attribute 'tensors' of type List\[Tensor\].*torch\.jit\.trace/ });
     await t.rejects(load('Counter'), { name: 'UnsupportedError', message: /assigns attribute 'calls' \(prim::SetAttr\).*torch\.jit\.trace/ });
@@ -68,7 +68,7 @@ t.test('small TorchScript modules against PyTorch', async (t) => {
 
     // Traced under torch.no_grad(): the fused attention kernel was recorded. It runs forward (as
     // PyTorch does), and a JVP names the op and the remedy instead of libtorch's bare message.
-    const traced = await Model.load(path.join(dir, 'NoGradTrace.traced.pt'));
+    const traced = await Model.load(path.join(dir, 'NoGradTrace.traced.pt'), { trustCode: true });
     const x = Tensor.from(new Float32Array(2 * 5 * 16).map((_, i) => Math.sin(i)), [2, 5, 16]);
     t.same((await traced.forward(x)).shape, [2, 5, 16], 'forward runs');
     const tau = new Map([...traced.parameters()].map(([n, p]) => [n, Tensor.from(new Float32Array(p.shape.reduce((a, b) => a * b, 1)).fill(0.1), p.shape)]));

@@ -9,13 +9,16 @@ import type { Command } from 'commander';
 import { ArgumentError } from '../errors';
 import type { DataSpec } from '../data/spec';
 import { bytesArg, choiceArg, intArg, numArg, setThreads } from './options';
+import { TRUST_CODE_HELP } from './train';
 
 interface CommonAnalysisOpts {
   model?: string;
+  trustCode?: boolean;
   pretrained?: string;
   heads?: string;
   data?: string[];
-  seed: number;
+  /** Default 0 (with checkpoints: the seed their metadata records for a θ0 built from a config). */
+  seed?: number;
   out: string;
   threads: number;
   progress?: 'auto' | 'bar' | 'lines' | 'none';
@@ -121,20 +124,21 @@ async function runDisentangle(o: DisentangleOpts): Promise<void> {
   const extra: Record<string, unknown> = { tasks: names, data: specs.map((s) => s.spec) };
   if (o.demo) {
     log(`demo: θ0 = the small ViT pre-trained on fashion, frozen ridge heads, ${o.steps} AdamW steps of standard and linear fine-tuning per task`);
-    const d = await demoTaskVectors(names, { steps: o.steps, lr: o.lr, seed: o.seed, log });
+    const seed = o.seed ?? 0;
+    const d = await demoTaskVectors(names, { steps: o.steps, lr: o.lr, seed, log });
     model = d.model;
     heads = d.heads;
     params0 = undefined;
     taus.nonlinear = d.nonlinear;
     taus.linear = d.linear;
-    extra.demo = { steps: o.steps, lr: o.lr, seed: o.seed, accuracy: d.accuracy, fineTuneMs: d.ms };
+    extra.demo = { steps: o.steps, lr: o.lr, seed, accuracy: d.accuracy, fineTuneMs: d.ms };
     const { taskInputs } = await import('../analysis/inputs');
     inputs = [(await taskInputs(names[0], o.samples, 1000)).x, (await taskInputs(names[1], o.samples, 1001)).x];
   } else {
     const { loadBase, headFor, loadData, loadEditCheckpoint } = await import('./inputs');
     const { loadStateFile } = await import('../analysis/inputs');
     const { taskVector } = await import('../eval/evaluate');
-    const base = await loadBase(o, metas[0], o.checkpoints?.[0]);
+    const base = await loadBase({ ...o, trust_code: o.trustCode === true }, metas[0], o.checkpoints?.[0]);
     model = base.model;
     params0 = base.theta0;
     extra.theta0 = base.theta0Ref;
@@ -236,7 +240,7 @@ async function runNtk(o: NtkOpts): Promise<void> {
   const { subset } = await import('../data/dataset');
   const { loadBase, loadData } = await import('./inputs');
   const { progress } = await import('../util/progress');
-  const base = await loadBase({ model: o.model ?? (o.pretrained ? undefined : 'builtin:vit'), pretrained: o.pretrained, seed: o.seed });
+  const base = await loadBase({ model: o.model ?? (o.pretrained ? undefined : 'builtin:vit'), pretrained: o.pretrained, seed: o.seed, trust_code: o.trustCode === true });
   const model = base.model;
   const tasks = [];
   for (const [k, s] of specs.entries()) {
@@ -279,8 +283,9 @@ async function runNtk(o: NtkOpts): Promise<void> {
 function analysisOptions(c: Command): Command {
   return c
     .option('--model <spec>', 'torch.export .pt2 or TorchScript file, JSON model config (file or inline), builtin:small-vit / builtin:vit, or clip:ViT-B-32 (B-16, L-14, -quickgelu; with --pretrained open_clip or transformers weights)')
+    .option('--trust-code', TRUST_CODE_HELP)
     .option('--pretrained <file>', 'θ0: a state dict for --model, or a tangent pretrain file (names its model)')
-    .option('--seed <n>', "seed of a built-in model's θ0 when no --pretrained is given (default 0)", intArg('--seed', 0), 0)
+    .option('--seed <n>', "seed of a built-in model's θ0 when no --pretrained is given (default 0; with --checkpoints, the seed their metadata records)", intArg('--seed', 0))
     .option('--out <dir>', 'output directory (default analysis-out)', 'analysis-out')
     .option('--threads <n>', 'libtorch intra-op threads (default 2)', intArg('--threads'), 2)
     .option('--progress <mode>', 'auto | bar | lines | none (default auto)', choiceArg('--progress', ['auto', 'bar', 'lines', 'none'] as const))

@@ -14,7 +14,8 @@ import { CheckpointError } from '../checkpoint/errors';
 import { loadStateDict } from '../checkpoint/io';
 import { parseDataSpec, prepareData, type DataOptions, type DataSpec } from '../data/spec';
 import type { TaskSplits } from '../data/splits';
-import { ArgumentError, ShapeError } from '../errors';
+import { escapeControl } from '../checkpoint/escape';
+import { ArgumentError, ShapeError, UntrustedCodeError } from '../errors';
 import { decodeEditMeta, isFileModel, type EditMeta, type FileRef, type ModelRef } from '../meta';
 import { featureDim, Model, type Head, type ModelConfig, type StateDict } from '../model';
 import { Tensor } from '../tensor';
@@ -77,33 +78,47 @@ export interface BaseFlags {
   model?: string;
   pretrained?: string;
   heads?: string;
+  /** Default: the seed a checkpoint's metadata records for a θ0 built from a config, else 0. */
   seed?: number;
+  /** `--trust-code`: consent to load a TorchScript model (Model.load's trustCode). */
+  trust_code?: boolean;
 }
+
+/** A θ0 that was never a file: "<model source> (seed N)", what loadBase records for a model built from a config. */
+const SEEDED_THETA0 = /^(.*) \(seed (\d+)\)$/;
 
 /**
  * The model, θ0 and heads, from the flags and (for what they leave open) `meta`, the metadata of
- * a checkpoint. θ0's content is checked against `meta`'s hash.
+ * a checkpoint. θ0's content is checked against `meta`'s hash. A θ0 that `meta` records as a
+ * model built from a config and seed (no file) is built again from that config and seed.
  */
 export async function loadBase(flags: BaseFlags, meta?: EditMeta | null, metaFile?: string): Promise<Base> {
   let pretrained = flags.pretrained;
   let modelSpec = flags.model;
   let headsFile = flags.heads;
+  let fromMeta = false;
+  let seeded: { source: string; seed: number } | undefined;
   if (meta) {
     if (pretrained === undefined && meta.theta0?.path) {
-      if (!fs.existsSync(meta.theta0.path))
-        throw new ArgumentError(`${metaFile}: its θ0 ${meta.theta0.path} does not exist any more; give θ0 with --pretrained`);
-      if (isFileModel(meta.model) && meta.theta0.path === meta.model.path) pretrained = undefined;
-      else pretrained = meta.theta0.path;
+      const m = SEEDED_THETA0.exec(meta.theta0.path);
+      if (fs.existsSync(meta.theta0.path)) pretrained = isFileModel(meta.model) && meta.theta0.path === meta.model.path ? undefined : meta.theta0.path;
+      else if (m && !isFileModel(meta.model)) seeded = { source: m[1]!, seed: Number(m[2]) };
+      else throw new ArgumentError(`${metaFile}: its θ0 ${escapeControl(meta.theta0.path)} does not exist any more; give θ0 with --pretrained`);
     }
-    if (modelSpec === undefined && isFileModel(meta.model)) modelSpec = meta.model.path;
+    if (modelSpec === undefined && isFileModel(meta.model)) {
+      modelSpec = meta.model.path;
+      fromMeta = true;
+    }
     if (headsFile === undefined && meta.heads?.path) headsFile = meta.heads.path;
   }
+  const seed = flags.seed ?? seeded?.seed ?? 0;
   const { loadTensors } = await import('../util/state');
   const { PRETRAINED_FORMAT, loadHeads } = await import('../train/pretrain');
   let model: Model;
   let modelRef: ModelRef;
   let theta0: StateDict;
   let theta0Path: string;
+  let rebuilt = false;
   const pretrainedMeta = pretrained !== undefined && pretrained.endsWith('.safetensors') ? loadTensors(pretrained) : null;
   if (pretrainedMeta && pretrainedMeta.metadata.format === PRETRAINED_FORMAT && modelSpec === undefined) {
     const { loadBackbone } = await import('../train/pretrain');
@@ -113,13 +128,23 @@ export async function loadBase(flags: BaseFlags, meta?: EditMeta | null, metaFil
     theta0 = bb.theta0;
     theta0Path = path.resolve(pretrained!);
   } else {
-    const spec = modelSpec !== undefined ? parseModelSpec(modelSpec) : meta?.model && !isFileModel(meta.model) ? ({ kind: 'config', config: meta.model, source: 'metadata' } as const) : null;
+    const spec = modelSpec !== undefined ? parseModelSpec(modelSpec) : meta?.model && !isFileModel(meta.model) ? ({ kind: 'config', config: meta.model, source: seeded?.source ?? 'metadata' } as const) : null;
     if (spec === null) throw new ArgumentError('no model: give --model (a torch.export .pt2 or TorchScript file, or a built-in config) or --pretrained (θ0 from tangent pretrain)');
     if (spec.kind === 'file') {
-      model = await Model.load(spec.path);
-      modelRef = { arch: model.config.arch as 'torchscript' | 'exported', path: spec.path, sha256: sha256File(spec.path) };
+      const sha256 = sha256File(spec.path);
+      const recorded = fromMeta && isFileModel(meta?.model) ? meta.model.sha256 : undefined;
+      if (recorded && recorded !== sha256)
+        throw new ArgumentError(`${metaFile} was fine-tuned from the model ${escapeControl(spec.path)} (sha256 ${recorded.slice(0, 12)}…), which has changed since (sha256 ${sha256.slice(0, 12)}…); give the model with --model`);
+      try {
+        model = await Model.load(spec.path, { trustCode: flags.trust_code ?? false });
+      } catch (e) {
+        // The model named by a checkpoint's metadata: say where the name came from.
+        if (fromMeta && e instanceof UntrustedCodeError) throw new UntrustedCodeError(`the model of ${metaFile} (named in its metadata): ${e.message}`);
+        throw e;
+      }
+      modelRef = { arch: model.config.arch as 'torchscript' | 'exported', path: spec.path, sha256 };
     } else {
-      model = Model.create(spec.config, { seed: flags.seed ?? 0 });
+      model = Model.create(spec.config, { seed });
       modelRef = spec.config;
     }
     if (pretrained !== undefined) {
@@ -128,10 +153,15 @@ export async function loadBase(flags: BaseFlags, meta?: EditMeta | null, metaFil
       theta0Path = path.resolve(pretrained);
     } else {
       theta0 = model.parameters();
-      theta0Path = spec.kind === 'file' ? spec.path : `${spec.source} (seed ${flags.seed ?? 0})`;
+      theta0Path = spec.kind === 'file' ? spec.path : `${spec.source} (seed ${seed})`;
+      rebuilt = seeded !== undefined && spec.kind === 'config';
     }
   }
   const theta0Hash = hashTensors(theta0);
+  if (meta?.theta0 && meta.theta0.sha256 !== theta0Hash && rebuilt)
+    throw new ArgumentError(
+      `${metaFile} was fine-tuned from θ0 = ${escapeControl(meta.theta0.path)} (sha256 ${meta.theta0.sha256.slice(0, 12)}…), a model built from a config and seed, not a file; built again from ${modelSpec === undefined ? 'the config in its metadata' : escapeControl(modelSpec)} with seed ${seed} it has sha256 ${theta0Hash.slice(0, 12)}…: give θ0 with --pretrained`,
+    );
   if (meta?.theta0 && meta.theta0.sha256 !== theta0Hash)
     throw new ArgumentError(`${metaFile} was fine-tuned from a different θ0 (sha256 ${meta.theta0.sha256.slice(0, 12)}…, recorded path ${meta.theta0.path || '?'}) than the one given (sha256 ${theta0Hash.slice(0, 12)}…)`);
   const features = featureDim(model.config);

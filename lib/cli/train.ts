@@ -10,6 +10,10 @@ import { z } from 'zod';
 import { ArgumentError } from '../errors';
 import { choiceArg, commonOptions, intArg, listArg, numArg, resolveConfig, setThreads, zcommon, zfile, zpint } from './options';
 
+/** `--trust-code`, on every verb that loads a model. */
+export const TRUST_CODE_HELP =
+  "consent to run a TorchScript model's code (--model, or the model a checkpoint's metadata names): loading TorchScript runs the archive's code (docs/security.md); a torch.export .pt2 needs none";
+
 const hyper = {
   steps: zpint.default(300),
   batch_size: zpint.default(128),
@@ -81,6 +85,7 @@ export const FinetuneConfig = z
     task: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only').optional(),
     mode: z.enum(['standard', 'linear']),
     model: zfile.optional(),
+    trust_code: z.boolean().default(false),
     pretrained: zfile.optional(),
     heads: zfile.optional(),
     out: zfile,
@@ -147,6 +152,7 @@ export function registerTrainCommands(program: Command): void {
         .option('--task <name>', "task name recorded in the checkpoint and used to pick the head (default: the dataset's name)")
         .option('--mode <mode>', 'standard | linear (required)', choiceArg('--mode', ['standard', 'linear'] as const))
         .option('--model <spec>', 'torch.export .pt2 or TorchScript file, JSON model config (file or inline), builtin:small-vit / builtin:vit, or clip:ViT-B-32 (B-16, L-14, -quickgelu; with --pretrained open_clip or transformers weights)')
+        .option('--trust-code', TRUST_CODE_HELP)
         .option('--pretrained <file>', 'θ0: a state dict (any format) for --model, or a tangent pretrain file (names its model)')
         .option('--heads <file>', 'frozen heads (tangent pretrain --heads-out, or tangent heads for CLIP); not needed when the model outputs logits')
         .option('--out <file>', 'checkpoint θ (required); the optimizer state goes beside it in .optim.safetensors')
