@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { native, type NativeFileMergeItem, type NativeMergeSpec, type NativeOpenFile } from './binding';
 import { CheckpointError } from './checkpoint/errors';
 import { DTYPE_BYTES, findNonFinite, isFloatDType as isFloatRaw, numel as numelOf, type RawTensor } from './checkpoint/dtype';
-import { openCheckpoint, rawToTensor, saveStateDict, tensorToRaw, type LoadedCheckpoint } from './checkpoint/io';
+import { openCheckpoint, rawToTensor, saveFormatFor, saveStateDict, tensorToRaw, type LoadedCheckpoint } from './checkpoint/io';
 import { quote } from './checkpoint/escape';
 import {
   assertSameLayout,
@@ -22,6 +22,7 @@ import {
   type TensorReader,
 } from './checkpoint/safetensors';
 import { ArgumentError } from './errors';
+import { assertOutputsNotInputs, confinedPath } from './util/fs';
 import type { Params, StateDict } from './model';
 import { Tensor, type DType } from './tensor';
 
@@ -29,18 +30,20 @@ export const MERGE_METHODS = ['task_arithmetic', 'ties', 'dare_linear', 'dare_ti
 export type MergeMethod = (typeof MERGE_METHODS)[number];
 
 const floatDType = z.enum(['float32', 'float64', 'float16', 'bfloat16']);
-const byteSize = z.union([
-  z.number().int().positive(),
-  z
-    .string()
-    .regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/i, 'a size such as 500MB, 2GB or a number of bytes')
-    .transform((s) => {
-      const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$/.exec(s.trim())!;
-      const unit = (m[2] ?? '').toUpperCase();
-      const mult: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30 };
-      return Math.round(Number(m[1]) * mult[unit]!);
-    }),
-]);
+const SIZE_EXPECTED = 'expected a positive whole number of bytes or a size such as 500MB, 2GB or 1GiB';
+const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30 };
+/** A byte count: a positive integer, or a string with a unit. Every wrong value gets one message naming what is expected. */
+const byteSize = z
+  .union([z.number(), z.string()], { errorMap: (_issue, ctx) => ({ message: `${SIZE_EXPECTED}, got ${JSON.stringify(ctx.data) ?? String(ctx.data)}` }) })
+  .transform((v, ctx) => {
+    const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/i.exec(v.trim()) : null;
+    const n = typeof v === 'number' ? v : m ? Math.round(Number(m[1]) * SIZE_UNITS[(m[2] ?? '').toUpperCase()]!) : NaN;
+    if (!Number.isSafeInteger(n) || n < 1) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${SIZE_EXPECTED}, got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    return n;
+  });
 
 /** Method parameters; see docs/merging.md for what each means per method. */
 export const MergeParametersSchema = z
@@ -126,6 +129,51 @@ export async function mergeStateDicts(base: Params, finetuned: readonly Params[]
   return out;
 }
 
+/** The files of a merge, resolved and checked (see {@link resolveMergePaths}). */
+export interface MergePaths {
+  base: string;
+  models: string[];
+  output: string;
+  /** What `output` is written as: one safetensors file, a torch.save archive, or a sharded directory. */
+  format: 'safetensors' | 'sharded' | 'torch';
+}
+
+/**
+ * Resolves a merge's paths and checks them before any file is read. With `configDir` (the
+ * config came from a file in that folder, `configFile`), relative paths are resolved against it
+ * and must stay inside it (`../x` refused, naming the key and the resolved path; absolute paths
+ * are taken as written); without it (a config object from the caller's code) they resolve
+ * against the working directory, unconfined. The output format comes from the name, as the
+ * writers decide it (`.safetensors`, `.pt`/`.pth`/`.bin`, a directory path for shards, or any
+ * name with `shard_size`); another extension (`merged.ckpt`) is refused. The output may not be
+ * the same file as the base, a model or the config file, nor a folder holding one of them, nor lie
+ * inside a sharded input's folder (ArgumentError naming both keys and paths).
+ */
+export function resolveMergePaths(cfg: Pick<MergeConfig, 'base_model' | 'models' | 'output' | 'shard_size'>, opts: { configDir?: string; configFile?: string } = {}): MergePaths {
+  const where = opts.configFile ?? (opts.configDir !== undefined ? path.join(opts.configDir, '(merge config)') : undefined);
+  const resolve = (p: string, key: string) => (opts.configDir !== undefined ? confinedPath(opts.configDir, p, key, where!) : path.resolve(p));
+  const base = resolve(cfg.base_model, 'base_model');
+  const models = cfg.models.map((m, k) => resolve(m.model, `models.${k}.model`));
+  const output = resolve(cfg.output, 'output');
+  // The writers' rule (lib/checkpoint/io.ts saveFormatFor: a trailing slash names a directory);
+  // shard_size makes a .safetensors name a directory of shards.
+  const named = saveFormatFor(/[/\\]$/.test(cfg.output) ? `${output}${path.sep}` : output);
+  const format = named === 'safetensors' && cfg.shard_size !== undefined ? 'sharded' : named;
+  try {
+    assertOutputsNotInputs(
+      [{ key: 'output', path: output, folder: format === 'sharded' }],
+      [
+        { key: 'base_model', path: base },
+        ...models.map((m, k) => ({ key: `models.${k}.model`, path: m })),
+        ...(opts.configFile ? [{ key: 'the config file', path: path.resolve(opts.configFile) }] : []),
+      ],
+    );
+  } catch (e) {
+    throw where && e instanceof ArgumentError ? new ArgumentError(`${where}: ${e.message}`) : e;
+  }
+  return { base, models, output, format };
+}
+
 type Source = TensorReader | LoadedCheckpoint;
 
 function layoutOf(s: Source): Map<string, TensorLayout> {
@@ -155,17 +203,23 @@ export async function mergeCheckpoints(
   cfg: MergeConfig,
   opts: {
     onTensor?: (name: string, i: number, n: number) => void;
+    /**
+     * The folder of the config file the config was read from: relative paths resolve against it
+     * and must stay inside it. Without it they resolve against the working directory.
+     */
     configDir?: string;
+    /** The config file itself (named in errors; the output may not replace it). */
+    configFile?: string;
     /** Extra safetensors metadata for the output (e.g. the tangent-edit checkpoint metadata, lib/meta.ts). */
     metadata?: Record<string, string>;
   } = {},
 ): Promise<MergeReport> {
   const t0 = performance.now();
-  const resolve = (p: string) => path.resolve(opts.configDir ?? '.', p);
-  const base = await openCheckpoint(resolve(cfg.base_model));
+  const paths = resolveMergePaths(cfg, opts);
+  const base = await openCheckpoint(paths.base);
   const models = [] as Source[];
   try {
-    for (const m of cfg.models) models.push(await openCheckpoint(resolve(m.model)));
+    for (const m of paths.models) models.push(await openCheckpoint(m));
     const baseLayout = layoutOf(base);
     models.forEach((m, k) => assertSameLayout(baseLayout, layoutOf(m), { nameA: cfg.base_model, nameB: cfg.models[k]!.model }));
     const names = [...baseLayout.keys()];
@@ -198,9 +252,9 @@ export async function mergeCheckpoints(
       tangent_merge: JSON.stringify({ method: cfg.method, parameters: cfg.parameters, base_model: cfg.base_model, models: cfg.models, dtype: cfg.dtype }),
       ...opts.metadata,
     };
-    const output = resolve(cfg.output);
+    const { output, format } = paths;
     const readers = [base, ...models];
-    if (output.endsWith('.safetensors') && cfg.shard_size === undefined && readers.every((r) => 'locate' in r && typeof r.locate === 'function')) {
+    if (format === 'safetensors' && readers.every((r) => 'locate' in r && typeof r.locate === 'function')) {
       // File to file in native code: positioned reads from the descriptors the readers validated,
       // the merge, the NaN/Inf check and positioned writes into the output, with no tensor bytes
       // in JS. Calls cover ~64 MiB of output each, so progress is reported between them.
@@ -248,7 +302,7 @@ export async function mergeCheckpoints(
           for (const it of group) opts.onTensor?.(it.name, done++, names.length);
         }
       });
-    } else if (/\.(pt|pth|bin)$/.test(output)) {
+    } else if (format === 'torch') {
       const all: StateDict = new Map();
       for (const n of names) {
         await produce(n);
@@ -262,7 +316,7 @@ export async function mergeCheckpoints(
         const dtype = cfg.out_dtype && isFloatRaw(l.dtype) ? cfg.out_dtype : l.dtype;
         return [n, { dtype, shape: [...l.shape], load: async () => (await produce(n)).data }];
       });
-      if (output.endsWith('.safetensors') && cfg.shard_size === undefined) await writeSafetensorsAsync(output, entries, metadata);
+      if (format === 'safetensors') await writeSafetensorsAsync(output, entries, metadata);
       else await writeShardedAsync(output, entries, { maxShardBytes: cfg.shard_size, metadata });
     }
     (held as Tensor | null)?.dispose();

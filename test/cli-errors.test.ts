@@ -94,3 +94,21 @@ t.test("disentangle reads θ0's model from its metadata and refuses a feature mo
   );
   model.dispose();
 });
+
+t.test('issue 25: usage of the retired verbs, positive sizes, an output that would replace an input', { skip: skipWithoutDist }, async (t) => {
+  for (const [old, sweep] of [['add', 'addition-sweep'], ['negate', 'negation-sweep']] as const) {
+    const h = run('help', old);
+    t.equal(h.status, 0, `help ${old}: exit 0`);
+    t.match(h.stdout.split('\n')[0], new RegExp(`^Usage: tangent ${old} \\(retired\\) use: tangent ${sweep} --checkpoints FILE… \\[options\\], or tangent apply --checkpoints A`), `help ${old}: a usage line`);
+  }
+  fails(t, run('ntk', '--max-memory', '0'), "tangent: option '--max-memory <size>' argument '0' is invalid. --max-memory must be a positive size like 2GiB, 512MiB or 1e9, got '0'");
+  const t0 = f('t0-issue25.safetensors');
+  writeSafetensors(t0, [['w', { dtype: 'float32', shape: [1], data: new Uint8Array(4) }]]);
+  const before = fs.readFileSync(t0);
+  fails(
+    t,
+    run('finetune', '--data', 'builtin:mnist', '--mode', 'standard', '--pretrained', t0, '--out', t0),
+    `tangent finetune: ArgumentError: --out ${t0} is the same file as --pretrained ${t0}: the output would replace an input of the same command; write it to another path`,
+  );
+  t.same(fs.readFileSync(t0), before, 'θ0 untouched');
+});

@@ -9,13 +9,15 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { ArgumentError } from '../errors';
+import { CheckpointError } from '../checkpoint/errors';
+import { assertOutputsNotInputs } from '../util/fs';
 import { choiceArg, commonOptions, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
 import { detectFormat, loadStateDict } from '../checkpoint/io';
 import { DTYPE_BYTES, numel } from '../checkpoint/dtype';
 import { escapeControl } from '../checkpoint/escape';
 import { openSafetensors, openSharded, type TensorLayout } from '../checkpoint/safetensors';
 
-function human(bytes: number): string {
+export function human(bytes: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB'];
   let i = 0;
   let b = bytes;
@@ -55,17 +57,34 @@ export async function inspectCheckpoint(file: string): Promise<{ format: string;
 }
 
 
+/**
+ * What the metadata's mode can be checked against. A linear θ and a standard θ are the same kind
+ * of tensors (the model's parameters, same names, shapes and dtypes), so no tensor tells them
+ * apart; but f_lin is defined at one θ0 only, so a linear checkpoint always records θ0's content
+ * hash (`theta0Sha256`, written by finetune, merge and apply alike). One that does not was not
+ * written by tangent-edit as linear: refused, naming the file and the field.
+ */
+export function checkModeMetadata(meta: import('../meta').EditMeta, file: string): void {
+  if (meta.mode === 'linear' && !meta.theta0)
+    throw new CheckpointError(
+      'ERR_METADATA',
+      'metadata "mode" is linear but "theta0Sha256" is missing: a linear checkpoint is evaluated as f_lin at its θ0 and always records the content hash of that θ0 (tangent finetune, merge and apply write it)',
+      { file },
+    );
+}
+
 /** The tangent-edit metadata of a merge of tangent checkpoints; null for a merge of plain files. */
-async function mergeMetadata(cfg: import('../merge').MergeConfig, configDir: string, mode: 'standard' | 'linear' | undefined): Promise<{ metadata: Record<string, string>; base?: string } | null> {
+async function mergeMetadata(cfg: import('../merge').MergeConfig, paths: import('../merge').MergePaths, mode: 'standard' | 'linear' | undefined): Promise<{ metadata: Record<string, string>; base?: string } | null> {
   const { stateDictFormat, readEditMeta } = await import('./inputs');
   const { EDIT_FORMATS, EDITED_FORMAT, encodeEditMeta } = await import('../meta');
-  const files = cfg.models.map((m) => path.resolve(configDir, m.model));
+  const files = paths.models;
   const formats = await Promise.all(files.map((f) => (fs.existsSync(f) ? stateDictFormat(f) : Promise.resolve(undefined))));
   const isTangent = formats.map((f) => (EDIT_FORMATS as readonly (string | undefined)[]).includes(f));
   if (!isTangent.some(Boolean)) return null;
   const plain = files.find((_, i) => !isTangent[i]);
   if (plain) throw new ArgumentError(`${plain} is not a checkpoint written by tangent finetune, merge or apply, while ${files[isTangent.indexOf(true)]} is: merge tangent checkpoints with each other only`);
   const metas = files.map((f) => readEditMeta(f));
+  metas.forEach((m, i) => checkModeMetadata(m, files[i]!));
   const modes = [...new Set(metas.map((m) => m.mode))];
   if (modes.length > 1 && mode === undefined) {
     const lin = files[metas.findIndex((m) => m.mode === 'linear')];
@@ -91,7 +110,7 @@ async function mergeMetadata(cfg: import('../merge').MergeConfig, configDir: str
       f.close();
     }
   })();
-  const baseFile = path.resolve(configDir, cfg.base_model);
+  const baseFile = paths.base;
   const { tensors } = await loadStateDict(baseFile);
   const missing = names.filter((n) => !tensors.has(n));
   if (missing.length) throw new ArgumentError(`base_model ${cfg.base_model} lacks ${missing.slice(0, 3).join(', ')}: it is not the θ0 of ${path.basename(files[0]!)}`);
@@ -101,7 +120,9 @@ async function mergeMetadata(cfg: import('../merge').MergeConfig, configDir: str
   let base: string | undefined;
   if (tensors.size !== names.length) {
     // Buffers or extra entries (a TorchScript θ0): merge against θ0's parameters only.
-    base = path.join(path.dirname(path.resolve(configDir, cfg.output)), `.${path.basename(cfg.output)}.theta0-${process.pid}.safetensors`);
+    // Named like a temporary (../checkpoint/tempfiles), so a killed merge's copy is found and removed.
+    const { scratchPathFor } = await import('../checkpoint/tempfiles');
+    base = scratchPathFor(paths.output, 'theta0', '.safetensors');
     saveTensors(base, theta0);
   }
   const tasks: Record<string, string> = {};
@@ -122,6 +143,7 @@ export const ApplyConfig = z
     mode: z.enum(['standard', 'linear']).optional(),
     out: zfile,
     model: zfile.optional(),
+    trust_code: z.boolean().default(false),
     pretrained: zfile.optional(),
     heads: zfile.optional(),
     ...zcommon,
@@ -170,15 +192,18 @@ export function registerCheckpointCommands(program: Command): void {
     .option('--json', 'print the report as JSON')
     .action(async (o: { config?: string; mode?: 'standard' | 'linear'; json?: boolean; progress?: 'auto' | 'bar' | 'lines' | 'none' }) => {
       if (!o.config) throw new ArgumentError('--config: required');
-      const { loadMergeConfig, mergeCheckpoints } = await import('../merge');
+      const { loadMergeConfig, mergeCheckpoints, resolveMergePaths } = await import('../merge');
       const cfg = await loadMergeConfig(o.config);
       const configDir = path.dirname(path.resolve(o.config));
-      const tangent = await mergeMetadata(cfg, configDir, o.mode);
+      // Paths confined to the config's folder, the output format and output ≠ inputs: before any file is read.
+      const paths = resolveMergePaths(cfg, { configDir, configFile: o.config });
+      const tangent = await mergeMetadata(cfg, paths, o.mode);
       const { progress } = await import('../util/progress');
       let bar: import('../util/progress').Progress | null = null;
       try {
         const report = await mergeCheckpoints(tangent?.base ? { ...cfg, base_model: tangent.base } : cfg, {
           configDir,
+          configFile: o.config,
           metadata: tangent?.metadata,
           onTensor: (name, i, n) => {
             bar ??= progress('merge', n, 'tensor', { mode: o.progress ?? 'auto' });
@@ -210,6 +235,7 @@ export function registerCheckpointCommands(program: Command): void {
       .option('--mode <mode>', "standard | linear (default: the checkpoints' common mode; linear keeps f_lin semantics)", choiceArg('--mode', ['standard', 'linear'] as const))
       .option('--out <file>', 'the edited checkpoint (required), with tangent metadata')
       .option('--model <spec>', "the model (default: the checkpoints' metadata)")
+      .option('--trust-code', "consent to run a TorchScript model's code (--model, or the model the checkpoints' metadata names): loading TorchScript runs the archive's code (docs/security.md); a torch.export .pt2 needs none")
       .option('--pretrained <file>', "θ0 (default: the checkpoints' metadata)")
       .option('--heads <file>', "frozen heads recorded in the output (default: the checkpoints' metadata)"),
   ).action(async (flags: Record<string, unknown>) => {
@@ -221,7 +247,18 @@ export function registerCheckpointCommands(program: Command): void {
     if ((o.alpha === undefined) === (o.alphas === undefined)) throw new ArgumentError('give either --alpha (one α for all) or --alphas (one per input)');
     const alphas = o.alphas ?? new Array<number>(n).fill(o.alpha!);
     if (alphas.length !== n) throw new ArgumentError(`--alphas has ${alphas.length} values for ${n} inputs (checkpoints first, then task vectors)`);
+    if (!o.out.endsWith('.safetensors')) throw new ArgumentError(`--out: ${o.out}: apply writes a safetensors checkpoint with tangent metadata; name it .safetensors`);
     const metas = o.checkpoints.map((f) => readEditMeta(f));
+    metas.forEach((m, i) => checkModeMetadata(m, o.checkpoints[i]!));
+    // The θ0, model and heads the checkpoints name are inputs too (used unless a flag replaces them).
+    assertOutputsNotInputs(
+      [{ key: '--out', path: o.out }],
+      metas.flatMap((m, i) => [
+        ...(m.theta0?.path ? [{ key: `the θ0 of ${o.checkpoints[i]}`, path: m.theta0.path }] : []),
+        ...(m.heads?.path ? [{ key: `the heads of ${o.checkpoints[i]}`, path: m.heads.path }] : []),
+        ...(m.model && 'path' in m.model && typeof m.model.path === 'string' ? [{ key: `the model of ${o.checkpoints[i]}`, path: m.model.path }] : []),
+      ]),
+    );
     for (const f of o.task_vectors) {
       requireFile('--task-vectors', f);
       const fmt = await stateDictFormat(f);

@@ -10,10 +10,10 @@ import { ArgumentError } from '../errors';
 import type { EditMeta } from '../meta';
 import type { Params } from '../model';
 import { commonOptions, emit, intArg, listArg, NO_USAGE, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
-import { dataOptions, dataOptionsOf, dataSettings, type DataSettings } from './train';
+import { dataOptions, dataOptionsOf, dataSettings, TRUST_CODE_HELP, type DataSettings } from './train';
 
 const REGIME = z.enum(['nonlinear', 'posthoc', 'linear']);
-const baseFlags = { model: zfile.optional(), pretrained: zfile.optional(), heads: zfile.optional() };
+const baseFlags = { model: zfile.optional(), trust_code: z.boolean().default(false), pretrained: zfile.optional(), heads: zfile.optional() };
 
 export const EvalConfig = z
   .object({ checkpoints: z.array(zfile).default([]), data: z.array(zfile).optional(), split: z.enum(['val', 'test']).default('test'), out: zfile.optional(), markdown: zfile.optional(), ...baseFlags, ...dataSettings, ...zcommon })
@@ -39,6 +39,7 @@ function baseOptions(c: Command): Command {
   return c
     .option('--config <file>', 'YAML config (snake_case keys); flags override it')
     .option('--model <spec>', "the model (default: the checkpoints' metadata): .pt2 or TorchScript file, JSON config or builtin:NAME")
+    .option('--trust-code', TRUST_CODE_HELP)
     .option('--pretrained <file>', "θ0 (default: the checkpoints' metadata)")
     .option('--heads <file>', "frozen heads (default: the checkpoints' metadata)");
 }
@@ -54,7 +55,7 @@ interface Setup {
  * Validates checkpoints (metadata), data specs and files, then loads θ0, the checkpoints and the
  * data of their tasks (plus `extra`) into an Evaluator.
  */
-async function loadSetup(o: { checkpoints: string[]; data?: string[]; model?: string; pretrained?: string; heads?: string; progress: string; threads: number } & DataSettings, extra: string[] = []): Promise<Setup> {
+async function loadSetup(o: { checkpoints: string[]; data?: string[]; model?: string; trust_code: boolean; pretrained?: string; heads?: string; progress: string; threads: number } & DataSettings, extra: string[] = []): Promise<Setup> {
   const { readEditMeta, parseDataSpecs, parseModelSpec, requireFile, loadBase, loadEditCheckpoint, headFor, loadData } = await import('./inputs');
   const metas: EditMeta[] = o.checkpoints.map((f) => readEditMeta(f));
   const first = metas[0];
@@ -229,6 +230,8 @@ export function registerEvalCommands(program: Command): void {
     NO_USAGE.add(old);
     program
       .command(old, { hidden: true })
+      .description(`retired: the evaluation sweep is 'tangent ${sweep}', the edited checkpoint is written by 'tangent apply'`)
+      .usage(`(retired) use: tangent ${sweep} --checkpoints FILE… [options], or ${apply}`)
       .allowUnknownOption()
       .allowExcessArguments()
       .action(() => {

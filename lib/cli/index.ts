@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import { TangentError } from '../errors';
 import { registerAnalysisCommands } from './analysis';
 import { registerCheckpointCommands } from './checkpoints';
+import { registerCleanCommand } from './clean';
 import { registerClipCommands } from './clip';
 import { registerEvalCommands } from './eval';
 import { registerDistributed } from './launch';
@@ -39,6 +40,7 @@ export function buildCli(): Command {
     .configureOutput({ outputError: (s, write) => write(s.replace(/^error: /, 'tangent: ')) });
   registerRuntimeCommands(program);
   registerCheckpointCommands(program);
+  registerCleanCommand(program); // tangent clean: stale temporaries of killed writes
   registerTrainCommands(program);
   registerClipCommands(program);
   registerEvalCommands(program);

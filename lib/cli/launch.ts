@@ -7,9 +7,11 @@
  * to run as one rank of a job. Such a verb joins the group before it starts, runs data-parallel
  * (the group is the default one: finetune and the evaluator use it), uses cores ÷ local ranks
  * threads unless --threads says otherwise, and only rank 0 reports and writes files.
+ * `--nproc` above this machine's cores is refused unless `--oversubscribe` (see {@link checkNproc}).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import type { Command } from 'commander';
 import { ArgumentError } from '../errors';
 import { intArg } from './options';
@@ -80,11 +82,35 @@ export interface LaunchOptions {
   distTimeout?: number;
   /** Seconds to let the other ranks report a failed rank before they are terminated (default 30). */
   grace?: number;
+  /** Start more local ranks than this machine has cores (up to {@link MAX_RANKS_PER_CORE} × cores). */
+  oversubscribe?: boolean;
+}
+
+/** Local ranks per core allowed even with `--oversubscribe` (the bound `setNumThreads` puts on threads). */
+export const MAX_RANKS_PER_CORE = 4;
+
+/**
+ * Refuses `nproc` local ranks above the cores (`os.availableParallelism()`, which honours CPU
+ * affinity) unless `oversubscribe`, and above 4 × the cores in any case. Each rank is a whole
+ * process — Node, its own libtorch and thread pool, its own copy of the model and data (about
+ * 200 MB for the small models, more for real ones) — and data-parallel ranks wait for each other
+ * at every step, so ranks beyond the cores only contend for them: the job runs slower and a
+ * typo (`--nproc 1000`) exhausts memory before the first step.
+ */
+export function checkNproc(nproc: number, oversubscribe = false, cores = os.availableParallelism()): void {
+  if (!Number.isSafeInteger(nproc) || nproc < 1) throw new ArgumentError(`--nproc must be an integer >= 1, got ${String(nproc)}`);
+  const hard = MAX_RANKS_PER_CORE * cores;
+  const why = `each rank is a separate process with its own libtorch, threads and memory (~200 MB or more), and the ranks wait for each other at every step, so ranks beyond the cores oversubscribe the CPU: slower, not faster`;
+  if (nproc > cores && !oversubscribe)
+    throw new ArgumentError(`--nproc ${nproc} is more than this machine's ${cores} cores: ${why}; give --nproc ${cores} or fewer (more hosts: --nnodes), or pass --oversubscribe to start them anyway`);
+  if (nproc > hard)
+    throw new ArgumentError(`--nproc ${nproc} is above ${hard} (${MAX_RANKS_PER_CORE} × this machine's ${cores} cores), the most tangent launch starts even with --oversubscribe: ${why}`);
 }
 
 /** Starts the local ranks of `verb args…`; resolves with the exit code the launcher should end with. */
 export async function launch(o: LaunchOptions, argv: string[], entry = process.argv[1]!): Promise<number> {
   const [verb, ...args] = argv;
+  checkNproc(o.nproc, o.oversubscribe);
   if (!verb) throw new ArgumentError('give the verb to run after --, e.g. tangent launch --nproc 2 -- finetune --data …');
   if (!DATA_PARALLEL_VERBS.includes(verb)) throw new ArgumentError(`tangent launch runs ${DATA_PARALLEL_VERBS.join(', ')}; '${verb}' does not run data-parallel`);
   for (const a of args)
@@ -156,8 +182,9 @@ export function registerDistributed(program: Command): void {
   program
     .command('launch')
     .description('start N local ranks of a verb with the rendezvous set (like torchrun); see README "Scale-out"')
-    .usage('--nproc N [--nnodes M --node-rank K] [--master ADDR:PORT] [--dist-timeout MS] -- VERB [ARGS…]')
-    .option('--nproc <n>', 'ranks on this host (required)', intArg('--nproc'))
+    .usage('--nproc N [--oversubscribe] [--nnodes M --node-rank K] [--master ADDR:PORT] [--dist-timeout MS] -- VERB [ARGS…]')
+    .option('--nproc <n>', "ranks on this host (required; at most this host's cores unless --oversubscribe)", intArg('--nproc'))
+    .option('--oversubscribe', `allow --nproc above the cores (up to ${MAX_RANKS_PER_CORE} × cores)`)
     .option('--nnodes <n>', 'hosts in the job (default 1)', intArg('--nnodes'))
     .option('--node-rank <k>', "this host's index, 0 on the host of rank 0 (default 0)", intArg('--node-rank', 0))
     .option('--master <addr:port>', 'rank 0 address and port (default 127.0.0.1 and a free port; required with --nnodes > 1)')

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { z } from 'zod';
 import { ArgumentError } from '../errors';
-import { writeFileAtomic } from '../util/fs';
+import { assertOutputsNotInputs, confinedPath, writeFileAtomic } from '../util/fs';
 
 /** "usage: tangent finetune --data … (tangent finetune --help lists every option)". */
 export function usageLine(c: Command): string {
@@ -66,9 +66,10 @@ export function numListArg(name: string) {
 export function bytesArg(name: string) {
   return (value: string): number => {
     const m = /^(\d+(?:\.\d+)?(?:e\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB)?$/i.exec(value.trim());
-    if (!m) throw new InvalidArgumentError(`${name} must be a size like 2GiB, 512MiB or 1e9, got ${fmt(value)}`);
     const units: Record<string, number> = { b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, kb: 1e3, mb: 1e6, gb: 1e9 };
-    return Math.floor(Number(m[1]) * units[(m[2] ?? 'b').toLowerCase()]!);
+    const n = m ? Math.floor(Number(m[1]) * units[(m[2] ?? 'b').toLowerCase()]!) : 0;
+    if (!(n >= 1) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`${name} must be a positive size like 2GiB, 512MiB or 1e9, got ${fmt(value)}`);
+    return n;
   };
 }
 
@@ -99,7 +100,8 @@ export function zodProblems(e: z.ZodError, where: 'flags' | string): string {
 /**
  * Reads the optional YAML config, overlays the flags given explicitly, validates with `schema`;
  * nothing else is read before this returns. Paths in a config file are relative to that file
- * (`pathKeys`, `pathListKeys`).
+ * (`pathKeys`, `pathListKeys`) and must stay inside its folder unless absolute; an output
+ * (`out`, `heads_out`, `markdown`) may not be the same file as an input of the verb.
  */
 export async function resolveConfig<S extends z.ZodTypeAny>(
   schema: S,
@@ -126,6 +128,9 @@ export async function resolveConfig<S extends z.ZodTypeAny>(
     }
     if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) throw new ArgumentError(`${cfgFile}: a ${verb} config must be a mapping`);
     doc = (parsed ?? {}) as Record<string, unknown>;
+    // Consent to run code is the user's, on the command line: a config file travels with models.
+    if ('trust_code' in doc)
+      throw new ArgumentError(`${cfgFile}: trust_code cannot be set in a config file (configs are shared with models); consent to run a TorchScript model's code is given on the command line with --trust-code`);
   }
   const merged: Record<string, unknown> = { ...doc };
   const given = new Set<string>();
@@ -143,16 +148,24 @@ export async function resolveConfig<S extends z.ZodTypeAny>(
     throw new ArgumentError(fromFile ? `${cfgFile} is invalid: ${zodProblems(r.error, 'config').replace(/config: /g, '')}` : zodProblems(r.error, 'flags'));
   }
   const out = r.data as Record<string, unknown>;
+  const isSpecial = (v: string): boolean => v.startsWith('builtin:') || v.startsWith('clip:') || v.trim().startsWith('{');
   if (cfgFile) {
     const dir = path.dirname(path.resolve(cfgFile));
-    const isSpecial = (v: string): boolean => v.startsWith('builtin:') || v.startsWith('clip:') || v.trim().startsWith('{');
     for (const k of pathKeys)
-      if (typeof out[k] === 'string' && k in doc && !given.has(k) && !isSpecial(out[k] as string)) out[k] = path.resolve(dir, out[k] as string);
+      if (typeof out[k] === 'string' && k in doc && !given.has(k) && !isSpecial(out[k] as string)) out[k] = confinedPath(dir, out[k] as string, k, cfgFile);
     for (const k of pathListKeys)
-      if (Array.isArray(out[k]) && k in doc && !given.has(k)) out[k] = (out[k] as unknown[]).map((c) => (typeof c === 'string' && !isSpecial(c) ? path.resolve(dir, c) : c));
+      if (Array.isArray(out[k]) && k in doc && !given.has(k)) out[k] = (out[k] as unknown[]).map((c, i) => (typeof c === 'string' && !isSpecial(c) ? confinedPath(dir, c, `${k}.${i}`, cfgFile) : c));
   }
+  const nameOf = (k: string): string => (cfgFile !== undefined && k in doc && !given.has(k) ? `${k} (${cfgFile})` : flagOf(k));
+  const paths = (keys: readonly string[]) =>
+    keys.flatMap((k) => (Array.isArray(out[k]) ? (out[k] as unknown[]) : [out[k]]).filter((v): v is string => typeof v === 'string' && !isSpecial(v)).map((v) => ({ key: nameOf(k), path: v })));
+  assertOutputsNotInputs(paths(OUTPUT_KEYS), [...paths(INPUT_KEYS), ...(cfgFile !== undefined ? [{ key: '--config', path: cfgFile }] : [])]);
   return out as z.output<S>;
 }
+
+/** The keys of the files a verb writes, and of those it reads (checked against each other by resolveConfig). */
+const OUTPUT_KEYS = ['out', 'heads_out', 'markdown'] as const;
+const INPUT_KEYS = ['pretrained', 'heads', 'model', 'data', 'checkpoints', 'task_vectors', 'tokenizer', 'templates', 'control'] as const;
 
 /** Prints `result` as JSON (`--json`) or `text`; also writes `--out` JSON / `--markdown` atomically. */
 export function emit(o: { json?: boolean; out?: string; markdown?: string }, result: unknown, text: string, markdown = text): void {

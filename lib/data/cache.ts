@@ -214,9 +214,12 @@ export function pruneStaleCaches(cacheDir: string, name: string, keep: string): 
   }
 }
 
-/** Atomically writes `task` to `file` (temp file in the same directory + rename). */
+/**
+ * Atomically writes `task` to `file` (temp file in the same directory + rename). The temporary is
+ * named like every writer's (`.<name>.tangent-<pid>-<hex>.tmp`, ../checkpoint/tempfiles), so the
+ * next write or `tangent clean` removes it once its process is gone; pruneStaleCaches still removes
+ * the `<file>.tmp-…` names of earlier versions.
+ */
 export function writeCache(file: string, task: RawTask): void {
-  // The temp name is `<file>.tmp-…`: pruneStaleCaches recognises interrupted writes by it.
-  const tempPath = `${file}.tmp-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-  writeFileAtomic(file, encodeCache(task), { tempPath });
+  writeFileAtomic(file, encodeCache(task));
 }
