@@ -59,6 +59,7 @@ tangent::MergeSpec ParseMergeSpec(const Napi::Object& o) {
   spec.density = NumberOr(o, "density", 1.0);
   spec.gamma = NumberOr(o, "gamma", 0.0);
   spec.seed = static_cast<uint64_t>(NumberOr(o, "seed", 0));
+  spec.t = NumberOr(o, "t", 0.5);
   spec.weighted_election = !(o.Has("election") && o.Get("election").As<Napi::String>().Utf8Value() == "unweighted");
   spec.compute = ParseDType(o.Get("compute").As<Napi::String>());
   spec.out = ParseDType(o.Get("out").As<Napi::String>());

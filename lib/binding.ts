@@ -126,8 +126,10 @@ export interface NativeFileMergeItem {
 }
 
 export interface NativeMergeSpec {
-  method: 'task_arithmetic' | 'ties' | 'dare_linear' | 'dare_ties' | 'breadcrumbs';
+  method: 'task_arithmetic' | 'ties' | 'dare_linear' | 'dare_ties' | 'breadcrumbs' | 'slerp' | 'nearswap' | 'model_stock';
   lambda: number;
+  /** slerp, nearswap (default 0.5). */
+  t?: number;
   density: number;
   gamma: number;
   seed: number;

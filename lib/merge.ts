@@ -1,5 +1,6 @@
 /**
- * Model merging: task arithmetic, TIES, DARE (linear and TIES) and model breadcrumbs, on state
+ * Model merging: task arithmetic, TIES, DARE (linear and TIES), model breadcrumbs, SLERP,
+ * NearSwap and Model Stock, on state
  * dicts in memory or streamed tensor by tensor between checkpoint files (peak memory about K+2
  * copies of the largest tensor, not K models). Exact semantics: docs/merging.md.
  */
@@ -26,7 +27,7 @@ import { assertOutputsNotInputs, confinedPath } from './util/fs';
 import type { Params, StateDict } from './model';
 import { Tensor, type DType } from './tensor';
 
-export const MERGE_METHODS = ['task_arithmetic', 'ties', 'dare_linear', 'dare_ties', 'breadcrumbs'] as const;
+export const MERGE_METHODS = ['task_arithmetic', 'ties', 'dare_linear', 'dare_ties', 'breadcrumbs', 'slerp', 'nearswap', 'model_stock'] as const;
 export type MergeMethod = (typeof MERGE_METHODS)[number];
 
 const floatDType = z.enum(['float32', 'float64', 'float16', 'bfloat16']);
@@ -53,8 +54,36 @@ export const MergeParametersSchema = z
     gamma: z.number().gte(0).lt(1).default(0),
     election: z.enum(['weighted', 'unweighted']).default('weighted'),
     seed: z.number().int().nonnegative().default(0),
+    /** slerp: the interpolation factor in [0, 1] (0: the base); nearswap: the distance threshold (> 0). */
+    t: z.number().finite().optional(),
   })
   .strict();
+
+/** The methods that pick a point between the base and the models instead of adding task vectors. */
+const INTERPOLATING: ReadonlySet<MergeMethod> = new Set(['slerp', 'nearswap', 'model_stock']);
+
+/**
+ * What is wrong with `method` given these parameters, weights and number of models (undefined if
+ * nothing): each problem as [the key it is about, the message].
+ */
+export function methodProblems(method: MergeMethod, p: z.output<typeof MergeParametersSchema>, weights: readonly number[], models: number): Array<[string[], string]> {
+  const out: Array<[string[], string]> = [];
+  if ((method === 'ties' || method === 'dare_ties') && weights.some((w) => w <= 0)) out.push([['models'], `${method} needs positive weights (the disjoint mean divides by them)`]);
+  if (method === 'breadcrumbs' && p.density + p.gamma > 1) out.push([['parameters', 'density'], 'breadcrumbs needs density + gamma <= 1']);
+  if (method === 'slerp' || method === 'nearswap') {
+    if (models !== 1) out.push([['models'], `${method} interpolates between base_model and exactly one model, got ${models}`]);
+    if (p.t === undefined) out.push([['parameters', 't'], `${method} needs t (${method === 'slerp' ? 'the interpolation factor, 0 = base_model … 1 = the model' : 'the distance below which entries take the model\'s value'})`]);
+    else if (method === 'slerp' && !(p.t >= 0 && p.t <= 1)) out.push([['parameters', 't'], `slerp needs t in [0, 1], got ${p.t}`]);
+    else if (method === 'nearswap' && !(p.t > 0)) out.push([['parameters', 't'], `nearswap needs t > 0, got ${p.t}`]);
+  } else if (p.t !== undefined) out.push([['parameters', 't'], `t applies to slerp and nearswap only, not ${method}`]);
+  if (method === 'model_stock' && models < 2) out.push([['models'], `model_stock needs at least two models beside base_model, got ${models}`]);
+  if (INTERPOLATING.has(method)) {
+    for (const [k, d] of [['lambda', 1], ['density', 1], ['gamma', 0]] as const)
+      if (p[k] !== d) out.push([['parameters', k], `${k} does not apply to ${method}`]);
+    if (weights.some((w) => w !== 1)) out.push([['models'], `${method} takes no weights (${method === 'model_stock' ? 'the models are averaged equally' : 't says how far to go'})`]);
+  }
+  return out;
+}
 
 export const MergeConfigSchema = z
   .object({
@@ -72,10 +101,8 @@ export const MergeConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if ((c.method === 'ties' || c.method === 'dare_ties') && c.models.some((m) => m.weight <= 0))
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['models'], message: `${c.method} needs positive weights (the disjoint mean divides by them)` });
-    if (c.method === 'breadcrumbs' && c.parameters.density + c.parameters.gamma > 1)
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', 'density'], message: 'breadcrumbs needs density + gamma <= 1' });
+    for (const [p, message] of methodProblems(c.method, c.parameters, c.models.map((m) => m.weight), c.models.length))
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: p, message });
   });
 
 export type MergeConfigInput = z.input<typeof MergeConfigSchema>;
@@ -99,16 +126,24 @@ export interface MergeOptions {
   gamma?: number;
   election?: 'weighted' | 'unweighted';
   seed?: number;
+  /** slerp: interpolation factor in [0, 1]; nearswap: distance threshold (> 0). */
+  t?: number;
   compute?: 'float32' | 'float64';
   outDtype?: DType;
 }
 
-function spec(o: MergeOptions, out: DType): NativeMergeSpec {
-  const p = MergeParametersSchema.parse({ lambda: o.lambda, density: o.density, gamma: o.gamma, election: o.election, seed: o.seed });
-  return { method: o.method ?? 'task_arithmetic', ...p, compute: o.compute ?? 'float32', out };
+function spec(o: MergeOptions, out: DType, models: number): NativeMergeSpec {
+  const method = o.method ?? 'task_arithmetic';
+  if (!(MERGE_METHODS as readonly string[]).includes(method)) throw new ArgumentError(`unknown merge method ${JSON.stringify(method)} (expected ${MERGE_METHODS.join(', ')})`);
+  const r = MergeParametersSchema.safeParse({ lambda: o.lambda, density: o.density, gamma: o.gamma, election: o.election, seed: o.seed, t: o.t });
+  if (!r.success) throw new ArgumentError(`merge options are invalid: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const problems = methodProblems(method, r.data, o.weights ?? Array(models).fill(1), models);
+  if (problems.length) throw new ArgumentError(`merge options are invalid: ${problems.map(([k, m]) => `${k[k.length - 1]}: ${m}`).join('; ')}`);
+  const { t, ...p } = r.data;
+  return { method, ...p, t: t ?? 0.5, compute: o.compute ?? 'float32', out };
 }
 
-/** Merge one named tensor: θ0 + λ·merge(w_k, θ_k − θ0). Integer tensors come back as the base's. */
+/** Merge one named tensor: θ0 + λ·merge(w_k, θ_k − θ0), or the point slerp, nearswap or model_stock pick (docs/merging.md). Integer tensors come back as the base's. */
 export async function mergeTensor(name: string, base: Tensor, finetuned: readonly Tensor[], opts: MergeOptions = {}): Promise<Tensor> {
   const weights = opts.weights ?? finetuned.map(() => 1);
   if (weights.length !== finetuned.length) throw new ArgumentError(`${finetuned.length} models but ${weights.length} weights`);
@@ -116,7 +151,7 @@ export async function mergeTensor(name: string, base: Tensor, finetuned: readonl
     if (typeof w !== 'number' || !Number.isFinite(w)) throw new ArgumentError(`weights[${i}] must be a finite number, got ${String(w)}`);
   });
   const out = opts.outDtype && isFloatRaw(base.dtype) ? opts.outDtype : base.dtype;
-  return Tensor.wrap(await native().mergeTensor(name, base.native, finetuned.map((t) => t.native), [...weights], spec(opts, out)));
+  return Tensor.wrap(await native().mergeTensor(name, base.native, finetuned.map((t) => t.native), [...weights], spec(opts, out, finetuned.length)));
 }
 
 /** Merge whole state dicts in memory (names and shapes must match exactly). */
@@ -270,7 +305,7 @@ export async function mergeCheckpoints(
         return i;
       };
       const nat = native();
-      const sp = spec(o, 'float32');
+      const sp = spec(o, 'float32', models.length);
       await writeSafetensorsFilled(output, specs, metadata, async (fd, offsets) => {
         const items: NativeFileMergeItem[] = names.map((n, i) => ({
           name: n,

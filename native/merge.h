@@ -8,7 +8,7 @@
 
 namespace tangent {
 
-enum class MergeMethod { TaskArithmetic, Ties, DareLinear, DareTies, Breadcrumbs };
+enum class MergeMethod { TaskArithmetic, Ties, DareLinear, DareTies, Breadcrumbs, Slerp, Nearswap, ModelStock };
 
 MergeMethod parse_merge_method(const std::string& name);
 
@@ -19,12 +19,15 @@ struct MergeSpec {
   double gamma = 0.0;           // breadcrumbs: fraction of largest-magnitude entries dropped
   bool weighted_election = true;  // TIES sign election on weighted (true) or raw trimmed deltas
   uint64_t seed = 0;            // DARE masks: seeded per (seed, tensor name, model index)
+  double t = 0.5;               // slerp: interpolation factor; nearswap: distance threshold
   at::ScalarType compute = at::kFloat;
   at::ScalarType out = at::kFloat;
 };
 
-// θ0 + λ·merge_k(w_k, τ_k) with τ_k = finetuned[k] − base, for one named tensor. Integer
-// tensors are returned unchanged (as the base's), since task vectors leave them out.
+// θ0 + λ·merge_k(w_k, τ_k) with τ_k = finetuned[k] − base, for one named tensor; or, for the
+// interpolating methods (slerp, nearswap: one model; model_stock: two or more), the point they
+// pick between the base and the models. Integer tensors are returned unchanged (as the base's),
+// since task vectors leave them out.
 at::Tensor merge_tensor(const std::string& name, const at::Tensor& base,
                         const std::vector<at::Tensor>& finetuned, const std::vector<double>& weights,
                         const MergeSpec& spec);

@@ -184,7 +184,7 @@ export function registerCheckpointCommands(program: Command): void {
 
   program
     .command('merge')
-    .description('merge checkpoints (task arithmetic, TIES, DARE, breadcrumbs), streaming tensor by tensor; tangent checkpoints keep their metadata')
+    .description('merge checkpoints (task arithmetic, TIES, DARE, breadcrumbs, SLERP, NearSwap, Model Stock), streaming tensor by tensor; tangent checkpoints keep their metadata')
     .usage('--config merge.yaml [--mode standard|linear] [--json]')
     .option('--config <file>', 'merge.yaml (required; see docs/merging.md)')
     .option('--mode <mode>', 'mode of the merged checkpoint when merging linear with standard ones: standard | linear', choiceArg('--mode', ['standard', 'linear'] as const))

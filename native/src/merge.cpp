@@ -60,6 +60,54 @@ at::Tensor elect_and_merge(const std::vector<at::Tensor>& taus, const std::vecto
   return at::where(den != 0, num / den, at::zeros_like(num));
 }
 
+// ‖x‖ and ⟨x, y⟩ of whole tensors, accumulated in float64.
+double norm64(const at::Tensor& x) { return x.reshape({-1}).to(at::kDouble).norm().item<double>(); }
+double dot64(const at::Tensor& x, const at::Tensor& y) {
+  return at::dot(x.reshape({-1}).to(at::kDouble), y.reshape({-1}).to(at::kDouble)).item<double>();
+}
+
+// Below this norm a tensor has no direction; above this |cos| two are taken as parallel (mergekit's
+// DOT_THRESHOLD): both cases interpolate linearly.
+constexpr double kSlerpEps = 1e-8;
+constexpr double kSlerpParallel = 0.9995;
+
+// Spherical interpolation of the whole tensors v0 → v1 by t, on the angle between their directions,
+// applied to the unnormalized tensors (Shoemake 1985, as mergekit's slerp).
+at::Tensor slerp(const at::Tensor& v0, const at::Tensor& v1, double t) {
+  const double n0 = norm64(v0), n1 = norm64(v1);
+  const double cos = n0 > kSlerpEps && n1 > kSlerpEps ? dot64(v0, v1) / (n0 * n1) : 1.0;
+  if (std::abs(cos) > kSlerpParallel) return v0 * (1.0 - t) + v1 * t;
+  const double theta = std::acos(cos), s = std::sin(theta);
+  return v0 * (std::sin((1.0 - t) * theta) / s) + v1 * (std::sin(t * theta) / s);
+}
+
+// Entry by entry: w = clamp(t / |v1 − v0|, 0, 1) (1 where the entries are equal), v0 + w (v1 − v0):
+// entries closer than t take v1's value, farther ones move t towards it.
+at::Tensor nearswap(const at::Tensor& v0, const at::Tensor& v1, double t) {
+  at::Tensor d = (v1 - v0).abs();
+  at::Tensor w = at::where(d == 0, at::ones_like(d), (t / d).clamp(0.0, 1.0));
+  return v0 + w * (v1 - v0);
+}
+
+// Model Stock (Jang et al. 2024): with the mean cosine c of the task vectors' pairs and N models,
+// t = N c / (1 + (N − 1) c); θ0 + t (mean_k θ_k − θ0).
+at::Tensor model_stock(const at::Tensor& b, const std::vector<at::Tensor>& taus) {
+  const size_t n = taus.size();
+  std::vector<double> norms;
+  for (const auto& tau : taus) norms.push_back(norm64(tau));
+  double cos_sum = 0;
+  size_t pairs = 0;
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = i + 1; j < n; ++j, ++pairs)
+      cos_sum += norms[i] > kSlerpEps && norms[j] > kSlerpEps ? dot64(taus[i], taus[j]) / (norms[i] * norms[j]) : 0.0;
+  const double c = cos_sum / static_cast<double>(pairs);
+  const double den = 1.0 + static_cast<double>(n - 1) * c;
+  const double t = std::abs(den) > 1e-12 ? static_cast<double>(n) * c / den : 0.0;
+  at::Tensor mean = at::zeros_like(b);
+  for (const auto& tau : taus) mean.add_(tau, 1.0 / static_cast<double>(n));
+  return b + mean * t;
+}
+
 }  // namespace
 
 MergeMethod parse_merge_method(const std::string& n) {
@@ -68,8 +116,11 @@ MergeMethod parse_merge_method(const std::string& n) {
   if (n == "dare_linear") return MergeMethod::DareLinear;
   if (n == "dare_ties") return MergeMethod::DareTies;
   if (n == "breadcrumbs") return MergeMethod::Breadcrumbs;
+  if (n == "slerp") return MergeMethod::Slerp;
+  if (n == "nearswap") return MergeMethod::Nearswap;
+  if (n == "model_stock") return MergeMethod::ModelStock;
   fail(ErrorKind::Argument, "unknown merge method '", n,
-       "' (expected task_arithmetic, ties, dare_linear, dare_ties or breadcrumbs)");
+       "' (expected task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, slerp, nearswap or model_stock)");
 }
 
 at::Tensor merge_tensor(const std::string& name, const at::Tensor& base,
@@ -100,6 +151,19 @@ at::Tensor merge_tensor(const std::string& name, const at::Tensor& base,
     return combine(at::Tensor(), all, c, s.compute, s.out);
   }
   const at::Tensor b = base.to(s.compute);
+  if (s.method == MergeMethod::Slerp || s.method == MergeMethod::Nearswap) {
+    check(finetuned.size() == 1, ErrorKind::Argument, "merge: ", s.method == MergeMethod::Slerp ? "slerp" : "nearswap",
+          " interpolates between the base and exactly one model, got ", finetuned.size());
+    const at::Tensor v1 = finetuned[0].to(s.compute);
+    return (s.method == MergeMethod::Slerp ? slerp(b, v1, s.t) : nearswap(b, v1, s.t)).to(s.out);
+  }
+  if (s.method == MergeMethod::ModelStock) {
+    check(finetuned.size() >= 2, ErrorKind::Argument, "merge: model_stock needs at least two models beside the base, got ",
+          finetuned.size());
+    std::vector<at::Tensor> taus;
+    for (const auto& f : finetuned) taus.push_back(f.to(s.compute) - b);
+    return model_stock(b, taus).to(s.out);
+  }
   std::vector<at::Tensor> taus;
   for (size_t k = 0; k < finetuned.size(); ++k) {
     at::Tensor tau = finetuned[k].to(s.compute) - b;

@@ -130,6 +130,23 @@ static void check_merges(const at::Device& dev) {
     const double e = rel_err(got, ref);
     expect(got.device() == dev && e <= 1e-12, std::string("merge ") + method + " on " + dev.str() + " = CPU (rel err " + sci(e) + ")");
   }
+  // The interpolating methods: slerp and nearswap between the base and one model, model_stock over three.
+  for (const char* method : {"slerp", "nearswap", "model_stock"}) {
+    MergeSpec spec;
+    spec.method = parse_merge_method(method);
+    spec.t = 0.3;
+    spec.compute = at::kDouble;
+    spec.out = at::kDouble;
+    const bool one = spec.method != MergeMethod::ModelStock;
+    const std::vector<at::Tensor> models = one ? std::vector<at::Tensor>{ft[0]} : ft;
+    const std::vector<double> ones(models.size(), 1.0);
+    const at::Tensor ref = merge_tensor("w", base, models, ones, spec);
+    std::vector<at::Tensor> md;
+    for (const auto& t : models) md.push_back(t.to(dev));
+    const at::Tensor got = merge_tensor("w", base.to(dev), md, ones, spec);
+    const double e = rel_err(got, ref);
+    expect(got.device() == dev && e <= 1e-12, std::string("merge ") + method + " on " + dev.str() + " = CPU (rel err " + sci(e) + ")");
+  }
 }
 
 static void check_ntk(const at::Device& dev) {
@@ -295,7 +312,7 @@ int main(int argc, char** argv) {
   const at::Tensor xv = normal({3, 1, 8, 8});
   gpu_test("vit on cuda:0: hand-written and forward-mode JVP, linearized forward and gradient = float64 CPU",
            [&] { check_model("vit", [&](at::ScalarType dt, at::Device d) { return make_vit(vc, 3, dt, d); }, xv, dev); });
-  gpu_test("merges (task arithmetic, TIES, breadcrumbs) on cuda:0 = CPU", [&] { check_merges(dev); });
+  gpu_test("merges (task arithmetic, TIES, breadcrumbs, slerp, nearswap, model_stock) on cuda:0 = CPU", [&] { check_merges(dev); });
   gpu_test("empirical NTK on cuda:0 = CPU", [&] { check_ntk(dev); });
   if (skip_reason.empty() && !distributed_backend_available("nccl")) {
     std::printf("ok NCCL group over the GPUs present # SKIP this libtorch has no NCCL\n");
