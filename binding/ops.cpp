@@ -52,20 +52,6 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   });
 }
 
-tangent::MergeSpec ParseMergeSpec(const Napi::Object& o) {
-  tangent::MergeSpec spec;
-  spec.method = tangent::parse_merge_method(o.Get("method").As<Napi::String>());
-  spec.lambda = NumberOr(o, "lambda", 1.0);
-  spec.density = NumberOr(o, "density", 1.0);
-  spec.gamma = NumberOr(o, "gamma", 0.0);
-  spec.seed = static_cast<uint64_t>(NumberOr(o, "seed", 0));
-  spec.t = NumberOr(o, "t", 0.5);
-  spec.weighted_election = !(o.Has("election") && o.Get("election").As<Napi::String>().Utf8Value() == "unweighted");
-  spec.compute = ParseDType(o.Get("compute").As<Napi::String>());
-  spec.out = ParseDType(o.Get("out").As<Napi::String>());
-  return spec;
-}
-
 std::vector<double> Numbers(const Napi::Value& v) {
   auto arr = v.As<Napi::Array>();
   std::vector<double> out(arr.Length());
@@ -73,13 +59,47 @@ std::vector<double> Numbers(const Napi::Value& v) {
   return out;
 }
 
+// A NativeMergeSpec (lib/binding.ts): lib/merge validated every field; absent ones keep MergeSpec's defaults.
+tangent::MergeSpec ParseMergeSpec(const Napi::Object& o) {
+  tangent::MergeSpec spec;
+  spec.method = o.Get("method").As<Napi::String>().Utf8Value();
+  tangent::merge_method(spec.method);
+  auto list = [&](const char* key) { return o.Has(key) && o.Get(key).IsArray() ? Numbers(o.Get(key)) : std::vector<double>{}; };
+  auto flag = [&](const char* key, bool dflt) { return o.Has(key) && o.Get(key).IsBoolean() ? o.Get(key).As<Napi::Boolean>().Value() : dflt; };
+  spec.weights = list("weights");
+  spec.density = list("density");
+  spec.gamma = list("gamma");
+  spec.epsilon = list("epsilon");
+  spec.lambda = NumberOr(o, "lambda", spec.lambda);
+  spec.seed = static_cast<uint64_t>(NumberOr(o, "seed", 0));
+  spec.t = NumberOr(o, "t", spec.t);
+  spec.weighted_election = !(o.Has("election") && o.Get("election").As<Napi::String>().Utf8Value() == "unweighted");
+  spec.normalize = flag("normalize", spec.normalize);
+  spec.rescale = flag("rescale", spec.rescale);
+  spec.select_topk = NumberOr(o, "selectTopk", spec.select_topk);
+  spec.scale = NumberOr(o, "scale", spec.scale);
+  spec.max_iter = static_cast<int64_t>(NumberOr(o, "maxIter", static_cast<double>(spec.max_iter)));
+  spec.tol = NumberOr(o, "tol", spec.tol);
+  spec.eps = NumberOr(o, "eps", spec.eps);
+  spec.normalize_weights = flag("normalizeWeights", spec.normalize_weights);
+  spec.flatten = flag("flatten", spec.flatten);
+  spec.row_wise = flag("rowWise", spec.row_wise);
+  spec.ram_epsilon = NumberOr(o, "ramEpsilon", spec.ram_epsilon);
+  spec.ram_r = NumberOr(o, "r", spec.ram_r);
+  spec.ram_alpha = NumberOr(o, "alpha", spec.ram_alpha);
+  spec.compute = ParseDType(o.Get("compute").As<Napi::String>());
+  spec.out = ParseDType(o.Get("out").As<Napi::String>());
+  return spec;
+}
+
+
 tangent::OpenFile FileArg(const Napi::Value& v) {
   auto o = v.As<Napi::Object>();
   return {o.Get("fd").As<Napi::Number>().Int32Value(), o.Get("path").As<Napi::String>().Utf8Value()};
 }
 
-// mergeFiles(files: {fd, path}[], out: {fd, path}, items: NativeFileMergeItem[], weights: number[],
-//            spec, checkFinite: boolean) -> Promise<string[]> (the non-finite tensors' names).
+// mergeFiles(files: {fd, path}[], out: {fd, path}, items: NativeFileMergeItem[], specs: NativeMergeSpec[],
+//            checkFinite: boolean) -> Promise<string[]> (the non-finite tensors' names).
 // The files stay open and owned by the caller (lib/merge.ts validated their headers).
 Napi::Value MergeFiles(const Napi::CallbackInfo& info) {
   auto env = info.Env();
@@ -104,14 +124,17 @@ Napi::Value MergeFiles(const Napi::CallbackInfo& info) {
                              static_cast<uint64_t>(pair.Get(1u).As<Napi::Number>().DoubleValue())});
       }
       it.out_offset = static_cast<uint64_t>(o.Get("outOffset").As<Napi::Number>().DoubleValue());
+      it.spec = o.Has("spec") ? static_cast<size_t>(o.Get("spec").As<Napi::Number>().Uint32Value()) : 0;
+      it.base = !o.Has("base") || o.Get("base").ToBoolean();
     }
-    const std::vector<double> w = Numbers(info[3]);
-    const tangent::MergeSpec spec = ParseMergeSpec(info[4].As<Napi::Object>());
-    const bool check_finite = info[5].ToBoolean();
+    auto sarr = info[3].As<Napi::Array>();
+    std::vector<tangent::MergeSpec> specs;
+    for (uint32_t i = 0; i < sarr.Length(); ++i) specs.push_back(ParseMergeSpec(sarr.Get(i).As<Napi::Object>()));
+    const bool check_finite = info[4].ToBoolean();
     auto bad = std::make_shared<std::vector<std::string>>();
     return Task::Run(
         env, "tangent.mergeFiles",
-        [files, out, items, w, spec, check_finite, bad] { *bad = tangent::merge_file_tensors(files, out, items, w, spec, check_finite); },
+        [files, out, items, specs, check_finite, bad] { *bad = tangent::merge_file_tensors(files, out, items, specs, check_finite); },
         [bad](Napi::Env env) -> Napi::Value {
           auto arr = Napi::Array::New(env, bad->size());
           for (uint32_t i = 0; i < bad->size(); ++i) arr.Set(i, Napi::String::New(env, (*bad)[i]));
@@ -120,18 +143,34 @@ Napi::Value MergeFiles(const Napi::CallbackInfo& info) {
   });
 }
 
-// mergeTensor(name, base, finetuned: Tensor[], weights: number[], spec) -> Promise<Tensor>
+// mergeTensor(name, base: Tensor | null, models: Tensor[], spec) -> Promise<Tensor>
 Napi::Value MergeTensor(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const std::string name = info[0].As<Napi::String>();
-    at::Tensor base = UnwrapTensor(env, info[1], "base '" + name + "'");
-    auto ft = TensorList(env, info[2], "model");
-    auto warr = info[3].As<Napi::Array>();
-    std::vector<double> w(warr.Length());
-    for (uint32_t i = 0; i < w.size(); ++i) w[i] = warr.Get(i).As<Napi::Number>().DoubleValue();
-    const tangent::MergeSpec spec = ParseMergeSpec(info[4].As<Napi::Object>());
-    return TensorTask(env, "tangent.merge", [name, base, ft, w, spec] { return tangent::merge_tensor(name, base, ft, w, spec); });
+    at::Tensor base = info[1].IsNull() || info[1].IsUndefined() ? at::Tensor() : UnwrapTensor(env, info[1], "base '" + name + "'");
+    auto models = TensorList(env, info[2], "model");
+    const tangent::MergeSpec spec = ParseMergeSpec(info[3].As<Napi::Object>());
+    return TensorTask(env, "tangent.merge", [name, base, models, spec] { return tangent::merge_tensor(name, base, models, spec); });
+  });
+}
+
+// mergeMethods() -> { name, base: 'required' | 'none' | 'optional', minModels, maxModels }[]: the
+// native registry (lib/merge/methods.ts keeps its parameter table beside it; a test compares them).
+Napi::Value MergeMethods(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const auto methods = tangent::merge_methods();
+    auto arr = Napi::Array::New(env, methods.size());
+    for (uint32_t i = 0; i < methods.size(); ++i) {
+      auto o = Napi::Object::New(env);
+      o.Set("name", methods[i].name);
+      o.Set("base", methods[i].base == tangent::BaseUse::Required ? "required" : methods[i].base == tangent::BaseUse::None ? "none" : "optional");
+      o.Set("minModels", static_cast<double>(methods[i].min_models));
+      o.Set("maxModels", static_cast<double>(methods[i].max_models));
+      arr.Set(i, o);
+    }
+    return arr;
   });
 }
 
@@ -167,6 +206,7 @@ Napi::Object InitOps(Napi::Env env, Napi::Object exports) {
   exports.Set("combine", Napi::Function::New(env, Combine));
   exports.Set("mergeTensor", Napi::Function::New(env, MergeTensor));
   exports.Set("mergeFiles", Napi::Function::New(env, MergeFiles));
+  exports.Set("mergeMethods", Napi::Function::New(env, MergeMethods));
   exports.Set("dot", Napi::Function::New(env, Dot));
   exports.Set("copyInto", Napi::Function::New(env, CopyInto));
   return exports;

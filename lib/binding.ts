@@ -119,21 +119,43 @@ export interface NativeFileMergeItem {
   /** Output dtype (the input's for integer tensors). */
   out: string;
   shape: number[];
-  /** [index into files, absolute byte offset]: the base first, then one per model. */
+  /** [index into files, absolute byte offset]: the base first (when `base`), then one per model. */
   inputs: Array<[number, number]>;
   /** Absolute byte offset in the output file. */
   outOffset: number;
+  /** Whether inputs[0] is the base (default true). */
+  base?: boolean;
+  /** Index into mergeFiles' specs (default 0). */
+  spec?: number;
 }
 
+/** native/merge.h's MergeSpec; lib/merge.ts fills it (absent fields keep the native defaults). */
 export interface NativeMergeSpec {
-  method: 'task_arithmetic' | 'ties' | 'dare_linear' | 'dare_ties' | 'breadcrumbs' | 'slerp' | 'nearswap' | 'model_stock';
+  method: string;
+  /** One per model. */
+  weights: number[];
   lambda: number;
-  /** slerp, nearswap (default 0.5). */
-  t?: number;
-  density: number;
-  gamma: number;
+  /** Per model (absent: 1, 0, 0). */
+  density?: number[];
+  gamma?: number[];
+  epsilon?: number[];
   seed: number;
   election: 'weighted' | 'unweighted';
+  /** slerp, nearswap. */
+  t?: number;
+  normalize?: boolean;
+  rescale?: boolean;
+  selectTopk?: number;
+  scale?: number;
+  maxIter?: number;
+  tol?: number;
+  eps?: number;
+  normalizeWeights?: boolean;
+  flatten?: boolean;
+  rowWise?: boolean;
+  ramEpsilon?: number;
+  r?: number;
+  alpha?: number;
   compute: DType;
   out: DType;
 }
@@ -191,13 +213,15 @@ export interface NativeBinding {
     opts: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number; step: number },
   ): Promise<{ gradNorm: number; clipCoef: number }>;
   globalNorm(tensors: NativeTensor[]): Promise<number>;
-  mergeTensor(name: string, base: NativeTensor, finetuned: NativeTensor[], weights: number[], spec: NativeMergeSpec): Promise<NativeTensor>;
+  mergeTensor(name: string, base: NativeTensor | null, models: NativeTensor[], spec: NativeMergeSpec): Promise<NativeTensor>;
+  /** The native registry of merge methods (native/merge/registry.cpp). */
+  mergeMethods(): Array<{ name: string; base: 'required' | 'none' | 'optional'; minModels: number; maxModels: number }>;
   /**
    * Merges tensors file to file (positioned reads and writes on descriptors the caller opened,
    * validated and still owns); resolves with the names of the merged tensors holding NaN/Inf
    * when `checkFinite`.
    */
-  mergeFiles(files: NativeOpenFile[], out: NativeOpenFile, items: NativeFileMergeItem[], weights: number[], spec: NativeMergeSpec, checkFinite: boolean): Promise<string[]>;
+  mergeFiles(files: NativeOpenFile[], out: NativeOpenFile, items: NativeFileMergeItem[], specs: NativeMergeSpec[], checkFinite: boolean): Promise<string[]>;
   dot(a: NativeTensor[], b: NativeTensor[]): Promise<number>;
   copyInto(dst: NativeTensor[], src: NativeTensor[]): Promise<void>;
   /** Empirical NTK Gram matrix at params (null: the model's own); lib/analysis/ntk.ts. */

@@ -1,6 +1,7 @@
 /**
- * Model merging: task arithmetic, TIES, DARE (linear and TIES), model breadcrumbs, SLERP,
- * NearSwap and Model Stock, on state
+ * Model merging — the methods of lib/merge-methods.ts (task arithmetic, TIES, DARE, breadcrumbs,
+ * DELLA, linear, passthrough, SLERP, NuSLERP, multi-SLERP, Karcher, NearSwap, Model Stock, SCE,
+ * RAM) — on state
  * dicts in memory or streamed tensor by tensor between checkpoint files (peak memory about K+2
  * copies of the largest tensor, not K models). Exact semantics: docs/merging.md.
  */
@@ -27,8 +28,8 @@ import { assertOutputsNotInputs, confinedPath } from './util/fs';
 import type { Params, StateDict } from './model';
 import { Tensor, type DType } from './tensor';
 
-export const MERGE_METHODS = ['task_arithmetic', 'ties', 'dare_linear', 'dare_ties', 'breadcrumbs', 'slerp', 'nearswap', 'model_stock'] as const;
-export type MergeMethod = (typeof MERGE_METHODS)[number];
+import { MERGE_METHODS, METHODS, paramProblem, type MergeMethod } from './merge-methods';
+export { MERGE_METHODS, METHODS, type MergeMethod } from './merge-methods';
 
 const floatDType = z.enum(['float32', 'float64', 'float16', 'bfloat16']);
 const SIZE_EXPECTED = 'expected a positive whole number of bytes or a size such as 500MB, 2GB or 1GiB';
@@ -46,50 +47,81 @@ const byteSize = z
     return n;
   });
 
-/** Method parameters; see docs/merging.md for what each means per method. */
-export const MergeParametersSchema = z
-  .object({
-    lambda: z.number().finite().default(1),
-    density: z.number().gt(0).lte(1).default(1),
-    gamma: z.number().gte(0).lt(1).default(0),
-    election: z.enum(['weighted', 'unweighted']).default('weighted'),
-    seed: z.number().int().nonnegative().default(0),
-    /** slerp: the interpolation factor in [0, 1] (0: the base); nearswap: the distance threshold (> 0). */
-    t: z.number().finite().optional(),
-  })
-  .strict();
-
-/** The methods that pick a point between the base and the models instead of adding task vectors. */
-const INTERPOLATING: ReadonlySet<MergeMethod> = new Set(['slerp', 'nearswap', 'model_stock']);
+const GLOBAL_KEYS = ['lambda', 'election', 'seed', 't', 'normalize', 'rescale', 'select_topk', 'scale', 'max_iter', 'tol', 'eps', 'normalize_weights', 'nuslerp_flatten', 'nuslerp_row_wise', 'epsilon', 'r', 'alpha'] as const;
+const MODEL_KEYS = ['density', 'gamma', 'epsilon'] as const;
+const anyValue = z.union([z.number(), z.boolean(), z.string()]);
 
 /**
- * What is wrong with `method` given these parameters, weights and number of models (undefined if
- * nothing): each problem as [the key it is about, the message].
+ * Method parameters; which apply to which method, their defaults and ranges: lib/merge-methods.ts
+ * and docs/merging.md. A per-model key (density, gamma, della's epsilon) given here is every
+ * model's default; `models[].parameters` overrides it per model.
  */
-export function methodProblems(method: MergeMethod, p: z.output<typeof MergeParametersSchema>, weights: readonly number[], models: number): Array<[string[], string]> {
+export const MergeParametersSchema = z.object(Object.fromEntries([...new Set([...GLOBAL_KEYS, ...MODEL_KEYS])].map((k) => [k, anyValue.optional()]))).strict();
+const ModelParametersSchema = z.object(Object.fromEntries(MODEL_KEYS.map((k) => [k, anyValue.optional()]))).strict();
+type Parameters = Partial<Record<(typeof GLOBAL_KEYS)[number] | (typeof MODEL_KEYS)[number], number | boolean | string>>;
+
+/**
+ * What is wrong with `method` given these parameters, per-model parameters, weights, number of
+ * models and whether a base model is given (nothing: an empty list): each problem as [the key it
+ * is about, the message]. Parameters a method does not take are refused by name.
+ */
+export function methodProblems(
+  method: MergeMethod,
+  p: Parameters,
+  weights: readonly number[],
+  models: number,
+  opts: { base?: boolean; perModel?: ReadonlyArray<Parameters | undefined> } = {},
+): Array<[string[], string]> {
+  const def = METHODS[method];
   const out: Array<[string[], string]> = [];
-  if ((method === 'ties' || method === 'dare_ties') && weights.some((w) => w <= 0)) out.push([['models'], `${method} needs positive weights (the disjoint mean divides by them)`]);
-  if (method === 'breadcrumbs' && p.density + p.gamma > 1) out.push([['parameters', 'density'], 'breadcrumbs needs density + gamma <= 1']);
-  if (method === 'slerp' || method === 'nearswap') {
-    if (models !== 1) out.push([['models'], `${method} interpolates between base_model and exactly one model, got ${models}`]);
-    if (p.t === undefined) out.push([['parameters', 't'], `${method} needs t (${method === 'slerp' ? 'the interpolation factor, 0 = base_model … 1 = the model' : 'the distance below which entries take the model\'s value'})`]);
-    else if (method === 'slerp' && !(p.t >= 0 && p.t <= 1)) out.push([['parameters', 't'], `slerp needs t in [0, 1], got ${p.t}`]);
-    else if (method === 'nearswap' && !(p.t > 0)) out.push([['parameters', 't'], `nearswap needs t > 0, got ${p.t}`]);
-  } else if (p.t !== undefined) out.push([['parameters', 't'], `t applies to slerp and nearswap only, not ${method}`]);
-  if (method === 'model_stock' && models < 2) out.push([['models'], `model_stock needs at least two models beside base_model, got ${models}`]);
-  if (INTERPOLATING.has(method)) {
-    for (const [k, d] of [['lambda', 1], ['density', 1], ['gamma', 0]] as const)
-      if (p[k] !== d) out.push([['parameters', k], `${k} does not apply to ${method}`]);
-    if (weights.some((w) => w !== 1)) out.push([['models'], `${method} takes no weights (${method === 'model_stock' ? 'the models are averaged equally' : 't says how far to go'})`]);
+  const hasBase = opts.base ?? true;
+  if (def.base === 'required' && !hasBase) out.push([['base_model'], `${method} needs base_model`]);
+  if (def.base === 'none' && hasBase) out.push([['base_model'], `${method} takes no base_model (every input is a model: list it under models)`]);
+  const [lo, hi] = def.models;
+  if (models < lo || (hi > 0 && models > hi))
+    out.push([['models'], `${method} takes ${hi === lo ? 'exactly' : 'at least'} ${lo}${hi > lo ? ` to ${hi}` : ''} model${lo === 1 && hi === 1 ? '' : 's'}${def.base === 'required' ? ' beside base_model' : ''}, got ${models}`]);
+  for (const [k, v] of Object.entries(p)) {
+    if (v === undefined) continue;
+    const applies = k in def.global || k in def.perModel;
+    if (!applies) {
+      out.push([['parameters', k], `${k} does not apply to ${method}`]);
+      continue;
+    }
+    const bad = paramProblem(method, k, v);
+    if (bad) out.push([['parameters', k], bad]);
+  }
+  (opts.perModel ?? []).forEach((pm, i) => {
+    for (const [k, v] of Object.entries(pm ?? {})) {
+      if (v === undefined) continue;
+      if (!(k in def.perModel)) out.push([['models', String(i), 'parameters', k], `${k} does not apply to ${method}${k in def.global ? ' per model (it is one value for the merge: give it under parameters)' : ''}`]);
+      else {
+        const bad = paramProblem(method, k, v);
+        if (bad) out.push([['models', String(i), 'parameters', k], bad]);
+      }
+    }
+  });
+  for (const [k, d] of Object.entries(def.global)) if (d === undefined && p[k as keyof Parameters] === undefined) out.push([['parameters', k], `${method} needs ${k} (${method === 'slerp' ? 'the interpolation factor, 0 = base_model … 1 = the model' : 'the distance below which entries take the model\'s value'})`]);
+  if (!def.weights && weights.some((w) => w !== 1)) out.push([['models'], `${method} takes no weights (${def.noWeights})`]);
+  const normalize = (p.normalize ?? def.global.normalize) === true;
+  if (def.weightRule === 'positive' && normalize && weights.some((w) => w <= 0)) out.push([['models'], `${method} needs positive weights (the disjoint mean divides by them; or set normalize: false)`]);
+  if (def.weightRule === 'nonzero-sum' && (p.normalize ?? p.normalize_weights ?? true) === true && Math.abs(weights.reduce((a, b) => a + b, 0)) < 1e-8)
+    out.push([['models'], `${method} divides by the sum of the weights, which is 0 (or set ${method === 'linear' ? 'normalize' : 'normalize_weights'}: false)`]);
+  // Per model: breadcrumbs' density + gamma <= 1; della's density ± epsilon inside (0, 1).
+  for (let i = 0; i < models; i++) {
+    const get = (k: 'density' | 'gamma' | 'epsilon') => (opts.perModel?.[i]?.[k] ?? p[k] ?? def.perModel[k]) as number;
+    const where = opts.perModel?.[i] && Object.keys(opts.perModel[i]!).length ? ['models', String(i), 'parameters', 'density'] : ['parameters', 'density'];
+    if ('gamma' in def.perModel && get('density') + get('gamma') > 1) out.push([where, `${method} needs density + gamma <= 1${models > 1 ? ` (model ${i})` : ''}`]);
+    if ('epsilon' in def.perModel && get('density') < 1 && !(get('density') - get('epsilon') > 0 && get('density') + get('epsilon') < 1))
+      out.push([where, `${method} needs density - epsilon > 0 and density + epsilon < 1 (the keep probabilities), got density ${get('density')}, epsilon ${get('epsilon')}${models > 1 ? ` (model ${i})` : ''}`]);
   }
   return out;
 }
 
 export const MergeConfigSchema = z
   .object({
-    base_model: z.string().min(1),
+    base_model: z.string().min(1).optional(),
     models: z
-      .array(z.object({ model: z.string().min(1), weight: z.number().finite().default(1) }).strict())
+      .array(z.object({ model: z.string().min(1), weight: z.number().finite().default(1), parameters: ModelParametersSchema.optional() }).strict())
       .min(1),
     method: z.enum(MERGE_METHODS).default('task_arithmetic'),
     parameters: MergeParametersSchema.default({}),
@@ -101,8 +133,11 @@ export const MergeConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    for (const [p, message] of methodProblems(c.method, c.parameters, c.models.map((m) => m.weight), c.models.length))
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: p, message });
+    const problems = methodProblems(c.method, c.parameters as Parameters, c.models.map((m) => m.weight), c.models.length, {
+      base: c.base_model !== undefined,
+      perModel: c.models.map((m) => m.parameters as Parameters | undefined),
+    });
+    for (const [p, message] of problems) ctx.addIssue({ code: z.ZodIssueCode.custom, path: p, message });
   });
 
 export type MergeConfigInput = z.input<typeof MergeConfigSchema>;
@@ -122,51 +157,138 @@ export interface MergeOptions {
   method?: MergeMethod;
   weights?: readonly number[];
   lambda?: number;
-  density?: number;
-  gamma?: number;
+  /** Per model: one value for all, or one per model. */
+  density?: number | readonly number[];
+  gamma?: number | readonly number[];
+  /** della: the spread of the keep probabilities (per model); ram, ramplus_tl: the threshold below which |τ| counts as unchanged. */
+  epsilon?: number | readonly number[];
   election?: 'weighted' | 'unweighted';
   seed?: number;
   /** slerp: interpolation factor in [0, 1]; nearswap: distance threshold (> 0). */
   t?: number;
+  normalize?: boolean;
+  rescale?: boolean;
+  selectTopk?: number;
+  scale?: number;
+  maxIter?: number;
+  tol?: number;
+  eps?: number;
+  normalizeWeights?: boolean;
+  flatten?: boolean;
+  rowWise?: boolean;
+  r?: number;
+  alpha?: number;
   compute?: 'float32' | 'float64';
   outDtype?: DType;
 }
 
-function spec(o: MergeOptions, out: DType, models: number): NativeMergeSpec {
-  const method = o.method ?? 'task_arithmetic';
-  if (!(MERGE_METHODS as readonly string[]).includes(method)) throw new ArgumentError(`unknown merge method ${JSON.stringify(method)} (expected ${MERGE_METHODS.join(', ')})`);
-  const r = MergeParametersSchema.safeParse({ lambda: o.lambda, density: o.density, gamma: o.gamma, election: o.election, seed: o.seed, t: o.t });
-  if (!r.success) throw new ArgumentError(`merge options are invalid: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  const problems = methodProblems(method, r.data, o.weights ?? Array(models).fill(1), models);
-  if (problems.length) throw new ArgumentError(`merge options are invalid: ${problems.map(([k, m]) => `${k[k.length - 1]}: ${m}`).join('; ')}`);
-  const { t, ...p } = r.data;
-  return { method, ...p, t: t ?? 0.5, compute: o.compute ?? 'float32', out };
+/** Config key ↔ MergeOptions key. */
+const OPTION_OF: Record<string, keyof MergeOptions> = {
+  lambda: 'lambda', density: 'density', gamma: 'gamma', epsilon: 'epsilon', election: 'election', seed: 'seed', t: 't', normalize: 'normalize', rescale: 'rescale',
+  select_topk: 'selectTopk', scale: 'scale', max_iter: 'maxIter', tol: 'tol', eps: 'eps', normalize_weights: 'normalizeWeights', nuslerp_flatten: 'flatten',
+  nuslerp_row_wise: 'rowWise', r: 'r', alpha: 'alpha',
+};
+
+/** A config's parameters (global and per model) as MergeOptions. */
+export function configOptions(cfg: Pick<MergeConfig, 'method' | 'models' | 'parameters' | 'dtype' | 'out_dtype'>): MergeOptions {
+  const o: Record<string, unknown> = { method: cfg.method, weights: cfg.models.map((m) => m.weight), compute: cfg.dtype, outDtype: cfg.out_dtype };
+  for (const [k, v] of Object.entries(cfg.parameters)) if (v !== undefined) o[OPTION_OF[k]!] = v;
+  const def = METHODS[cfg.method];
+  for (const k of ['density', 'gamma', 'epsilon'] as const) {
+    if (!(k in def.perModel) || !cfg.models.some((m) => m.parameters?.[k] !== undefined)) continue;
+    const dflt = (cfg.parameters[k] as number | undefined) ?? def.perModel[k]!;
+    o[k] = cfg.models.map((m) => (m.parameters?.[k] as number | undefined) ?? dflt);
+  }
+  return o as MergeOptions;
 }
 
-/** Merge one named tensor: θ0 + λ·merge(w_k, θ_k − θ0), or the point slerp, nearswap or model_stock pick (docs/merging.md). Integer tensors come back as the base's. */
-export async function mergeTensor(name: string, base: Tensor, finetuned: readonly Tensor[], opts: MergeOptions = {}): Promise<Tensor> {
+function spec(o: MergeOptions, out: DType, models: number, hasBase: boolean): NativeMergeSpec {
+  const method = o.method ?? 'task_arithmetic';
+  if (!(MERGE_METHODS as readonly string[]).includes(method)) throw new ArgumentError(`unknown merge method ${JSON.stringify(method)} (expected ${MERGE_METHODS.join(', ')})`);
+  const def = METHODS[method];
+  const weights = o.weights ?? Array(models).fill(1);
+  const p: Parameters = {};
+  const perModel: Parameters[] = Array.from({ length: models }, () => ({}));
+  for (const [key, opt] of Object.entries(OPTION_OF)) {
+    const v = o[opt];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) {
+      if (v.length !== models) throw new ArgumentError(`merge options are invalid: ${opt}: ${v.length} values for ${models} models`);
+      v.forEach((x, i) => (perModel[i]![key as 'density'] = x as number));
+    } else p[key as keyof Parameters] = v as number;
+  }
+  const problems = methodProblems(method, p, weights, models, { base: hasBase, perModel });
+  if (problems.length) throw new ArgumentError(`merge options are invalid: ${problems.map(([k, m]) => `${k[k.length - 1]}: ${m}`).join('; ')}`);
+  const g = <T,>(k: keyof typeof def.global, opt: keyof MergeOptions): T | undefined => (o[opt] ?? def.global[k]) as T | undefined;
+  const per = (k: 'density' | 'gamma' | 'epsilon') => {
+    if (!(k in def.perModel)) return undefined;
+    const v = o[k];
+    return Array.isArray(v) ? [...v] : Array(models).fill(v ?? def.perModel[k]);
+  };
+  const ram = method === 'ram' || method === 'ramplus_tl';
+  return {
+    method,
+    weights: [...weights],
+    lambda: g<number>('lambda', 'lambda') ?? 1,
+    density: per('density'),
+    gamma: per('gamma'),
+    epsilon: ram ? undefined : per('epsilon'),
+    ramEpsilon: ram ? g<number>('epsilon', 'epsilon') : undefined,
+    election: g<'weighted' | 'unweighted'>('election', 'election') ?? 'weighted',
+    seed: g<number>('seed', 'seed') ?? 0,
+    t: g<number>('t', 't'),
+    normalize: g<boolean>('normalize', 'normalize'),
+    rescale: g<boolean>('rescale', 'rescale'),
+    selectTopk: g<number>('select_topk', 'selectTopk'),
+    scale: g<number>('scale', 'scale'),
+    maxIter: g<number>('max_iter', 'maxIter'),
+    tol: g<number>('tol', 'tol'),
+    eps: g<number>('eps', 'eps'),
+    normalizeWeights: g<boolean>('normalize_weights', 'normalizeWeights'),
+    flatten: g<boolean>('nuslerp_flatten', 'flatten'),
+    rowWise: g<boolean>('nuslerp_row_wise', 'rowWise'),
+    r: g<number>('r', 'r'),
+    alpha: g<number>('alpha', 'alpha'),
+    compute: o.compute ?? 'float32',
+    out,
+  };
+}
+
+/**
+ * Merge one named tensor by `opts.method` (docs/merging.md): θ0 + λ·merge(w_k, θ_k − θ0) for the
+ * task-vector methods, the point the others pick. `base` is null for the methods that take none
+ * (linear, passthrough, karcher; optional for nuslerp, multislerp). Integer tensors come back
+ * unchanged (the base's, else the first model's).
+ */
+export async function mergeTensor(name: string, base: Tensor | null, finetuned: readonly Tensor[], opts: MergeOptions = {}): Promise<Tensor> {
   const weights = opts.weights ?? finetuned.map(() => 1);
   if (weights.length !== finetuned.length) throw new ArgumentError(`${finetuned.length} models but ${weights.length} weights`);
   weights.forEach((w, i) => {
     if (typeof w !== 'number' || !Number.isFinite(w)) throw new ArgumentError(`weights[${i}] must be a finite number, got ${String(w)}`);
   });
-  const out = opts.outDtype && isFloatRaw(base.dtype) ? opts.outDtype : base.dtype;
-  return Tensor.wrap(await native().mergeTensor(name, base.native, finetuned.map((t) => t.native), [...weights], spec(opts, out, finetuned.length)));
+  const ref = base ?? finetuned[0];
+  if (!ref) throw new ArgumentError('merge: no models');
+  const out = opts.outDtype && isFloatRaw(ref.dtype) ? opts.outDtype : ref.dtype;
+  return Tensor.wrap(await native().mergeTensor(name, base?.native ?? null, finetuned.map((t) => t.native), spec({ ...opts, weights }, out, finetuned.length, base !== null)));
 }
 
-/** Merge whole state dicts in memory (names and shapes must match exactly). */
-export async function mergeStateDicts(base: Params, finetuned: readonly Params[], opts: MergeOptions = {}): Promise<StateDict> {
-  const b = base instanceof Map ? (base as Map<string, Tensor>) : new Map(Object.entries(base as Record<string, Tensor>));
-  const fts = finetuned.map((f) => (f instanceof Map ? (f as Map<string, Tensor>) : new Map(Object.entries(f as Record<string, Tensor>))));
-  fts.forEach((f, k) => assertSameLayout(b, f, { nameA: 'base', nameB: `model ${k}` }));
+/** Merge whole state dicts in memory (names and shapes must match exactly); `base` null for the methods that take none. */
+export async function mergeStateDicts(base: Params | null, finetuned: readonly Params[], opts: MergeOptions = {}): Promise<StateDict> {
+  const asMap = (p: Params) => (p instanceof Map ? (p as Map<string, Tensor>) : new Map(Object.entries(p as Record<string, Tensor>)));
+  const fts = finetuned.map(asMap);
+  const b = base === null ? null : asMap(base);
+  const ref = b ?? fts[0];
+  if (!ref) throw new ArgumentError('merge: no models');
+  fts.forEach((f, k) => assertSameLayout(ref, f, { nameA: b ? 'base' : 'model 0', nameB: `model ${k}` }));
   const out: StateDict = new Map();
-  for (const [n, t] of b) out.set(n, await mergeTensor(n, t, fts.map((f) => f.get(n)!), opts));
+  for (const [n, t] of ref) out.set(n, await mergeTensor(n, b ? t : null, fts.map((f) => f.get(n)!), opts));
   return out;
 }
 
 /** The files of a merge, resolved and checked (see {@link resolveMergePaths}). */
 export interface MergePaths {
-  base: string;
+  /** Absent for the methods that take no base. */
+  base?: string;
   models: string[];
   output: string;
   /** What `output` is written as: one safetensors file, a torch.save archive, or a sharded directory. */
@@ -187,7 +309,7 @@ export interface MergePaths {
 export function resolveMergePaths(cfg: Pick<MergeConfig, 'base_model' | 'models' | 'output' | 'shard_size'>, opts: { configDir?: string; configFile?: string } = {}): MergePaths {
   const where = opts.configFile ?? (opts.configDir !== undefined ? path.join(opts.configDir, '(merge config)') : undefined);
   const resolve = (p: string, key: string) => (opts.configDir !== undefined ? confinedPath(opts.configDir, p, key, where!) : path.resolve(p));
-  const base = resolve(cfg.base_model, 'base_model');
+  const base = cfg.base_model === undefined ? undefined : resolve(cfg.base_model, 'base_model');
   const models = cfg.models.map((m, k) => resolve(m.model, `models.${k}.model`));
   const output = resolve(cfg.output, 'output');
   // The writers' rule (lib/checkpoint/io.ts saveFormatFor: a trailing slash names a directory);
@@ -198,7 +320,7 @@ export function resolveMergePaths(cfg: Pick<MergeConfig, 'base_model' | 'models'
     assertOutputsNotInputs(
       [{ key: 'output', path: output, folder: format === 'sharded' }],
       [
-        { key: 'base_model', path: base },
+        ...(base === undefined ? [] : [{ key: 'base_model', path: base }]),
         ...models.map((m, k) => ({ key: `models.${k}.model`, path: m })),
         ...(opts.configFile ? [{ key: 'the config file', path: path.resolve(opts.configFile) }] : []),
       ],
@@ -251,24 +373,26 @@ export async function mergeCheckpoints(
 ): Promise<MergeReport> {
   const t0 = performance.now();
   const paths = resolveMergePaths(cfg, opts);
-  const base = await openCheckpoint(paths.base);
+  const base = paths.base === undefined ? undefined : await openCheckpoint(paths.base);
   const models = [] as Source[];
   try {
     for (const m of paths.models) models.push(await openCheckpoint(m));
-    const baseLayout = layoutOf(base);
-    models.forEach((m, k) => assertSameLayout(baseLayout, layoutOf(m), { nameA: cfg.base_model, nameB: cfg.models[k]!.model }));
+    const hasBase = base !== undefined;
+    const readers: Source[] = hasBase ? [base, ...models] : models;
+    const refLayout = layoutOf(readers[0]!);
+    const refName = cfg.base_model ?? cfg.models[0]!.model;
+    models.forEach((m, k) => assertSameLayout(refLayout, layoutOf(m), { nameA: refName, nameB: cfg.models[k]!.model }));
+    const baseLayout = refLayout;
     const names = [...baseLayout.keys()];
-    const weights = cfg.models.map((m) => m.weight);
-    const o: MergeOptions = { method: cfg.method, weights, ...cfg.parameters, compute: cfg.dtype, outDtype: cfg.out_dtype };
+    const o = configOptions(cfg);
     const nonFinite: string[] = [];
     let held: Tensor | null = null;
     let done = 0;
     let bytes = 0;
     const produce = async (name: string): Promise<RawTensor> => {
-      const inputs = [await readTensor(base, name), ...(await Promise.all(models.map((m) => readTensor(m, name))))];
-      const merged = await mergeTensor(name, inputs[0]!, inputs.slice(1), o);
-      if ('readAsync' in base) inputs[0]!.dispose();
-      models.forEach((m, k) => 'readAsync' in m && inputs[k + 1]!.dispose());
+      const inputs = await Promise.all(readers.map((r) => readTensor(r, name)));
+      const merged = await mergeTensor(name, hasBase ? inputs[0]! : null, hasBase ? inputs.slice(1) : inputs, o);
+      readers.forEach((r, k) => 'readAsync' in r && inputs[k]!.dispose());
       held?.dispose();
       held = merged;
       const raw = tensorToRaw(merged);
@@ -284,11 +408,10 @@ export async function mergeCheckpoints(
     };
     const metadata = {
       format: 'pt',
-      tangent_merge: JSON.stringify({ method: cfg.method, parameters: cfg.parameters, base_model: cfg.base_model, models: cfg.models, dtype: cfg.dtype }),
+      tangent_merge: JSON.stringify({ method: cfg.method, parameters: cfg.parameters, ...(cfg.base_model === undefined ? {} : { base_model: cfg.base_model }), models: cfg.models, dtype: cfg.dtype }),
       ...opts.metadata,
     };
     const { output, format } = paths;
-    const readers = [base, ...models];
     if (format === 'safetensors' && readers.every((r) => 'locate' in r && typeof r.locate === 'function')) {
       // File to file in native code: positioned reads from the descriptors the readers validated,
       // the merge, the NaN/Inf check and positioned writes into the output, with no tensor bytes
@@ -305,7 +428,7 @@ export async function mergeCheckpoints(
         return i;
       };
       const nat = native();
-      const sp = spec(o, 'float32', models.length);
+      const sp = spec(o, 'float32', models.length, hasBase);
       await writeSafetensorsFilled(output, specs, metadata, async (fd, offsets) => {
         const items: NativeFileMergeItem[] = names.map((n, i) => ({
           name: n,
@@ -317,6 +440,8 @@ export async function mergeCheckpoints(
             return [indexOf(loc), loc.offset] as [number, number];
           }),
           outOffset: offsets[i]!,
+          base: hasBase,
+          spec: 0,
         }));
         for (let i = 0; i < items.length; ) {
           const group: NativeFileMergeItem[] = [];
@@ -326,7 +451,7 @@ export async function mergeCheckpoints(
             groupBytes += (numelOf(items[i]!.shape) * DTYPE_BYTES[items[i]!.out as DType]);
             i++;
           }
-          const bad = await nat.mergeFiles(files, { fd, path: output }, group, [...weights], sp, cfg.non_finite !== 'allow');
+          const bad = await nat.mergeFiles(files, { fd, path: output }, group, [sp], cfg.non_finite !== 'allow');
           for (const name of bad) {
             if (cfg.non_finite === 'error')
               throw new CheckpointError('ERR_NON_FINITE', 'the merged tensor holds NaN or Inf (non_finite: error)', { file: cfg.output, tensor: name });
@@ -357,7 +482,7 @@ export async function mergeCheckpoints(
     (held as Tensor | null)?.dispose();
     return { output, tensors: names.length, bytesWritten: bytes, ms: performance.now() - t0, nonFinite };
   } finally {
-    for (const s of [base, ...models]) if ('close' in s) s.close();
+    for (const s of base ? [base, ...models] : models) if ('close' in s) s.close();
   }
 }
 

@@ -25,7 +25,9 @@ struct FileMergeItem {
   at::ScalarType dtype = at::kFloat;  // of every input
   at::ScalarType out = at::kFloat;    // of the output (the input dtype for integer tensors)
   std::vector<int64_t> shape;
-  std::vector<FileSpan> inputs;       // the base first, then one per model
+  std::vector<FileSpan> inputs;       // the base first (when `base`), then one per model
+  bool base = true;                   // whether inputs[0] is the base
+  size_t spec = 0;                    // index into the `specs` of merge_file_tensors
   uint64_t out_offset = 0;            // absolute byte offset in the output file
 };
 
@@ -36,7 +38,8 @@ struct OpenFile {
 
 // Merges `items` from `files` into `out` (all already open; nothing is opened, closed or synced
 // here). Returns the names of the merged float tensors that hold NaN or Inf when `check_finite`
-// (the tensors are written all the same; the caller decides). weights: one per model.
+// (the tensors are written all the same; the caller decides). Each item is merged by its spec
+// (mergekit's parameters can differ per tensor: lists over layers, filters by name).
 // Test seams: mapping on/off (off: positioned reads, the fallback path), and a hook run after the
 // inputs are mapped and checked, before any tensor is read (a test truncates a file there).
 extern bool merge_files_use_mmap;
@@ -44,7 +47,6 @@ extern void (*merge_files_after_map_hook)();
 
 std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, const OpenFile& out,
                                             const std::vector<FileMergeItem>& items,
-                                            const std::vector<double>& weights, const MergeSpec& spec,
-                                            bool check_finite);
+                                            const std::vector<MergeSpec>& specs, bool check_finite);
 
 }  // namespace tangent

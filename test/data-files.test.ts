@@ -2,9 +2,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as zlib from 'node:zlib';
-import { crc32 } from '../lib/checkpoint/zip';
 import t from 'tap';
+import { deflated, npy, stored, zip as zipRecords } from './fixtures/security/craft';
 import { writeSafetensors } from '../lib/checkpoint/safetensors';
 import { defaultCacheDir } from '../lib/data/cache';
 import { loadImageFolder, loadNpyDataset, loadSafetensorsDataset, readNpz, parseNpy } from '../lib/data/files';
@@ -14,57 +13,8 @@ import { batchTensors } from '../lib/data/splits';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tangent-data-files-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** A .npy file (format 1.0) as NumPy writes it. */
-function npy(descr: string, shape: number[], data: ArrayBufferView, fortran = false): Buffer {
-  let header = `{'descr': '${descr}', 'fortran_order': ${fortran ? 'True' : 'False'}, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  const total = 10 + header.length + 1;
-  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
-  const pre = Buffer.alloc(10);
-  pre[0] = 0x93;
-  pre.write('NUMPY', 1, 'latin1');
-  pre[6] = 1;
-  pre[7] = 0;
-  pre.writeUInt16LE(header.length, 8);
-  return Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
-}
-
 /** A zip archive of the members, stored or deflated (np.savez / np.savez_compressed). */
-function zip(members: Array<[string, Buffer]>, deflate: boolean): Buffer {
-  const locals: Buffer[] = [];
-  const central: Buffer[] = [];
-  let offset = 0;
-  for (const [name, raw] of members) {
-    const data = deflate ? zlib.deflateRawSync(raw) : raw;
-    const n = Buffer.from(name);
-    const crc = crc32(raw);
-    const lh = Buffer.alloc(30);
-    lh.writeUInt32LE(0x04034b50, 0);
-    lh.writeUInt16LE(deflate ? 8 : 0, 8);
-    lh.writeUInt32LE(crc, 14);
-    lh.writeUInt32LE(data.length, 18);
-    lh.writeUInt32LE(raw.length, 22);
-    lh.writeUInt16LE(n.length, 26);
-    const ch = Buffer.alloc(46);
-    ch.writeUInt32LE(0x02014b50, 0);
-    ch.writeUInt16LE(deflate ? 8 : 0, 10);
-    ch.writeUInt32LE(crc, 16);
-    ch.writeUInt32LE(data.length, 20);
-    ch.writeUInt32LE(raw.length, 24);
-    ch.writeUInt16LE(n.length, 28);
-    ch.writeUInt32LE(offset, 42);
-    locals.push(lh, n, data);
-    central.push(ch, n);
-    offset += 30 + n.length + data.length;
-  }
-  const cd = Buffer.concat(central);
-  const eocd = Buffer.alloc(22);
-  eocd.writeUInt32LE(0x06054b50, 0);
-  eocd.writeUInt16LE(members.length, 8);
-  eocd.writeUInt16LE(members.length, 10);
-  eocd.writeUInt32LE(cd.length, 12);
-  eocd.writeUInt32LE(offset, 16);
-  return Buffer.concat([...locals, cd, eocd]);
-}
+const zip = (members: Array<[string, Buffer]>, deflate: boolean): Buffer => zipRecords(members.map(([n, b]) => (deflate ? deflated(n, b) : stored(n, b))));
 
 t.test('.npy images (uint8 [N, H, W]) with int64 labels beside them', async (t) => {
   const px = Uint8Array.from({ length: 3 * 2 * 2 }, (_, i) => i * 20);

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import t from 'tap';
 import { CheckpointError, loadStateDict, mergeCheckpoints, mergeStateDicts, parseMergeConfig, saveStateDict, Tensor, type StateDict } from '../lib';
 import { openSafetensors } from '../lib/checkpoint/safetensors';
-import { native } from '../lib/binding';
+import { native, type NativeMergeSpec } from '../lib/binding';
 import { randn, tmpDir } from './helpers';
 
 const SHAPES: Array<[string, number[]]> = [['big', [3, 70001]], ['odd', [65537]], ['small', [7]], ['empty', [0, 4]]];
@@ -83,15 +83,15 @@ t.test('a read past the end of an input is a CheckpointError naming the file and
   const outPath = path.join(dir, 'out.bin');
   const fd = fs.openSync(outPath, 'w');
   t.teardown(() => fs.closeSync(fd));
-  const item = { name: 'w', dtype: 'float32', out: 'float32', shape: [100], inputs: [[0, loc.offset + 8]] as Array<[number, number]>, outOffset: 0 };
-  const spec = { method: 'task_arithmetic', lambda: 1, density: 1, gamma: 0, election: 'weighted', seed: 0, compute: 'float32', out: 'float32' } as const;
-  await t.rejects(native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [], spec, true), CheckpointError);
+  const item = { name: 'w', dtype: 'float32', out: 'float32', shape: [100], inputs: [[0, loc.offset + 8], [0, loc.offset + 8]] as Array<[number, number]>, outOffset: 0 };
+  const spec: NativeMergeSpec = { method: 'task_arithmetic', weights: [1], lambda: 1, election: 'weighted', seed: 0, compute: 'float32', out: 'float32' };
+  await t.rejects(native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [spec], true), CheckpointError);
   await t.rejects(
-    native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [], spec, true),
+    native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [spec], true),
     { message: /short\.safetensors: tensor 'w': unexpected end of file at byte \d+/ },
   );
-  const inMiddle = { ...item, shape: [100, 1], inputs: [[5, 0]] as Array<[number, number]> };
-  await t.rejects(native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [inMiddle], [], spec, true), { name: 'ArgumentError', message: /input file 5 of 1/ });
+  const inMiddle = { ...item, shape: [100, 1], inputs: [[5, 0], [0, 0]] as Array<[number, number]> };
+  await t.rejects(native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [inMiddle], [spec], true), { name: 'ArgumentError', message: /input file 5 of 1/ });
 });
 
 t.test('an input truncated while it is being merged is a CheckpointError, not a SIGBUS', async (t) => {
@@ -102,14 +102,14 @@ t.test('an input truncated while it is being merged is a CheckpointError, not a 
   const outPath = path.join(dir, 'out.bin');
   const fd = fs.openSync(outPath, 'w');
   t.teardown(() => fs.closeSync(fd));
-  const spec = { method: 'task_arithmetic', lambda: 0.5, density: 1, gamma: 0, election: 'weighted', seed: 0, compute: 'float32', out: 'float32' } as const;
+  const spec: NativeMergeSpec = { method: 'task_arithmetic', weights: [1], lambda: 0.5, election: 'weighted', seed: 0, compute: 'float32', out: 'float32' };
   const seen: string[] = [];
   for (let round = 0; round < 3; round++) {
     await saveStateDict(f, new Map([['w', Tensor.from(new Float32Array(n).fill(1), [n])]]));
     const r = openSafetensors(f);
     const loc = r.locate('w');
     const item = { name: 'w', dtype: 'float32', out: 'float32', shape: [n], inputs: [[0, loc.offset], [0, loc.offset]] as Array<[number, number]>, outOffset: 0 };
-    const p = native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [1], spec, true);
+    const p = native().mergeFiles([{ fd: loc.fd, path: f }], { fd, path: outPath }, [item], [spec], true);
     setTimeout(() => fs.truncateSync(f, 4096), 3);
     const err = await p.then(() => null, (e: unknown) => e);
     r.close();
@@ -123,6 +123,6 @@ t.test('an input truncated while it is being merged is a CheckpointError, not a 
   }
   t.comment(seen.join('; '));
   t.ok(seen.some((s) => s !== 'finished before the truncation'), 'at least one merge was cut short by the truncation');
-  const again = await native().mergeFiles([], { fd, path: outPath }, [], [], spec, true);
+  const again = await native().mergeFiles([], { fd, path: outPath }, [], [spec], true);
   t.same(again, [], 'the process and the addon still work afterwards');
 });

@@ -104,20 +104,20 @@ t.test('what each method refuses, naming the key (config and API)', async (t) =>
     parseMergeConfig({ base_model: 'b.safetensors', models, method, parameters, output: 'o.safetensors' });
   const one = [{ model: 'a.safetensors' }];
   const two = [{ model: 'a.safetensors' }, { model: 'c.safetensors' }];
-  t.throws(cfg('slerp', two, { t: 0.5 }), { name: 'ArgumentError', message: 'merge config is invalid: models: slerp interpolates between base_model and exactly one model, got 2' });
+  t.throws(cfg('slerp', two, { t: 0.5 }), { name: 'ArgumentError', message: 'merge config is invalid: models: slerp takes exactly 1 model beside base_model, got 2' });
   t.throws(cfg('slerp', one), { message: 'merge config is invalid: parameters.t: slerp needs t (the interpolation factor, 0 = base_model … 1 = the model)' });
-  t.throws(cfg('slerp', one, { t: 1.5 }), { message: 'merge config is invalid: parameters.t: slerp needs t in [0, 1], got 1.5' });
-  t.throws(cfg('nearswap', one, { t: 0 }), { message: 'merge config is invalid: parameters.t: nearswap needs t > 0, got 0' });
+  t.throws(cfg('slerp', one, { t: 1.5 }), { message: 'merge config is invalid: parameters.t: t must be in [0, 1] (0 = base_model, 1 = the model), got 1.5' });
+  t.throws(cfg('nearswap', one, { t: 0 }), { message: "merge config is invalid: parameters.t: t must be > 0 (the distance below which entries take the model's value), got 0" });
   t.throws(cfg('slerp', one, { t: 0.5, lambda: 2 }), { message: 'merge config is invalid: parameters.lambda: lambda does not apply to slerp' });
   t.throws(cfg('slerp', [{ model: 'a.safetensors', weight: 0.5 }], { t: 0.5 }), { message: 'merge config is invalid: models: slerp takes no weights (t says how far to go)' });
-  t.throws(cfg('model_stock', one), { message: 'merge config is invalid: models: model_stock needs at least two models beside base_model, got 1' });
+  t.throws(cfg('model_stock', one), { message: 'merge config is invalid: models: model_stock takes at least 2 models beside base_model, got 1' });
   t.throws(cfg('model_stock', two, { density: 0.5 }), { message: 'merge config is invalid: parameters.density: density does not apply to model_stock' });
-  t.throws(cfg('ties', two, { t: 0.5 }), { message: 'merge config is invalid: parameters.t: t applies to slerp and nearswap only, not ties' });
+  t.throws(cfg('ties', two, { t: 0.5 }), { message: 'merge config is invalid: parameters.t: t does not apply to ties' });
   t.throws(cfg('slerp', one, { t: 0.5, filter_wise: true }), { message: /Unrecognized key\(s\) in object: 'filter_wise'/ });
   t.ok(cfg('slerp', one, { t: 0.5 })(), 'a valid slerp config');
   await t.rejects(merged([1, 0], [[0, 1], [1, 1]], { method: 'slerp', t: 0.5 }), ArgumentError);
   await t.rejects(merged([1, 0], [[0, 1]], { method: 'slerp' }), { name: 'ArgumentError', message: 'merge options are invalid: t: slerp needs t (the interpolation factor, 0 = base_model … 1 = the model)' });
-  await t.rejects(merged([1, 0], [[0, 1]], { method: 'nope' as 'slerp', t: 0.5 }), { message: /^unknown merge method "nope" \(expected task_arithmetic, ties, .*model_stock\)$/ });
+  await t.rejects(merged([1, 0], [[0, 1]], { method: 'nope' as 'slerp', t: 0.5 }), { message: /^unknown merge method "nope" \(expected task_arithmetic, ties, .*ramplus_tl\)$/ });
 });
 
 t.test('file to file (mergeCheckpoints, native path) equals the in-memory merge, per method', async (t) => {
@@ -143,5 +143,16 @@ t.test('file to file (mergeCheckpoints, native path) equals the in-memory merge,
       : modelStockRef([...toF64(sds[0]!.get('a.weight')!)], [1, 2].map((i) => [...toF64(sds[i]!.get('a.weight')!)]));
     close(t, [...toF64(got.get('a.weight')!)], wRef, 2e-5, `${method}: a.weight equals the reference`);
     t.same(got.get('steps')!.toArray(), [10], `${method}: the integer tensor is the base's`);
+  }
+});
+
+t.test('the parameter table (lib/merge-methods.ts) names the native registry\'s methods, with the same base use and model counts', async (t) => {
+  const { native } = await import('../lib/binding');
+  const { METHODS } = await import('../lib/merge-methods');
+  const nat = native().mergeMethods();
+  t.same(nat.map((m) => m.name).sort(), Object.keys(METHODS).sort(), 'the same names');
+  for (const m of nat) {
+    const d = METHODS[m.name as keyof typeof METHODS];
+    t.same([m.base, m.minModels, m.maxModels], [d.base, d.models[0], d.models[1]], `${m.name}: base ${m.base}, models ${m.minModels}..${m.maxModels || 'any'}`);
   }
 });

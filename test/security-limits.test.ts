@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 
-import { crc32, deflated, f32, Pickle, stored, torchSaveZip, zip, type LocalRecord } from './fixtures/security/craft';
+import { crc32, deflated, f32, npy, npyHeader, Pickle, stored, torchSaveZip, zip, type LocalRecord } from './fixtures/security/craft';
 import { runChild } from './fixtures/security/run-child';
 import { loadNpyDataset, readNpz, withNpz, parseNpy } from '../lib/data/files';
 import { maybeGunzip } from '../lib/data/idx';
@@ -26,24 +26,6 @@ t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const MiB = 1024 * 1024;
 // Node + libtorch start at ~200-300 MiB RSS; an unbounded reader needs >= 1 GiB for the bombs.
 const RSS_CAP_MIB = 700;
-
-/** A .npy header (format 1.0, padded to 64 bytes as NumPy does) for `descr` and `shape`. */
-function npyHeader(descr: string, shape: number[]): Buffer {
-  let h = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  const total = Math.ceil((10 + h.length + 1) / 64) * 64;
-  h = h.padEnd(total - 10 - 1, ' ') + '\n';
-  const b = Buffer.alloc(10);
-  b[0] = 0x93;
-  b.write('NUMPY', 1, 'latin1');
-  b[6] = 1;
-  b[7] = 0;
-  b.writeUInt16LE(h.length, 8);
-  return Buffer.concat([b, Buffer.from(h, 'latin1')]);
-}
-
-function npy(descr: string, shape: number[], data: Uint8Array): Buffer {
-  return Buffer.concat([npyHeader(descr, shape), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
-}
 
 const int64 = (vals: number[]): Buffer => Buffer.from(new BigInt64Array(vals.map(BigInt)).buffer);
 

@@ -111,6 +111,8 @@ async function mergeMetadata(cfg: import('../merge').MergeConfig, paths: import(
     }
   })();
   const baseFile = paths.base;
+  if (baseFile === undefined)
+    throw new ArgumentError(`${cfg.method} takes no base_model, but a merge of tangent checkpoints is checked against their θ0 (base_model): merge them with a method that takes one (task_arithmetic with normalize: true is their weighted mean)`);
   const { tensors } = await loadStateDict(baseFile);
   const missing = names.filter((n) => !tensors.has(n));
   if (missing.length) throw new ArgumentError(`base_model ${cfg.base_model} lacks ${missing.slice(0, 3).join(', ')}: it is not the θ0 of ${path.basename(files[0]!)}`);
@@ -184,7 +186,7 @@ export function registerCheckpointCommands(program: Command): void {
 
   program
     .command('merge')
-    .description('merge checkpoints (task arithmetic, TIES, DARE, breadcrumbs, SLERP, NearSwap, Model Stock), streaming tensor by tensor; tangent checkpoints keep their metadata')
+    .description('merge checkpoints (task arithmetic, TIES, DARE, breadcrumbs, DELLA, SLERP, NuSLERP, Karcher, Model Stock, SCE, RAM, linear, passthrough …; docs/merging.md), streaming tensor by tensor; tangent checkpoints keep their metadata')
     .usage('--config merge.yaml [--mode standard|linear] [--json]')
     .option('--config <file>', 'merge.yaml (required; see docs/merging.md)')
     .option('--mode <mode>', 'mode of the merged checkpoint when merging linear with standard ones: standard | linear', choiceArg('--mode', ['standard', 'linear'] as const))

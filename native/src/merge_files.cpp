@@ -253,8 +253,8 @@ bool task_arithmetic_file(const std::vector<OpenFile>& files, const Mappings& ma
 }
 
 // Any method, whole tensors: read every input, merge_tensor, check, write.
-bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const FileMergeItem& it,
-                  const std::vector<double>& weights, MergeSpec spec, bool check_finite) {
+bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const FileMergeItem& it, MergeSpec spec,
+                  bool has_base, bool check_finite) {
   std::vector<at::Tensor> in;
   for (const FileSpan& sp : it.inputs) {
     at::Tensor t = at::empty(it.shape, at::TensorOptions().dtype(it.dtype));
@@ -262,8 +262,8 @@ bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const
     in.push_back(t);
   }
   spec.out = it.out;
-  const std::vector<at::Tensor> ft(in.begin() + 1, in.end());
-  at::Tensor m = merge_tensor(it.name, in[0], ft, weights, spec).contiguous();
+  const std::vector<at::Tensor> models(in.begin() + (has_base ? 1 : 0), in.end());
+  at::Tensor m = merge_tensor(it.name, has_base ? in[0] : at::Tensor(), models, spec).contiguous();
   check(m.scalar_type() == it.out && static_cast<uint64_t>(m.numel()) == static_cast<uint64_t>(in[0].numel()),
         ErrorKind::State, "merge: tensor '", it.name, "': the merge produced ", c10::toString(m.scalar_type()),
         shape_str(m.sizes()), ", expected ", c10::toString(it.out), shape_str(it.shape));
@@ -285,16 +285,28 @@ void (*merge_files_after_map_hook)() = nullptr;
 
 std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, const OpenFile& out,
                                             const std::vector<FileMergeItem>& items,
-                                            const std::vector<double>& weights, const MergeSpec& spec,
-                                            bool check_finite) {
-  check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
-        "merge: compute dtype must be float32 or float64, got ", c10::toString(spec.compute));
+                                            const std::vector<MergeSpec>& specs, bool check_finite) {
+  bool any_fused = false;
+  for (const MergeSpec& spec : specs) {
+    check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
+          "merge: compute dtype must be float32 or float64, got ", c10::toString(spec.compute));
+    merge_method(spec.method);  // an unknown name is refused before any tensor is read
+    any_fused = any_fused || spec.method == "task_arithmetic";
+  }
   std::vector<std::string> non_finite;
   // Only task arithmetic reads through the maps (the other methods read whole tensors).
-  const Mappings maps(files, spec.method == MergeMethod::TaskArithmetic && merge_files_use_mmap);
+  const Mappings maps(files, any_fused && merge_files_use_mmap);
   for (const FileMergeItem& it : items) {
-    check(it.inputs.size() == weights.size() + 1, ErrorKind::Argument, "merge: tensor '", it.name, "' has ",
-          it.inputs.size(), " inputs for ", weights.size(), " models (expected the base + one per model)");
+    check(it.spec < specs.size(), ErrorKind::Argument, "merge: tensor '", it.name, "' names spec ", it.spec, " of ",
+          specs.size());
+    const MergeSpec& spec = specs[it.spec];
+    const bool has_base = it.base;
+    check(it.inputs.size() > (has_base ? 1u : 0u), ErrorKind::Argument, "merge: tensor '", it.name, "' has no models");
+    const size_t models = it.inputs.size() - (has_base ? 1 : 0);
+    check(has_base || merge_method(spec.method).base != BaseUse::Required, ErrorKind::Argument, "merge: ", spec.method,
+          " needs a base model (tensor '", it.name, "')");
+    check(spec.weights.empty() || spec.weights.size() == models, ErrorKind::Argument,
+          "merge: tensor '", it.name, "' has ", it.inputs.size(), " inputs for ", spec.weights.size(), " weights");
     for (const FileSpan& sp : it.inputs)
       check(sp.file >= 0 && static_cast<size_t>(sp.file) < files.size(), ErrorKind::Argument, "merge: tensor '",
             it.name, "' names input file ", sp.file, " of ", files.size());
@@ -320,15 +332,14 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
     check(is_float || it.out == it.dtype, ErrorKind::DType, "merge: tensor '", it.name, "': integer tensor (",
           c10::toString(it.dtype), ") cannot be written as ", c10::toString(it.out));
     bool bad = false;
-    if (is_float && spec.method == MergeMethod::TaskArithmetic) {
-      // θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k, as merge_tensor computes it.
+    if (is_float && spec.method == "task_arithmetic") {
+      // θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k, as merge_tensor computes it
+      // (native/merge/task_arithmetic.cpp; with normalize the weights divided by their sum first).
       double wsum = 0;
-      std::vector<double> c{0.0};
-      for (double w : weights) {
-        wsum += w;
-        c.push_back(spec.lambda * w);
-      }
-      c[0] = 1.0 - spec.lambda * wsum;
+      for (size_t k = 0; k < models; ++k) wsum += spec.weights.empty() ? 1.0 : spec.weights[k];
+      const double div = spec.normalize && std::abs(wsum) >= 1e-8 ? wsum : 1.0;
+      std::vector<double> c{1.0 - spec.lambda * wsum / div};
+      for (size_t k = 0; k < models; ++k) c.push_back(spec.lambda * (spec.weights.empty() ? 1.0 : spec.weights[k]) / div);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, it.dtype, "merge_files_in", [&] {
         using In = scalar_t;
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, it.out, "merge_files_out", [&] {
@@ -338,7 +349,7 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
         });
       });
     } else {
-      bad = generic_file(files, out, it, weights, spec, check_finite);
+      bad = generic_file(files, out, it, spec, has_base, check_finite);
     }
     if (bad) non_finite.push_back(it.name);
   }

@@ -152,7 +152,7 @@ static void check_merge_files() {
   it.shape = {n};
   it.inputs = {{0, 0}, {0, static_cast<uint64_t>(n) * 4}};  // base = row 0, model = row 1
   MergeSpec spec;
-  spec.method = MergeMethod::TaskArithmetic;
+  spec.method = "task_arithmetic";
   spec.lambda = 0.3;
   spec.compute = at::kFloat;
   spec.out = at::kFloat;
@@ -161,10 +161,10 @@ static void check_merge_files() {
     expect(::pread(out_fd, r.data_ptr(), r.nbytes(), 0) == static_cast<ssize_t>(r.nbytes()), "merge_files: output read back");
     return r;
   };
-  merge_file_tensors(files, out, {it}, {1.0}, spec, true);
+  merge_file_tensors(files, out, {it}, {spec}, true);
   const at::Tensor mapped = read_out();
   merge_files_use_mmap = false;
-  merge_file_tensors(files, out, {it}, {1.0}, spec, true);
+  merge_file_tensors(files, out, {it}, {spec}, true);
   merge_files_use_mmap = true;
   const at::Tensor preads = read_out();
   const at::Tensor expected = a[0] + 0.3 * (a[1] - a[0]);
@@ -176,7 +176,7 @@ static void check_merge_files() {
   std::string msg;
   ErrorKind kind = ErrorKind::State;
   try {
-    merge_file_tensors(files, out, {it}, {1.0}, spec, true);
+    merge_file_tensors(files, out, {it}, {spec}, true);
   } catch (const Error& e) {
     msg = e.what();
     kind = e.kind;
@@ -187,7 +187,7 @@ static void check_merge_files() {
          "merge_files: an input truncated under the mapping is an IO error naming it (SIGBUS caught): " + msg);
   msg.clear();
   try {
-    merge_file_tensors(files, out, {it}, {1.0}, spec, true);
+    merge_file_tensors(files, out, {it}, {spec}, true);
   } catch (const Error& e) {
     msg = e.what();
   }

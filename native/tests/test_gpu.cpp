@@ -109,43 +109,40 @@ static void check_model(const std::string& name, const std::function<ModelPtr(at
   }
 }
 
+// Every registered method, on the device and on the CPU, with the parameters each takes (one model
+// for slerp, nearswap and passthrough, two for nuslerp, three otherwise; a base where it takes one).
 static void check_merges(const at::Device& dev) {
   auto gen = at::detail::createCPUGenerator(21);
   const at::Tensor base = at::empty({257, 129}, at::kDouble).normal_(0, 1, gen);
   std::vector<at::Tensor> ft;
   for (int k = 0; k < 3; ++k) ft.push_back(base + at::empty({257, 129}, at::kDouble).normal_(0, 0.1, gen));
-  const std::vector<double> w{1.0, 0.5, 0.25};
-  for (const char* method : {"task_arithmetic", "ties", "breadcrumbs"}) {
+  for (const MergeMethodInfo& info : merge_methods()) {
+    const std::string method = info.name;
+    const size_t n = info.max_models == 0 ? 3 : info.max_models;
     MergeSpec spec;
-    spec.method = parse_merge_method(method);
+    spec.method = method;
+    spec.weights = std::vector<double>{1.0, 0.5, 0.25};
+    spec.weights.resize(n);
+    if (method == "sce" || method == "karcher" || method == "model_stock" || method == "ram" || method == "ramplus_tl" ||
+        method == "slerp" || method == "nearswap" || method == "passthrough")
+      spec.weights.clear();
     spec.lambda = 0.7;
-    spec.density = 0.5;
-    spec.gamma = 0.05;
-    spec.compute = at::kDouble;
-    spec.out = at::kDouble;
-    const at::Tensor ref = merge_tensor("w", base, ft, w, spec);
-    std::vector<at::Tensor> ftd;
-    for (const auto& t : ft) ftd.push_back(t.to(dev));
-    const at::Tensor got = merge_tensor("w", base.to(dev), ftd, w, spec);
-    const double e = rel_err(got, ref);
-    expect(got.device() == dev && e <= 1e-12, std::string("merge ") + method + " on " + dev.str() + " = CPU (rel err " + sci(e) + ")");
-  }
-  // The interpolating methods: slerp and nearswap between the base and one model, model_stock over three.
-  for (const char* method : {"slerp", "nearswap", "model_stock"}) {
-    MergeSpec spec;
-    spec.method = parse_merge_method(method);
+    spec.density = std::vector<double>(n, 0.5);
+    spec.gamma = std::vector<double>(n, 0.05);
+    spec.epsilon = std::vector<double>(n, 0.1);
     spec.t = 0.3;
+    spec.select_topk = 0.5;
+    spec.ram_epsilon = 0.05;
     spec.compute = at::kDouble;
     spec.out = at::kDouble;
-    const bool one = spec.method != MergeMethod::ModelStock;
-    const std::vector<at::Tensor> models = one ? std::vector<at::Tensor>{ft[0]} : ft;
-    const std::vector<double> ones(models.size(), 1.0);
-    const at::Tensor ref = merge_tensor("w", base, models, ones, spec);
+    const std::vector<at::Tensor> models(ft.begin(), ft.begin() + static_cast<long>(n));
+    const at::Tensor b = info.base == BaseUse::None ? at::Tensor() : base;
+    const at::Tensor ref = merge_tensor("w", b, models, spec);
     std::vector<at::Tensor> md;
     for (const auto& t : models) md.push_back(t.to(dev));
-    const at::Tensor got = merge_tensor("w", base.to(dev), md, ones, spec);
+    const at::Tensor got = merge_tensor("w", b.defined() ? b.to(dev) : b, md, spec);
     const double e = rel_err(got, ref);
-    expect(got.device() == dev && e <= 1e-12, std::string("merge ") + method + " on " + dev.str() + " = CPU (rel err " + sci(e) + ")");
+    expect(got.device() == dev && e <= 1e-12, "merge " + method + " on " + dev.str() + " = CPU (rel err " + sci(e) + ")");
   }
 }
 
@@ -312,7 +309,7 @@ int main(int argc, char** argv) {
   const at::Tensor xv = normal({3, 1, 8, 8});
   gpu_test("vit on cuda:0: hand-written and forward-mode JVP, linearized forward and gradient = float64 CPU",
            [&] { check_model("vit", [&](at::ScalarType dt, at::Device d) { return make_vit(vc, 3, dt, d); }, xv, dev); });
-  gpu_test("merges (task arithmetic, TIES, breadcrumbs, slerp, nearswap, model_stock) on cuda:0 = CPU", [&] { check_merges(dev); });
+  gpu_test("merges (every registered method) on cuda:0 = CPU", [&] { check_merges(dev); });
   gpu_test("empirical NTK on cuda:0 = CPU", [&] { check_ntk(dev); });
   if (skip_reason.empty() && !distributed_backend_available("nccl")) {
     std::printf("ok NCCL group over the GPUs present # SKIP this libtorch has no NCCL\n");

@@ -1,0 +1,99 @@
+// The pieces the merge methods share (method.h).
+#include "method.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <functional>
+
+namespace tangent {
+namespace merge {
+
+std::vector<at::Tensor> Context::task_vectors() const {
+  std::vector<at::Tensor> taus;
+  for (const auto& m : models) taus.push_back(m - base);
+  return taus;
+}
+
+at::Tensor rank_mask(const at::Tensor& tau, int64_t start, int64_t count) {
+  const int64_t n = tau.numel();
+  at::Tensor flat = tau.reshape({n});
+  at::Tensor mask = at::zeros({n}, flat.options().dtype(at::kBool));
+  start = std::max<int64_t>(0, std::min(start, n));
+  count = std::max<int64_t>(0, std::min(count, n - start));
+  if (count == 0) return mask.view(tau.sizes());
+  if (start == 0 && count == n) return mask.fill_(true).view(tau.sizes());
+  at::Tensor order = std::get<1>(at::sort(flat.abs(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+  mask.index_put_({order.slice(0, start, start + count)}, true);
+  return mask.view(tau.sizes());
+}
+
+at::Tensor ascending_ranks(const at::Tensor& tau) {
+  const int64_t n = tau.numel();
+  at::Tensor order = std::get<1>(at::sort(tau.reshape({n}).abs(), /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  at::Tensor ranks = at::empty({n}, tau.options());
+  ranks.index_put_({order}, at::arange(n, tau.options()));
+  return ranks.view(tau.sizes());
+}
+
+int64_t keep_count(double density, int64_t n) {
+  return std::max<int64_t>(0, std::min<int64_t>(n, std::llround(density * static_cast<double>(n))));
+}
+
+uint64_t mask_seed(uint64_t seed, const std::string& name, size_t k) {
+  uint64_t h = std::hash<std::string>{}(name);
+  h ^= seed + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  h ^= (static_cast<uint64_t>(k) + 1) * 0xbf58476d1ce4e5b9ULL;
+  return h;
+}
+
+at::Tensor bernoulli_mask(const at::Tensor& tau, double p, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::empty(tau.sizes(), at::kFloat).bernoulli_(p, gen).to(tau.device(), tau.scalar_type());
+}
+
+at::Tensor bernoulli_mask(const at::Tensor& tau, const at::Tensor& p, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  at::Tensor probs = p.to(at::kCPU, at::kFloat).expand(tau.sizes()).contiguous();
+  return at::bernoulli(probs, gen).to(tau.device(), tau.scalar_type());
+}
+
+at::Tensor elect_and_merge(const std::vector<at::Tensor>& taus, const std::vector<double>& w, bool weighted, bool normalize) {
+  at::Tensor mass = at::zeros_like(taus[0]);
+  for (size_t k = 0; k < taus.size(); ++k) mass.add_(taus[k], weighted ? w[k] : 1.0);
+  at::Tensor sign = mass.sign();
+  at::Tensor num = at::zeros_like(taus[0]);
+  at::Tensor den = at::zeros_like(taus[0]);
+  for (size_t k = 0; k < taus.size(); ++k) {
+    at::Tensor agree = (taus[k].sign() == sign).logical_and(taus[k] != 0).to(taus[k].scalar_type());
+    num.add_(taus[k] * agree, w[k]);
+    den.add_(agree, w[k]);
+  }
+  if (!normalize) return num;
+  return at::where(den != 0, num / den, at::zeros_like(num));
+}
+
+double norm64(const at::Tensor& x) { return x.reshape({-1}).to(at::kDouble).norm().item<double>(); }
+double dot64(const at::Tensor& x, const at::Tensor& y) {
+  return at::dot(x.reshape({-1}).to(at::kDouble), y.reshape({-1}).to(at::kDouble)).item<double>();
+}
+
+}  // namespace merge
+
+double dot_all(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  check(a.size() == b.size(), ErrorKind::Argument, "dot: ", a.size(), " tensors against ", b.size());
+  compat::NoGradGuard no_grad;
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    check(a[i].sizes() == b[i].sizes(), ErrorKind::Shape, "dot: tensor ", i, " has shapes ",
+          shape_str(a[i].sizes()), " and ", shape_str(b[i].sizes()));
+    s += at::dot(a[i].reshape({-1}).to(at::kDouble), b[i].reshape({-1}).to(at::kDouble)).item<double>();
+  }
+  return s;
+}
+
+void copy_into(at::Tensor& dst, const at::Tensor& src) {
+  compat::NoGradGuard no_grad;
+  dst.copy_(src);
+}
+
+}  // namespace tangent

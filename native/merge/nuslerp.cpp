@@ -1,0 +1,53 @@
+// nuslerp: SLERP between two models with the factor from their weights, t = w_1/(w_0 + w_1), of the
+// whole tensors or of each row or column; with a base, between their task vectors.
+#include "method.h"
+
+#include <cmath>
+
+namespace tangent {
+namespace merge {
+namespace {
+
+// Row by row of [R, D] matrices: û = v/max(‖v‖, 1e-7), θ = arccos clamp(⟨û0, û1⟩, −1, 1),
+// (sin((1 − t)θ) v0 + sin(tθ) v1)/sin θ; linear where |sin θ| < 1e-8 (parallel, antiparallel) or a
+// row has norm ≤ 1e-7 (no direction). Cosines in float64.
+at::Tensor slerp_rows(const at::Tensor& v0, const at::Tensor& v1, double t) {
+  const at::Tensor a = v0.to(at::kDouble), b = v1.to(at::kDouble);
+  const at::Tensor na = a.norm(2, {1}, true), nb = b.norm(2, {1}, true);
+  const at::Tensor cs = ((a / na.clamp_min(1e-7)) * (b / nb.clamp_min(1e-7))).sum(1, true).clamp(-1.0, 1.0);
+  const at::Tensor th = at::acos(cs), s = at::sin(th);
+  const at::Tensor linear = (s.abs() < 1e-8).logical_or(na <= 1e-7).logical_or(nb <= 1e-7);
+  const at::Tensor safe = at::where(linear, at::ones_like(s), s);
+  const at::Tensor c0 = at::where(linear, at::full_like(s, 1.0 - t), at::sin(th * (1.0 - t)) / safe);
+  const at::Tensor c1 = at::where(linear, at::full_like(s, t), at::sin(th * t) / safe);
+  return (a * c0 + b * c1).to(v0.scalar_type());
+}
+
+at::Tensor run_nuslerp(const Context& c) {
+  check(c.count() == 2, ErrorKind::Argument, "merge: nuslerp interpolates between exactly two models, got ", c.count());
+  const double w0 = c.weight(0), w1 = c.weight(1);
+  const double t = std::abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+  const bool has_base = c.base.defined();
+  at::Tensor v0 = has_base ? c.models[0] - c.base : c.models[0];
+  at::Tensor v1 = has_base ? c.models[1] - c.base : c.models[1];
+  const auto sizes = v0.sizes().vec();
+  at::Tensor out;
+  if (c.spec.flatten || v0.dim() < 2) {
+    out = slerp_rows(v0.reshape({1, -1}), v1.reshape({1, -1}), t).reshape(sizes);
+  } else if (c.spec.row_wise) {
+    // Slices along dim 0 (for [out, in]: each column W[:, j]), as mergekit's nuslerp_row_wise.
+    const at::Tensor a = v0.transpose(0, -1).contiguous(), b = v1.transpose(0, -1).contiguous();
+    const auto tsizes = a.sizes().vec();
+    out = slerp_rows(a.reshape({-1, a.size(-1)}), b.reshape({-1, b.size(-1)}), t).reshape(tsizes).transpose(0, -1).contiguous();
+  } else {
+    out = slerp_rows(v0.reshape({-1, v0.size(-1)}), v1.reshape({-1, v1.size(-1)}), t).reshape(sizes);
+  }
+  return has_base ? c.base + out : out;
+}
+
+}  // namespace
+
+Method nuslerp_method() { return {{"nuslerp", BaseUse::Optional, 2, 2}, run_nuslerp}; }
+
+}  // namespace merge
+}  // namespace tangent
