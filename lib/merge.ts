@@ -18,6 +18,7 @@ import {
   writeSafetensorsAsync,
   writeSafetensorsFilled,
   writeShardedAsync,
+  writeShardedFilled,
   type AsyncLazyTensor,
   type TensorLocation,
   type TensorLayout,
@@ -349,28 +350,51 @@ export interface MergeReport {
   bytesWritten: number;
   ms: number;
   nonFinite: string[];
+  /** Sharded outputs: the index file written beside the shards. */
+  index?: string;
+  /** Sharded outputs: the shard files, in order. */
+  shards?: string[];
 }
 
 /**
- * Streams a merge between checkpoint files: for each tensor of the base, read it and the K
- * models' tensor, merge natively, write it out — the output is written under a temporary name
- * and renamed at the end, so a failed merge leaves no partial checkpoint.
+ * One output tensor of a merge: its name, where each input comes from (an index into the readers
+ * — the base first when there is one, then the models — and the tensor's name there), whether
+ * inputs[0] is the base, and the options it is merged with. A plain config merges every tensor
+ * of the same name across all files with one set of options; a mergekit config
+ * (lib/mergekit.ts) renames layers (slices) and resolves parameters per tensor.
  */
-export async function mergeCheckpoints(
-  cfg: MergeConfig,
-  opts: {
-    onTensor?: (name: string, i: number, n: number) => void;
-    /**
-     * The folder of the config file the config was read from: relative paths resolve against it
-     * and must stay inside it. Without it they resolve against the working directory.
-     */
-    configDir?: string;
-    /** The config file itself (named in errors; the output may not replace it). */
-    configFile?: string;
-    /** Extra safetensors metadata for the output (e.g. the tangent-edit checkpoint metadata, lib/meta.ts). */
-    metadata?: Record<string, string>;
-  } = {},
-): Promise<MergeReport> {
+export interface MergePlanItem {
+  name: string;
+  inputs: Array<{ reader: number; tensor: string }>;
+  base: boolean;
+  options: MergeOptions;
+}
+
+/** Options of {@link mergeCheckpoints}. */
+export interface MergeCheckpointOptions {
+  onTensor?: (name: string, i: number, n: number) => void;
+  /** Bytes of output written so far, of the total (for a bar with bytes/s and ETA). */
+  onBytes?: (done: number, total: number) => void;
+  /**
+   * The folder of the config file the config was read from: relative paths resolve against it
+   * and must stay inside it. Without it they resolve against the working directory.
+   */
+  configDir?: string;
+  /** The config file itself (named in errors; the output may not replace it). */
+  configFile?: string;
+  /** Extra safetensors metadata for the output (e.g. the tangent-edit checkpoint metadata, lib/meta.ts). */
+  metadata?: Record<string, string>;
+  /** Builds the output tensors from the readers' layouts (default: every tensor of the first reader, by name). */
+  plan?: (layouts: Array<Map<string, TensorLayout>>, files: string[]) => MergePlanItem[];
+}
+
+/**
+ * Streams a merge between checkpoint files: for each output tensor, read its inputs, merge
+ * natively, write it out — the output is written under a temporary name and renamed at the end,
+ * so a failed merge leaves no partial checkpoint. Safetensors inputs into safetensors outputs (one
+ * file or shards) go file to file in native code, with no tensor bytes in JavaScript.
+ */
+export async function mergeCheckpoints(cfg: MergeConfig, opts: MergeCheckpointOptions = {}): Promise<MergeReport> {
   const t0 = performance.now();
   const paths = resolveMergePaths(cfg, opts);
   const base = paths.base === undefined ? undefined : await openCheckpoint(paths.base);
@@ -379,31 +403,43 @@ export async function mergeCheckpoints(
     for (const m of paths.models) models.push(await openCheckpoint(m));
     const hasBase = base !== undefined;
     const readers: Source[] = hasBase ? [base, ...models] : models;
-    const refLayout = layoutOf(readers[0]!);
-    const refName = cfg.base_model ?? cfg.models[0]!.model;
-    models.forEach((m, k) => assertSameLayout(refLayout, layoutOf(m), { nameA: refName, nameB: cfg.models[k]!.model }));
-    const baseLayout = refLayout;
-    const names = [...baseLayout.keys()];
-    const o = configOptions(cfg);
+    const files = hasBase ? [cfg.base_model!, ...cfg.models.map((m) => m.model)] : cfg.models.map((m) => m.model);
+    const layouts = readers.map(layoutOf);
+    let items: MergePlanItem[];
+    if (opts.plan) {
+      items = opts.plan(layouts, files);
+      checkPlan(items, layouts, files);
+    } else {
+      layouts.slice(1).forEach((l, k) => assertSameLayout(layouts[0]!, l, { nameA: files[0]!, nameB: files[k + 1]! }));
+      const o = configOptions(cfg);
+      items = [...layouts[0]!.keys()].map((n) => ({ name: n, inputs: readers.map((_, r) => ({ reader: r, tensor: n })), base: hasBase, options: o }));
+    }
+    const layoutOfItem = (it: MergePlanItem) => layouts[it.inputs[0]!.reader]!.get(it.inputs[0]!.tensor)!;
+    const outDtype = (it: MergePlanItem) => {
+      const l = layoutOfItem(it);
+      return it.options.outDtype && isFloatRaw(l.dtype) ? it.options.outDtype : l.dtype;
+    };
+    const totalBytes = items.reduce((s, it) => s + numelOf(layoutOfItem(it).shape) * DTYPE_BYTES[outDtype(it) as DType], 0);
     const nonFinite: string[] = [];
     let held: Tensor | null = null;
     let done = 0;
     let bytes = 0;
-    const produce = async (name: string): Promise<RawTensor> => {
-      const inputs = await Promise.all(readers.map((r) => readTensor(r, name)));
-      const merged = await mergeTensor(name, hasBase ? inputs[0]! : null, hasBase ? inputs.slice(1) : inputs, o);
-      readers.forEach((r, k) => 'readAsync' in r && inputs[k]!.dispose());
+    const onNonFinite = (name: string) => {
+      if (cfg.non_finite === 'error') throw new CheckpointError('ERR_NON_FINITE', 'the merged tensor holds NaN or Inf (non_finite: error)', { file: cfg.output, tensor: name });
+      nonFinite.push(name);
+      process.emitWarning(`${cfg.output}: tensor ${quote(name)}: the merged tensor holds NaN or Inf`);
+    };
+    const produce = async (it: MergePlanItem): Promise<RawTensor> => {
+      const inputs = await Promise.all(it.inputs.map((i) => readTensor(readers[i.reader]!, i.tensor)));
+      const merged = await mergeTensor(it.name, it.base ? inputs[0]! : null, it.base ? inputs.slice(1) : inputs, it.options);
+      it.inputs.forEach((i, k) => 'readAsync' in readers[i.reader]! && inputs[k]!.dispose());
       held?.dispose();
       held = merged;
       const raw = tensorToRaw(merged);
-      if (cfg.non_finite !== 'allow' && isFloatRaw(raw.dtype) && findNonFinite(raw).count > 0) {
-        if (cfg.non_finite === 'error')
-          throw new CheckpointError('ERR_NON_FINITE', 'the merged tensor holds NaN or Inf (non_finite: error)', { file: cfg.output, tensor: name });
-        nonFinite.push(name);
-        process.emitWarning(`${cfg.output}: tensor ${quote(name)}: the merged tensor holds NaN or Inf`);
-      }
+      if (cfg.non_finite !== 'allow' && isFloatRaw(raw.dtype) && findNonFinite(raw).count > 0) onNonFinite(it.name);
       bytes += raw.data.byteLength;
-      opts.onTensor?.(name, done++, names.length);
+      opts.onTensor?.(it.name, done++, items.length);
+      opts.onBytes?.(bytes, totalBytes);
       return raw;
     };
     const metadata = {
@@ -412,77 +448,107 @@ export async function mergeCheckpoints(
       ...opts.metadata,
     };
     const { output, format } = paths;
-    if (format === 'safetensors' && readers.every((r) => 'locate' in r && typeof r.locate === 'function')) {
+    const specs = items.map((it) => ({ name: it.name, dtype: outDtype(it), shape: [...layoutOfItem(it).shape] }));
+    let written: { index?: string; shards?: string[] } = {};
+    if ((format === 'safetensors' || format === 'sharded') && readers.every((r) => 'locate' in r && typeof r.locate === 'function')) {
       // File to file in native code: positioned reads from the descriptors the readers validated,
-      // the merge, the NaN/Inf check and positioned writes into the output, with no tensor bytes
-      // in JS. Calls cover ~64 MiB of output each, so progress is reported between them.
-      const specs = names.map((n) => {
-        const l = baseLayout.get(n)!;
-        return { name: n, dtype: cfg.out_dtype && isFloatRaw(l.dtype) ? cfg.out_dtype : l.dtype, shape: [...l.shape] };
-      });
-      const files: NativeOpenFile[] = [];
+      // the merge, the NaN/Inf check and positioned writes into the output (each shard), with no
+      // tensor bytes in JS. Calls cover ~64 MiB of output each, so progress is reported between them.
+      const nativeFiles: NativeOpenFile[] = [];
       const fileIndex = new Map<number, number>();
       const indexOf = (loc: TensorLocation) => {
         let i = fileIndex.get(loc.fd);
-        if (i === undefined) fileIndex.set(loc.fd, (i = files.push({ fd: loc.fd, path: loc.file }) - 1));
+        if (i === undefined) fileIndex.set(loc.fd, (i = nativeFiles.push({ fd: loc.fd, path: loc.file }) - 1));
         return i;
       };
       const nat = native();
-      const sp = spec(o, 'float32', models.length, hasBase);
-      await writeSafetensorsFilled(output, specs, metadata, async (fd, offsets) => {
-        const items: NativeFileMergeItem[] = names.map((n, i) => ({
-          name: n,
-          dtype: baseLayout.get(n)!.dtype,
-          out: specs[i]!.dtype,
-          shape: specs[i]!.shape,
-          inputs: readers.map((r) => {
-            const loc = (r as TensorReader).locate!(n);
-            return [indexOf(loc), loc.offset] as [number, number];
-          }),
-          outOffset: offsets[i]!,
-          base: hasBase,
-          spec: 0,
-        }));
-        for (let i = 0; i < items.length; ) {
-          const group: NativeFileMergeItem[] = [];
-          let groupBytes = 0;
-          while (i < items.length && (group.length === 0 || groupBytes < 64 * 2 ** 20)) {
-            group.push(items[i]!);
-            groupBytes += (numelOf(items[i]!.shape) * DTYPE_BYTES[items[i]!.out as DType]);
-            i++;
-          }
-          const bad = await nat.mergeFiles(files, { fd, path: output }, group, [sp], cfg.non_finite !== 'allow');
-          for (const name of bad) {
-            if (cfg.non_finite === 'error')
-              throw new CheckpointError('ERR_NON_FINITE', 'the merged tensor holds NaN or Inf (non_finite: error)', { file: cfg.output, tensor: name });
-            nonFinite.push(name);
-            process.emitWarning(`${cfg.output}: tensor ${quote(name)}: the merged tensor holds NaN or Inf`);
-          }
-          bytes += groupBytes;
-          for (const it of group) opts.onTensor?.(it.name, done++, names.length);
+      const specKeys = new Map<string, number>();
+      const nativeSpecs: NativeMergeSpec[] = [];
+      const specOf = (it: MergePlanItem) => {
+        const key = JSON.stringify([it.options, it.inputs.length, it.base]);
+        let i = specKeys.get(key);
+        if (i === undefined) {
+          specKeys.set(key, (i = nativeSpecs.length));
+          nativeSpecs.push(spec({ ...it.options, weights: it.options.weights ?? Array(it.inputs.length - (it.base ? 1 : 0)).fill(1) }, 'float32', it.inputs.length - (it.base ? 1 : 0), it.base));
         }
-      });
+        return i;
+      };
+      const itemSpecs = items.map(specOf);
+      const fill = async (fd: number, offsets: number[], first: number, file: string) => {
+        const group: NativeFileMergeItem[] = offsets.map((off, j) => {
+          const i = first + j;
+          const it = items[i]!;
+          return {
+            name: it.name,
+            dtype: layoutOfItem(it).dtype,
+            out: specs[i]!.dtype,
+            shape: specs[i]!.shape,
+            inputs: it.inputs.map((inp) => {
+              const loc = (readers[inp.reader] as TensorReader).locate!(inp.tensor);
+              return [indexOf(loc), loc.offset] as [number, number];
+            }),
+            outOffset: off,
+            base: it.base,
+            spec: itemSpecs[i]!,
+          };
+        });
+        for (let g = 0; g < group.length; ) {
+          const chunk: NativeFileMergeItem[] = [];
+          let chunkBytes = 0;
+          while (g < group.length && (chunk.length === 0 || chunkBytes < 64 * 2 ** 20)) {
+            chunk.push(group[g]!);
+            chunkBytes += numelOf(group[g]!.shape) * DTYPE_BYTES[group[g]!.out as DType];
+            g++;
+          }
+          const bad = await nat.mergeFiles(nativeFiles, { fd, path: file }, chunk, nativeSpecs, cfg.non_finite !== 'allow');
+          for (const name of bad) onNonFinite(name);
+          bytes += chunkBytes;
+          for (const it of chunk) opts.onTensor?.(it.name, done++, items.length);
+          opts.onBytes?.(bytes, totalBytes);
+        }
+      };
+      if (format === 'safetensors') await writeSafetensorsFilled(output, specs, metadata, (fd, offsets) => fill(fd, offsets, 0, output));
+      else {
+        const r = await writeShardedFilled(output, specs, { maxShardBytes: cfg.shard_size, metadata }, fill);
+        written = { index: r.indexFile, shards: r.shards };
+      }
     } else if (format === 'torch') {
       const all: StateDict = new Map();
-      for (const n of names) {
-        await produce(n);
-        all.set(n, held!);
+      for (const it of items) {
+        await produce(it);
+        all.set(it.name, held!);
         held = null;
       }
       await saveStateDict(output, all, { format: 'torch' });
     } else {
-      const entries: Array<[string, AsyncLazyTensor]> = names.map((n) => {
-        const l = baseLayout.get(n)!;
-        const dtype = cfg.out_dtype && isFloatRaw(l.dtype) ? cfg.out_dtype : l.dtype;
-        return [n, { dtype, shape: [...l.shape], load: async () => (await produce(n)).data }];
-      });
+      const entries: Array<[string, AsyncLazyTensor]> = items.map((it, i) => [it.name, { dtype: specs[i]!.dtype, shape: specs[i]!.shape, load: async () => (await produce(it)).data }]);
       if (format === 'safetensors') await writeSafetensorsAsync(output, entries, metadata);
-      else await writeShardedAsync(output, entries, { maxShardBytes: cfg.shard_size, metadata });
+      else {
+        const r = await writeShardedAsync(output, entries, { maxShardBytes: cfg.shard_size, metadata });
+        written = { index: r.indexFile, shards: r.shards };
+      }
     }
     (held as Tensor | null)?.dispose();
-    return { output, tensors: names.length, bytesWritten: bytes, ms: performance.now() - t0, nonFinite };
+    return { output, tensors: items.length, bytesWritten: bytes, ms: performance.now() - t0, nonFinite, ...written };
   } finally {
     for (const s of base ? [base, ...models] : models) if ('close' in s) s.close();
+  }
+}
+
+/** A plan's items name tensors the readers hold, each item's inputs agree in dtype and shape, and output names are unique. */
+function checkPlan(items: MergePlanItem[], layouts: Array<Map<string, TensorLayout>>, files: string[]): void {
+  const seen = new Set<string>();
+  for (const it of items) {
+    if (seen.has(it.name)) throw new ArgumentError(`merge plan: output tensor ${quote(it.name)} is produced twice`);
+    seen.add(it.name);
+    let first: TensorLayout | undefined;
+    for (const inp of it.inputs) {
+      const l = layouts[inp.reader]?.get(inp.tensor);
+      if (!l) throw new CheckpointError('ERR_KEY_MISMATCH', `has no tensor ${quote(inp.tensor)} (needed for the output's ${quote(it.name)})`, { file: files[inp.reader] });
+      if (!first) first = l;
+      else if (l.dtype !== first.dtype || l.shape.length !== first.shape.length || l.shape.some((d, i) => d !== first!.shape[i]))
+        throw new CheckpointError(l.dtype !== first.dtype ? 'ERR_DTYPE' : 'ERR_SHAPE', `tensor ${quote(inp.tensor)} is ${l.dtype}[${l.shape.join(', ')}], while the other inputs of ${quote(it.name)} are ${first.dtype}[${first.shape.join(', ')}]`, { file: files[inp.reader] });
+    }
   }
 }
 

@@ -1029,6 +1029,60 @@ export async function writeShardedAsync(dir: string, tensors: TensorEntries<Asyn
   return { indexFile: path.join(dir, plan.indexName), shards: plan.shardNames.map((s) => path.join(dir, s)), weightMap: plan.weightMap, totalSize: plan.totalSize };
 }
 
+/**
+ * {@link writeShardedAsync} for tensor bytes that `fill` writes itself (native code, straight from
+ * its own buffers): shards are planned from the specs alone, and for each shard `fill(fd, offsets,
+ * first, file)` writes the tensors specs[first … first + offsets.length) with positioned writes at
+ * the absolute offsets given, into the open temporary file. Temporary names, fsync, shards before
+ * the index and the cleanup on failure as {@link writeShardedAsync}.
+ */
+export async function writeShardedFilled(
+  dir: string,
+  specs: ReadonlyArray<{ name: string; dtype: DType; shape: number[] }>,
+  opts: ShardedWriteOptions,
+  fill: (fd: number, offsets: number[], first: number, file: string) => Promise<void>,
+): Promise<ShardedWriteResult> {
+  const plan = planShards(dir, specs.map((sp) => [sp.name, { dtype: sp.dtype, shape: sp.shape, load: async () => new Uint8Array(0) }] as const), opts);
+  try {
+    makeDirectory(dir);
+  } catch (e) {
+    throw ioError(dir, 'create directory', e);
+  }
+  cleanStaleTempFiles(dir);
+  const pairs: Array<[string, string]> = [];
+  try {
+    let first = 0;
+    for (let i = 0; i < plan.groups.length; i++) {
+      const g = plan.groups[i]!;
+      const dest = path.join(dir, plan.shardNames[i]!);
+      const header = headerFor(g, opts.metadata);
+      const offsets: number[] = [];
+      let at = header.length;
+      for (const item of g) {
+        offsets.push(at);
+        at += item.byteLength;
+      }
+      const start = first;
+      pairs.push([
+        await withTempFileAsync(dest, opts, async (fh) => {
+          await writeFullyAsync(fh, header);
+          await fh.truncate(at);
+          await fill(fh.fd, offsets, start, dest);
+        }),
+        dest,
+      ]);
+      first += g.length;
+    }
+    const indexPath = path.join(dir, plan.indexName);
+    pairs.push([await writeTempAsync(indexPath, Buffer.from(plan.indexJson, 'utf8'), [], opts), indexPath]);
+  } catch (e) {
+    for (const [tmp] of pairs) unlinkQuietly(tmp);
+    throw e;
+  }
+  commitTemps(pairs, opts);
+  return { indexFile: path.join(dir, plan.indexName), shards: plan.shardNames.map((s) => path.join(dir, s)), weightMap: plan.weightMap, totalSize: plan.totalSize };
+}
+
 // ---------------------------------------------------------------------------
 // Layout comparison
 
