@@ -58,7 +58,7 @@ export interface MethodDef {
   /** Whether the per-model weights mean anything (others refuse a weight other than 1). */
   weights: boolean;
   /** What the weights must satisfy, when not any finite number. */
-  weightRule?: 'positive' | 'nonzero-sum';
+  weightRule?: 'nonnegative' | 'nonzero-sum';
   /** The global parameters it takes, with defaults (undefined: required). */
   global: Partial<Record<GlobalParam, number | boolean | string | undefined>>;
   /** The per-model parameters it takes, with defaults. */
@@ -70,12 +70,12 @@ export interface MethodDef {
 const TV = { lambda: 1 } as const;
 export const METHODS: Record<MergeMethod, MethodDef> = {
   task_arithmetic: { base: 'required', models: [1, 0], weights: true, global: { ...TV, normalize: false }, perModel: {} },
-  ties: { base: 'required', models: [1, 0], weights: true, weightRule: 'positive', global: { ...TV, election: 'weighted', normalize: true }, perModel: { density: 1 } },
+  ties: { base: 'required', models: [1, 0], weights: true, weightRule: 'nonnegative', global: { ...TV, election: 'weighted', normalize: true }, perModel: { density: 1 } },
   dare_linear: { base: 'required', models: [1, 0], weights: true, global: { ...TV, seed: 0, normalize: false }, perModel: { density: 1 } },
-  dare_ties: { base: 'required', models: [1, 0], weights: true, weightRule: 'positive', global: { ...TV, seed: 0, election: 'weighted', normalize: true }, perModel: { density: 1 } },
+  dare_ties: { base: 'required', models: [1, 0], weights: true, weightRule: 'nonnegative', global: { ...TV, seed: 0, election: 'weighted', normalize: true }, perModel: { density: 1 } },
   breadcrumbs: { base: 'required', models: [1, 0], weights: true, global: { ...TV, normalize: false }, perModel: { density: 1, gamma: 0 } },
-  breadcrumbs_ties: { base: 'required', models: [1, 0], weights: true, weightRule: 'positive', global: { ...TV, election: 'weighted', normalize: false }, perModel: { density: 1, gamma: 0 } },
-  della: { base: 'required', models: [1, 0], weights: true, weightRule: 'positive', global: { ...TV, seed: 0, election: 'weighted', normalize: true, rescale: true }, perModel: { density: 1, epsilon: 0.15 } },
+  breadcrumbs_ties: { base: 'required', models: [1, 0], weights: true, weightRule: 'nonnegative', global: { ...TV, election: 'weighted', normalize: false }, perModel: { density: 1, gamma: 0 } },
+  della: { base: 'required', models: [1, 0], weights: true, weightRule: 'nonnegative', global: { ...TV, seed: 0, election: 'weighted', normalize: true, rescale: true }, perModel: { density: 1, epsilon: 0.15 } },
   della_linear: { base: 'required', models: [1, 0], weights: true, global: { ...TV, seed: 0, normalize: false, rescale: true }, perModel: { density: 1, epsilon: 0.15 } },
   linear: { base: 'none', models: [1, 0], weights: true, weightRule: 'nonzero-sum', global: { normalize: true }, perModel: {} },
   passthrough: { base: 'none', models: [1, 1], weights: false, noWeights: 'it copies one model', global: { scale: 1 }, perModel: {} },

@@ -104,7 +104,7 @@ export function methodProblems(
   for (const [k, d] of Object.entries(def.global)) if (d === undefined && p[k as keyof Parameters] === undefined) out.push([['parameters', k], `${method} needs ${k} (${method === 'slerp' ? 'the interpolation factor, 0 = base_model … 1 = the model' : 'the distance below which entries take the model\'s value'})`]);
   if (!def.weights && weights.some((w) => w !== 1)) out.push([['models'], `${method} takes no weights (${def.noWeights})`]);
   const normalize = (p.normalize ?? def.global.normalize) === true;
-  if (def.weightRule === 'positive' && normalize && weights.some((w) => w <= 0)) out.push([['models'], `${method} needs positive weights (the disjoint mean divides by them; or set normalize: false)`]);
+  if (def.weightRule === 'nonnegative' && normalize && weights.some((w) => w < 0)) out.push([['models'], `${method} needs weights >= 0 (the disjoint mean divides by the agreeing ones; or set normalize: false)`]);
   if (def.weightRule === 'nonzero-sum' && (p.normalize ?? p.normalize_weights ?? true) === true && Math.abs(weights.reduce((a, b) => a + b, 0)) < 1e-8)
     out.push([['models'], `${method} divides by the sum of the weights, which is 0 (or set ${method === 'linear' ? 'normalize' : 'normalize_weights'}: false)`]);
   // Per model: breadcrumbs' density + gamma <= 1; della's density ± epsilon inside (0, 1).
@@ -118,7 +118,7 @@ export function methodProblems(
   return out;
 }
 
-export const MergeConfigSchema = z
+const MergeConfigObject = z
   .object({
     base_model: z.string().min(1).optional(),
     models: z
@@ -132,8 +132,9 @@ export const MergeConfigSchema = z
     shard_size: byteSize.optional(),
     non_finite: z.enum(['error', 'warn', 'allow']).default('error'),
   })
-  .strict()
-  .superRefine((c, ctx) => {
+  .strict();
+
+export const MergeConfigSchema = MergeConfigObject.superRefine((c, ctx) => {
     const problems = methodProblems(c.method, c.parameters as Parameters, c.models.map((m) => m.weight), c.models.length, {
       base: c.base_model !== undefined,
       perModel: c.models.map((m) => m.parameters as Parameters | undefined),
@@ -144,9 +145,13 @@ export const MergeConfigSchema = z
 export type MergeConfigInput = z.input<typeof MergeConfigSchema>;
 export type MergeConfig = z.output<typeof MergeConfigSchema>;
 
-/** Validates a merge config (before any file is read); errors name the field. */
-export function parseMergeConfig(input: unknown, source = 'merge config'): MergeConfig {
-  const r = MergeConfigSchema.safeParse(input);
+/**
+ * Validates a merge config (before any file is read); errors name the field. `perTensor`: the
+ * method's parameters come per tensor from a plan (a mergekit config, lib/mergekit.ts) and are
+ * checked there; only the files, dtypes and output are checked here.
+ */
+export function parseMergeConfig(input: unknown, source = 'merge config', opts: { perTensor?: boolean } = {}): MergeConfig {
+  const r = (opts.perTensor ? MergeConfigObject : MergeConfigSchema).safeParse(input);
   if (!r.success) {
     const problems = r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
     throw new ArgumentError(`${source} is invalid: ${problems.join('; ')}`);
@@ -394,7 +399,12 @@ export interface MergeCheckpointOptions {
  * so a failed merge leaves no partial checkpoint. Safetensors inputs into safetensors outputs (one
  * file or shards) go file to file in native code, with no tensor bytes in JavaScript.
  */
-export async function mergeCheckpoints(cfg: MergeConfig, opts: MergeCheckpointOptions = {}): Promise<MergeReport> {
+export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').MergekitConfig, opts: MergeCheckpointOptions = {}): Promise<MergeReport> {
+  if ('merge_method' in cfg) {
+    // A mergekit config, as-is (lib/mergekit.ts): its output from the config's `output`.
+    const { parseMergekitConfig, runMergekit } = await import('./mergekit');
+    return runMergekit(parseMergekitConfig(cfg, { source: opts.configFile }), opts);
+  }
   const t0 = performance.now();
   const paths = resolveMergePaths(cfg, opts);
   const base = paths.base === undefined ? undefined : await openCheckpoint(paths.base);
@@ -538,7 +548,19 @@ export async function mergeCheckpoints(cfg: MergeConfig, opts: MergeCheckpointOp
 /** A plan's items name tensors the readers hold, each item's inputs agree in dtype and shape, and output names are unique. */
 function checkPlan(items: MergePlanItem[], layouts: Array<Map<string, TensorLayout>>, files: string[]): void {
   const seen = new Set<string>();
+  const checked = new Set<string>();
   for (const it of items) {
+    // The options as the merge will take them (ArgumentError naming the tensor), before any write.
+    const key = JSON.stringify([it.options, it.inputs.length, it.base]);
+    if (!checked.has(key)) {
+      checked.add(key);
+      const models = it.inputs.length - (it.base ? 1 : 0);
+      try {
+        spec({ ...it.options, weights: it.options.weights ?? Array(models).fill(1) }, 'float32', models, it.base);
+      } catch (e) {
+        throw e instanceof ArgumentError ? new ArgumentError(`tensor ${quote(it.name)}: ${e.message}`) : e;
+      }
+    }
     if (seen.has(it.name)) throw new ArgumentError(`merge plan: output tensor ${quote(it.name)} is produced twice`);
     seen.add(it.name);
     let first: TensorLayout | undefined;
@@ -552,8 +574,8 @@ function checkPlan(items: MergePlanItem[], layouts: Array<Map<string, TensorLayo
   }
 }
 
-/** Reads and validates a YAML/JSON merge config file. */
-export async function loadMergeConfig(file: string): Promise<MergeConfig> {
+/** Reads a YAML/JSON merge config file as a document (either schema: tangent-edit's or mergekit's). */
+export async function readMergeDocument(file: string): Promise<unknown> {
   const YAML = await import('yaml');
   let text: string;
   try {
@@ -561,11 +583,17 @@ export async function loadMergeConfig(file: string): Promise<MergeConfig> {
   } catch (err) {
     throw new ArgumentError(`cannot read merge config ${file}: ${(err as Error).message}`);
   }
-  let doc: unknown;
   try {
-    doc = YAML.parse(text);
+    return YAML.parse(text);
   } catch (err) {
     throw new ArgumentError(`${file}: not valid YAML: ${(err as Error).message}`);
   }
+}
+
+/** Reads and validates a YAML/JSON merge config file in tangent-edit's schema (a mergekit config: lib/mergekit.ts's loadMergekitConfig). */
+export async function loadMergeConfig(file: string): Promise<MergeConfig> {
+  const doc = await readMergeDocument(file);
+  if (typeof doc === 'object' && doc !== null && 'merge_method' in doc)
+    throw new ArgumentError(`${file} is a mergekit config (it has merge_method): read it with loadMergekitConfig, or run it with tangent merge --config`);
   return parseMergeConfig(doc, file);
 }

@@ -121,7 +121,7 @@ t.test('merge config: validated before any file is read, errors name the field',
   t.throws(() => parseMergeConfig({ base_model: 'b', models: [{ model: 'a', weight: 'x' }], output: 'o' }), /models\.0\.weight/);
   t.throws(() => parseMergeConfig({ base_model: 'b', models: [{ model: 'a' }], output: 'o', method: 'nope' }), /method/);
   t.throws(() => parseMergeConfig({ base_model: 'b', models: [{ model: 'a' }], output: 'o', parameters: { density: 1.5 } }), /parameters\.density/);
-  t.throws(() => parseMergeConfig({ base_model: 'b', models: [{ model: 'a', weight: -1 }], output: 'o', method: 'ties' }), /models: ties needs positive weights/);
+  t.throws(() => parseMergeConfig({ base_model: 'b', models: [{ model: 'a', weight: -1 }], output: 'o', method: 'ties' }), /models: ties needs weights >= 0/);
   t.throws(() => parseMergeConfig({ base_model: 'b', models: [{ model: 'a' }], output: 'o', typo: 1 }), /typo/);
   t.throws(() => parseMergeConfig({ base_model: 'b', models: [{ model: 'a' }], output: 'o', shard_size: '2 parsecs' }), /shard_size/);
 });

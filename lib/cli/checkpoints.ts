@@ -187,38 +187,57 @@ export function registerCheckpointCommands(program: Command): void {
   program
     .command('merge')
     .description('merge checkpoints (task arithmetic, TIES, DARE, breadcrumbs, DELLA, SLERP, NuSLERP, Karcher, Model Stock, SCE, RAM, linear, passthrough …; docs/merging.md), streaming tensor by tensor; tangent checkpoints keep their metadata')
-    .usage('--config merge.yaml [--mode standard|linear] [--json]')
-    .option('--config <file>', 'merge.yaml (required; see docs/merging.md)')
+    .usage('--config merge.yaml [--output PATH] [--mode standard|linear] [--json]')
+    .option('--config <file>', 'merge.yaml: tangent-edit\'s schema or a mergekit config as-is (required; see docs/merging.md)')
+    .option('--output <path>', 'where to write the merge (a folder: shards + model.safetensors.index.json; or a .safetensors file); overrides the config\'s output, needed for a mergekit config without one')
     .option('--mode <mode>', 'mode of the merged checkpoint when merging linear with standard ones: standard | linear', choiceArg('--mode', ['standard', 'linear'] as const))
     .option('--progress <mode>', 'auto | bar | lines | none (default auto)', choiceArg('--progress', ['auto', 'bar', 'lines', 'none'] as const))
     .option('--json', 'print the report as JSON')
-    .action(async (o: { config?: string; mode?: 'standard' | 'linear'; json?: boolean; progress?: 'auto' | 'bar' | 'lines' | 'none' }) => {
+    .action(async (o: { config?: string; output?: string; mode?: 'standard' | 'linear'; json?: boolean; progress?: 'auto' | 'bar' | 'lines' | 'none' }) => {
       if (!o.config) throw new ArgumentError('--config: required');
-      const { loadMergeConfig, mergeCheckpoints, resolveMergePaths } = await import('../merge');
-      const cfg = await loadMergeConfig(o.config);
+      const { readMergeDocument, parseMergeConfig, mergeCheckpoints, resolveMergePaths } = await import('../merge');
+      const { isMergekitConfig, parseMergekitConfig, runMergekit } = await import('../mergekit');
+      const doc = await readMergeDocument(o.config);
       const configDir = path.dirname(path.resolve(o.config));
+      const { progress } = await import('../util/progress');
+      // The bar counts MiB written (rate: MiB/s, ETA from bytes), the status the tensor last merged.
+      let bar: import('../util/progress').Progress | null = null;
+      let current = '';
+      const MiB = 2 ** 20;
+      const callbacks = {
+        onTensor: (name: string) => void (current = escapeControl(name).slice(0, 40)),
+        onBytes: (done: number, total: number) => {
+          bar ??= progress('merge', Math.round((total / MiB) * 100) / 100, 'MiB', { mode: o.progress ?? 'auto', plural: 'MiB' });
+          bar.update(Math.round((done / MiB) * 100) / 100, current);
+        },
+      };
+      const summary = (report: import('../merge').MergeReport, method: string, extra = '') =>
+        `merged ${report.tensors} tensors (${human(report.bytesWritten)}) with ${method} into ${report.output}${report.shards ? ` (${report.shards.length} shard${report.shards.length === 1 ? '' : 's'} + ${path.basename(report.index!)})` : ''} in ${(report.ms / 1000).toFixed(2)} s${extra}`;
+      if (isMergekitConfig(doc)) {
+        const p = parseMergekitConfig(doc, { output: o.output, source: o.config });
+        if (o.mode) throw new ArgumentError('--mode applies to merges of tangent checkpoints (tangent-edit\'s own schema), not to a mergekit config');
+        resolveMergePaths(p.config, { configDir, configFile: o.config });
+        const report = await runMergekit(p, { configDir, configFile: o.config, ...callbacks });
+        (bar as import('../util/progress').Progress | null)?.stop();
+        if (o.json) console.log(JSON.stringify({ ...report, format: 'mergekit' }, null, 2));
+        else console.log(summary(report, p.config.method, report.copied.length ? `; copied ${report.copied.join(', ')}` : ''));
+        return;
+      }
+      const cfg = parseMergeConfig(o.output ? { ...(doc as object), output: o.output } : doc, o.config);
       // Paths confined to the config's folder, the output format and output ≠ inputs: before any file is read.
       const paths = resolveMergePaths(cfg, { configDir, configFile: o.config });
       const tangent = await mergeMetadata(cfg, paths, o.mode);
-      const { progress } = await import('../util/progress');
-      let bar: import('../util/progress').Progress | null = null;
       try {
         const report = await mergeCheckpoints(tangent?.base ? { ...cfg, base_model: tangent.base } : cfg, {
           configDir,
           configFile: o.config,
           metadata: tangent?.metadata,
-          onTensor: (name, i, n) => {
-            bar ??= progress('merge', n, 'tensor', { mode: o.progress ?? 'auto' });
-            bar.update(i + 1, escapeControl(name).slice(0, 40));
-          },
+          ...callbacks,
         });
         (bar as import('../util/progress').Progress | null)?.stop();
         const out = { ...report, mode: tangent ? tangent.metadata.mode : null, tasks: tangent ? JSON.parse(tangent.metadata.tasks!) : null };
         if (o.json) console.log(JSON.stringify(out, null, 2));
-        else
-          console.log(
-            `merged ${report.tensors} tensors (${human(report.bytesWritten)}) with ${cfg.method} into ${report.output} in ${(report.ms / 1000).toFixed(2)} s${tangent ? ` (mode ${tangent.metadata.mode}, tasks ${Object.keys(out.tasks).join(', ')})` : ''}`,
-          );
+        else console.log(summary(report, cfg.method, tangent ? ` (mode ${tangent.metadata.mode}, tasks ${Object.keys(out.tasks).join(', ')})` : ''));
       } finally {
         if (tangent?.base) fs.rmSync(tangent.base, { force: true });
       }

@@ -14,6 +14,8 @@ export interface ProgressOptions {
   intervalSec?: number;
   /** Where lines go (default: process.stderr). */
   write?: (line: string) => void;
+  /** The unit's plural (default: unit + "s"; "MiB" for a byte count in MiB). */
+  plural?: string;
 }
 
 export interface Progress {
@@ -40,11 +42,12 @@ function resolveMode(o: ProgressOptions): Exclude<ProgressMode, 'auto'> {
 export function progress(label: string, total: number, unit: string, o: ProgressOptions = {}): Progress {
   const mode = resolveMode(o);
   const t0 = performance.now();
+  const units = o.plural ?? `${unit}s`;
   if (mode === 'none') return { update() {}, stop() {} };
   if (mode === 'bar') {
     const bar = new cliProgress.SingleBar(
       {
-        format: `${label} |{bar}| {value}/{total} ${unit}s | {rate} ${unit}/s | ETA {eta_formatted} | {status}`,
+        format: `${label} |{bar}| {value}/{total} ${units} | {rate} ${unit}/s | ETA {eta_formatted} | {status}`,
         stream: process.stderr,
         hideCursor: true,
         etaBuffer: 50,
@@ -73,8 +76,8 @@ export function progress(label: string, total: number, unit: string, o: Progress
   const line = (value: number, status?: string): string => {
     const s = (performance.now() - t0) / 1000;
     const rate = value / Math.max(s, 1e-9);
-    const eta = rate > 0 ? (total - value) / rate : Infinity;
-    return `${label}: ${value}/${total} ${unit}s (${((100 * value) / Math.max(total, 1)).toFixed(0)}%), ${rate.toFixed(1)} ${unit}/s, elapsed ${fmtTime(s)}, ETA ${fmtTime(eta)}${status ? `, ${status}` : ''}`;
+    const eta = value >= total ? 0 : rate > 0 ? (total - value) / rate : Infinity;
+    return `${label}: ${value}/${total} ${units} (${(total > 0 ? (100 * value) / total : 100).toFixed(0)}%), ${rate.toFixed(1)} ${unit}/s, elapsed ${fmtTime(s)}, ETA ${fmtTime(eta)}${status ? `, ${status}` : ''}`;
   };
   return {
     update(value, status) {
