@@ -225,36 +225,28 @@ function spec(o: MergeOptions, out: DType, models: number, hasBase: boolean): Na
   }
   const problems = methodProblems(method, p, weights, models, { base: hasBase, perModel });
   if (problems.length) throw new ArgumentError(`merge options are invalid: ${problems.map(([k, m]) => `${k[k.length - 1]}: ${m}`).join('; ')}`);
-  const g = <T,>(k: keyof typeof def.global, opt: keyof MergeOptions): T | undefined => (o[opt] ?? def.global[k]) as T | undefined;
   const per = (k: 'density' | 'gamma' | 'epsilon') => {
     if (!(k in def.perModel)) return undefined;
     const v = o[k];
     return Array.isArray(v) ? [...v] : Array(models).fill(v ?? def.perModel[k]);
   };
-  const ram = method === 'ram' || method === 'ramplus_tl';
+  // The global parameters the method takes, given or its defaults, under their MergeOptions names
+  // (the binding's names too); ram's global epsilon is the native ramEpsilon.
+  const globals: Record<string, unknown> = {};
+  for (const key of Object.keys(def.global) as Array<keyof typeof def.global>) {
+    const v = o[OPTION_OF[key]!] ?? def.global[key];
+    if (v !== undefined) globals[key === 'epsilon' ? 'ramEpsilon' : OPTION_OF[key]!] = v;
+  }
   return {
     method,
     weights: [...weights],
-    lambda: g<number>('lambda', 'lambda') ?? 1,
+    lambda: 1,
+    election: 'weighted',
+    seed: 0,
+    ...globals,
     density: per('density'),
     gamma: per('gamma'),
-    epsilon: ram ? undefined : per('epsilon'),
-    ramEpsilon: ram ? g<number>('epsilon', 'epsilon') : undefined,
-    election: g<'weighted' | 'unweighted'>('election', 'election') ?? 'weighted',
-    seed: g<number>('seed', 'seed') ?? 0,
-    t: g<number>('t', 't'),
-    normalize: g<boolean>('normalize', 'normalize'),
-    rescale: g<boolean>('rescale', 'rescale'),
-    selectTopk: g<number>('select_topk', 'selectTopk'),
-    scale: g<number>('scale', 'scale'),
-    maxIter: g<number>('max_iter', 'maxIter'),
-    tol: g<number>('tol', 'tol'),
-    eps: g<number>('eps', 'eps'),
-    normalizeWeights: g<boolean>('normalize_weights', 'normalizeWeights'),
-    flatten: g<boolean>('nuslerp_flatten', 'flatten'),
-    rowWise: g<boolean>('nuslerp_row_wise', 'rowWise'),
-    r: g<number>('r', 'r'),
-    alpha: g<number>('alpha', 'alpha'),
+    epsilon: per('epsilon'),
     compute: o.compute ?? 'float32',
     out,
   };
