@@ -1003,9 +1003,17 @@ export function writeSharded(dir: string, tensors: TensorEntries<TensorInput>, o
   return { indexFile: path.join(dir, plan.indexName), shards: plan.shardNames.map((s) => path.join(dir, s)), weightMap: plan.weightMap, totalSize: plan.totalSize };
 }
 
-/** Async {@link writeSharded}; lazy tensors may load asynchronously. */
-export async function writeShardedAsync(dir: string, tensors: TensorEntries<AsyncTensorInput>, opts: ShardedWriteOptions = {}): Promise<ShardedWriteResult> {
-  const plan = planShards(dir, tensors, opts);
+/**
+ * The frame both async sharded writers share: the directory made and swept of stale temporaries,
+ * each shard written to a temporary by `writeShard` (which returns its temporary's path), then the
+ * index; all renamed into place at the end, or every temporary removed on failure.
+ */
+async function writeShardsAsync<T extends RawTensor | AsyncLazyTensor>(
+  dir: string,
+  plan: ShardPlan<T>,
+  opts: ShardedWriteOptions,
+  writeShard: (group: PlannedTensor<T>[], dest: string) => Promise<string>,
+): Promise<ShardedWriteResult> {
   try {
     makeDirectory(dir);
   } catch (e) {
@@ -1015,9 +1023,8 @@ export async function writeShardedAsync(dir: string, tensors: TensorEntries<Asyn
   const pairs: Array<[string, string]> = [];
   try {
     for (let i = 0; i < plan.groups.length; i++) {
-      const g = plan.groups[i]!;
       const dest = path.join(dir, plan.shardNames[i]!);
-      pairs.push([await writeTempAsync(dest, headerFor(g, opts.metadata), g, opts), dest]);
+      pairs.push([await writeShard(plan.groups[i]!, dest), dest]);
     }
     const indexPath = path.join(dir, plan.indexName);
     pairs.push([await writeTempAsync(indexPath, Buffer.from(plan.indexJson, 'utf8'), [], opts), indexPath]);
@@ -1027,6 +1034,11 @@ export async function writeShardedAsync(dir: string, tensors: TensorEntries<Asyn
   }
   commitTemps(pairs, opts);
   return { indexFile: path.join(dir, plan.indexName), shards: plan.shardNames.map((s) => path.join(dir, s)), weightMap: plan.weightMap, totalSize: plan.totalSize };
+}
+
+/** Async {@link writeSharded}; lazy tensors may load asynchronously. */
+export async function writeShardedAsync(dir: string, tensors: TensorEntries<AsyncTensorInput>, opts: ShardedWriteOptions = {}): Promise<ShardedWriteResult> {
+  return writeShardsAsync(dir, planShards(dir, tensors, opts), opts, (g, dest) => writeTempAsync(dest, headerFor(g, opts.metadata), g, opts));
 }
 
 /**
@@ -1043,44 +1055,23 @@ export async function writeShardedFilled(
   fill: (fd: number, offsets: number[], first: number, file: string) => Promise<void>,
 ): Promise<ShardedWriteResult> {
   const plan = planShards(dir, specs.map((sp) => [sp.name, { dtype: sp.dtype, shape: sp.shape, load: async () => new Uint8Array(0) }] as const), opts);
-  try {
-    makeDirectory(dir);
-  } catch (e) {
-    throw ioError(dir, 'create directory', e);
-  }
-  cleanStaleTempFiles(dir);
-  const pairs: Array<[string, string]> = [];
-  try {
-    let first = 0;
-    for (let i = 0; i < plan.groups.length; i++) {
-      const g = plan.groups[i]!;
-      const dest = path.join(dir, plan.shardNames[i]!);
-      const header = headerFor(g, opts.metadata);
-      const offsets: number[] = [];
-      let at = header.length;
-      for (const item of g) {
-        offsets.push(at);
-        at += item.byteLength;
-      }
-      const start = first;
-      pairs.push([
-        await withTempFileAsync(dest, opts, async (fh) => {
-          await writeFullyAsync(fh, header);
-          await fh.truncate(at);
-          await fill(fh.fd, offsets, start, dest);
-        }),
-        dest,
-      ]);
-      first += g.length;
+  let first = 0;
+  return writeShardsAsync(dir, plan, opts, async (g, dest) => {
+    const header = headerFor(g, opts.metadata);
+    const offsets: number[] = [];
+    let at = header.length;
+    for (const item of g) {
+      offsets.push(at);
+      at += item.byteLength;
     }
-    const indexPath = path.join(dir, plan.indexName);
-    pairs.push([await writeTempAsync(indexPath, Buffer.from(plan.indexJson, 'utf8'), [], opts), indexPath]);
-  } catch (e) {
-    for (const [tmp] of pairs) unlinkQuietly(tmp);
-    throw e;
-  }
-  commitTemps(pairs, opts);
-  return { indexFile: path.join(dir, plan.indexName), shards: plan.shardNames.map((s) => path.join(dir, s)), weightMap: plan.weightMap, totalSize: plan.totalSize };
+    const start = first;
+    first += g.length;
+    return withTempFileAsync(dest, opts, async (fh) => {
+      await writeFullyAsync(fh, header);
+      await fh.truncate(at);
+      await fill(fh.fd, offsets, start, dest);
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------
