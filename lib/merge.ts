@@ -382,7 +382,7 @@ export interface MergeCheckpointOptions {
   /** Extra safetensors metadata for the output (e.g. the tangent-edit checkpoint metadata, lib/meta.ts). */
   metadata?: Record<string, string>;
   /** Builds the output tensors from the readers' layouts (default: every tensor of the first reader, by name). */
-  plan?: (layouts: Array<Map<string, TensorLayout>>, files: string[]) => MergePlanItem[];
+  plan?: (layouts: Array<Map<string, TensorLayout>>) => MergePlanItem[];
 }
 
 /**
@@ -409,7 +409,7 @@ export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').M
     const layouts = readers.map(layoutOf);
     let items: MergePlanItem[];
     if (opts.plan) {
-      items = opts.plan(layouts, files);
+      items = opts.plan(layouts);
       checkPlan(items, layouts, files);
     } else {
       layouts.slice(1).forEach((l, k) => assertSameLayout(layouts[0]!, l, { nameA: files[0]!, nameB: files[k + 1]! }));

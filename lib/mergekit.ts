@@ -220,7 +220,7 @@ export function parseMergekitConfig(doc: unknown, opts: { output?: string; sourc
     return { options: o as MergeOptions, base: baseSource !== undefined, order: baseSource ? [baseSource, ...modelsIn] : modelsIn };
   };
 
-  const plan = (layouts: Array<Map<string, TensorLayout>>, files: string[]): MergePlanItem[] => {
+  const plan = (layouts: Array<Map<string, TensorLayout>>): MergePlanItem[] => {
     const layoutOfModel = (m: string) => layouts[readerOf(m)]!;
     const layers = (m: string) => {
       let n = 0;
@@ -268,7 +268,6 @@ export function parseMergekitConfig(doc: unknown, opts: { output?: string; sourc
     }
     const last = sl[sl.length - 1]!;
     for (const n of outer.filter((n) => !isPre(n))) item(last, last.sources, () => n, n, 1);
-    void files;
     return items;
   };
 
