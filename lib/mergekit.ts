@@ -240,8 +240,10 @@ export function parseMergekitConfig(doc: unknown, opts: { output?: string; sourc
     for (const [i, s] of sl.entries()) {
       const lens = s.sources.map((x) => x.range[1] - x.range[0]);
       if (lens.some((n) => n !== lens[0])) bad(`slices.${i}: every source must span the same number of layers, got ${lens.join(', ')}`);
-      for (const x of s.sources) {
+      for (const [j, x] of s.sources.entries()) {
         const n = layers(x.model);
+        // A model without numbered layers (`models:` over a checkpoint that is not a layer stack): every tensor is merged by name.
+        if (n === 0 && slices[i]!.sources[j]!.range === undefined) continue;
         if (x.range[0] >= x.range[1] || x.range[1] > n) bad(`slices.${i}: layer_range [${x.range.join(', ')}] of ${x.model} is outside its ${n} layers`);
       }
     }

@@ -189,6 +189,27 @@ t.test('linear, task_arithmetic, dare_ties (mergekit defaults), nuslerp and mode
   }
 });
 
+t.test('models: over single-file checkpoints without numbered layers merges every tensor by name', async (t) => {
+  // Found running the CLI on plain .safetensors files: the layer ranges filled in for `models:` were [0, 0] and refused.
+  const flat = (seed: number): StateDict => new Map([
+    ['encoder.weight', Tensor.from(Float32Array.from(randn(24, seed)), [4, 6])],
+    ['head.bias', Tensor.from(Float32Array.from(randn(4, seed + 9)), [4])],
+  ]);
+  const sds = [1, 2, 3].map(flat);
+  for (const [k, sd] of sds.entries()) await saveStateDict(path.join(dir, `flat${k}.safetensors`), sd);
+  const yaml = 'merge_method: ties\nbase_model: flat0.safetensors\nmodels:\n  - model: flat1.safetensors\n    parameters: { weight: 1, density: 0.5 }\n  - model: flat2.safetensors\n    parameters: { weight: 0.5, density: 0.5 }\ndtype: float32\n';
+  const file = path.join(dir, 'flat.yml');
+  fs.writeFileSync(file, yaml);
+  const out = path.join(dir, 'flat-out.safetensors');
+  const report = await runMergekit(parseMergekitConfig(YAML.parse(yaml), { output: out, source: file }), { configDir: dir, configFile: file });
+  t.equal(report.tensors, 2, 'both tensors merged');
+  const got = (await loadStateDict(out)).tensors;
+  for (const n of ['encoder.weight', 'head.bias']) {
+    const w = await mergeTensor(n, sds[0]!.get(n)!, [sds[1]!.get(n)!, sds[2]!.get(n)!], { method: 'ties', weights: [1, 0.5], density: [0.5, 0.5] });
+    t.same([...(got.get(n)!.data() as Float32Array)], [...(w.data() as Float32Array)], `${n}: the TIES merge`);
+  }
+});
+
 t.test('the library call: mergeCheckpoints(mergekit config) with output in it', async (t) => {
   const cfg = { merge_method: 'linear', models: [{ model: path.join(dir, 'a'), parameters: { weight: 1 } }, { model: path.join(dir, 'b'), parameters: { weight: 1 } }], dtype: 'bfloat16', output: path.join(dir, 'lib-out') };
   const report = await mergeCheckpoints(cfg as never);

@@ -1,6 +1,8 @@
 // The pieces the merge methods share (method.h).
 #include "method.h"
 
+#include "../ops.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <functional>
@@ -70,6 +72,31 @@ at::Tensor elect_and_merge(const std::vector<at::Tensor>& taus, const std::vecto
   }
   if (!normalize) return num;
   return at::where(den != 0, num / den, at::zeros_like(num));
+}
+
+Gram gram_of(const Context& c) {
+  std::vector<at::Tensor> v;
+  if (c.has_base) v.push_back(c.base.reshape({-1}).to(at::kDouble));
+  for (const auto& m : c.models) {
+    at::Tensor x = m.reshape({-1}).to(at::kDouble);
+    v.push_back(c.has_base ? x - v[0] : x);
+  }
+  Gram g;
+  g.m = v.size();
+  g.has_base = c.has_base;
+  g.g.assign(g.m * g.m, 0.0);
+  for (size_t a = 0; a < g.m; ++a)
+    for (size_t b = a; b < g.m; ++b) g.g[a * g.m + b] = g.g[b * g.m + a] = at::dot(v[a], v[b]).item<double>();
+  return g;
+}
+
+at::Tensor run_combination(const Context& c) {
+  const Method& m = find(c.spec.method);
+  const std::vector<double> coef = m.coefficients(c, m.uses_gram ? gram_of(c) : Gram{});
+  std::vector<at::Tensor> all;
+  if (c.has_base) all.push_back(c.base);
+  all.insert(all.end(), c.models.begin(), c.models.end());
+  return combine(at::Tensor(), all, coef, c.spec.compute, c.spec.compute);
 }
 
 double norm64(const at::Tensor& x) { return x.reshape({-1}).to(at::kDouble).norm().item<double>(); }

@@ -8,7 +8,11 @@
 //   della             magnitude-ranked drop probabilities, rescaled by 1/p + election (Deep et al. 2024)
 //   della_linear      the same without election
 // (task_arithmetic itself, with no sparsification, is the fused task_arithmetic.cpp.)
-#include "method.h"
+#include "stream.h"
+
+#include <ATen/Parallel.h>
+
+#include <atomic>
 
 namespace tangent {
 namespace merge {
@@ -82,6 +86,87 @@ at::Tensor gta(const Context& c, Sparsify how, bool elect) {
   return c.base + merged * c.spec.lambda;
 }
 
+// The same for the rank-trimmed methods, streamed (stream.h): per model the exact bounds of its
+// magnitude window — ranks [lo, hi) — by radix selection, then entry by entry the trim, the
+// election and the mean, in the compute dtype with the arithmetic of the whole-tensor version.
+template <typename Acc>
+bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& src, const ChunkSink& sink) {
+  const size_t K = a.count();
+  const int64_t n = src.numel();
+  const at::ScalarType compute = a.spec.compute;
+  std::vector<RankBound> hi(K), lo(K);
+  for (size_t k = 0; k < K; ++k) {
+    const int64_t start = how == Sparsify::Breadcrumbs ? keep_count(a.gamma(k), n) : 0;
+    const int64_t count = std::min(keep_count(a.density(k), n), n - start);
+    hi[k] = rank_bound(src, k + 1, start + count, compute);
+    lo[k] = rank_bound(src, k + 1, start, compute);
+  }
+  std::vector<Acc> w, c;
+  double wsum = 0;
+  for (size_t k = 0; k < K; ++k) {
+    w.push_back(static_cast<Acc>(a.weight(k)));
+    c.push_back(a.spec.weighted_election ? static_cast<Acc>(a.weight(k)) : Acc(1));
+    wsum += a.weight(k);
+  }
+  const bool divide = a.spec.normalize && std::abs(wsum) >= 1e-8;
+  const Acc lambda = static_cast<Acc>(a.spec.lambda), div = static_cast<Acc>(wsum);
+  const bool normalize = a.spec.normalize;
+  std::atomic<bool> bad{false};
+  const at::ScalarType out = sink.dtype();
+  src.chunks(compute, [&](int64_t ch, int64_t start, int64_t len, const void* const* xs) {
+    thread_local std::vector<Acc> res;
+    thread_local std::vector<double> obuf;
+    if (res.size() < static_cast<size_t>(kChunk)) res.resize(static_cast<size_t>(kChunk));
+    if (obuf.size() < static_cast<size_t>(kChunk)) obuf.resize(static_cast<size_t>(kChunk));
+    int64_t tie_hi[64], tie_lo[64];
+    Acc th[64];
+    for (size_t k = 0; k < K; ++k) {
+      tie_hi[k] = hi[k].before.empty() ? 0 : hi[k].before[static_cast<size_t>(ch)];
+      tie_lo[k] = lo[k].before.empty() ? 0 : lo[k].before[static_cast<size_t>(ch)];
+    }
+    const Acc* x0 = static_cast<const Acc*>(xs[0]);
+    for (int64_t j = 0; j < len; ++j) {
+      const Acc b = x0[j];
+      for (size_t k = 0; k < K; ++k) {
+        const Acc xk = static_cast<const Acc*>(xs[k + 1])[j];
+        const uint64_t key = static_cast<uint64_t>(abs_key<Acc>(xk, b));
+        const bool keep = within(hi[k], key, tie_hi[k]) && !within(lo[k], key, tie_lo[k]);
+        th[k] = keep ? xk - b : Acc(0);
+      }
+      Acc merged = 0;
+      if (elect) {
+        Acc mass = 0;
+        for (size_t k = 0; k < K; ++k) mass += c[k] * th[k];
+        const int sign = (mass > 0) - (mass < 0);
+        Acc num = 0, den = 0;
+        for (size_t k = 0; k < K; ++k) {
+          const int sk = (th[k] > 0) - (th[k] < 0);
+          if (sk != 0 && sk == sign) {
+            num += w[k] * th[k];
+            den += w[k];
+          }
+        }
+        merged = !normalize ? num : den != 0 ? num / den : Acc(0);
+      } else {
+        for (size_t k = 0; k < K; ++k) merged += w[k] * th[k];
+        if (divide) merged /= div;
+      }
+      res[static_cast<size_t>(j)] = b + merged * lambda;
+    }
+    if (convert_out(compute, res.data(), out, obuf.data(), len)) bad = true;
+    sink.write(start, len, obuf.data());
+  });
+  return bad;
+}
+
+bool gta_stream(const Args& a, Sparsify how, bool elect, const ChunkSource& src, const ChunkSink& sink) {
+  check(a.count() <= 64, ErrorKind::Argument, "merge: at most 64 models per streamed tensor, got ", a.count());
+  return a.spec.compute == at::kDouble ? gta_stream_t<double>(a, how, elect, src, sink) : gta_stream_t<float>(a, how, elect, src, sink);
+}
+bool stream_ties(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Magnitude, true, s, o); }
+bool stream_breadcrumbs(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Breadcrumbs, false, s, o); }
+bool stream_breadcrumbs_ties(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Breadcrumbs, true, s, o); }
+
 at::Tensor run_ties(const Context& c) { return gta(c, Sparsify::Magnitude, true); }
 at::Tensor run_dare_linear(const Context& c) { return gta(c, Sparsify::Random, false); }
 at::Tensor run_dare_ties(const Context& c) { return gta(c, Sparsify::Random, true); }
@@ -94,11 +179,11 @@ at::Tensor run_della_linear(const Context& c) { return gta(c, Sparsify::Della, f
 
 std::vector<Method> generalized_task_arithmetic_methods() {
   return {
-      {{"ties", BaseUse::Required, 1, 0}, run_ties},
+      {{"ties", BaseUse::Required, 1, 0}, run_ties, false, nullptr, true, stream_ties},
       {{"dare_linear", BaseUse::Required, 1, 0}, run_dare_linear},
       {{"dare_ties", BaseUse::Required, 1, 0}, run_dare_ties},
-      {{"breadcrumbs", BaseUse::Required, 1, 0}, run_breadcrumbs},
-      {{"breadcrumbs_ties", BaseUse::Required, 1, 0}, run_breadcrumbs_ties},
+      {{"breadcrumbs", BaseUse::Required, 1, 0}, run_breadcrumbs, false, nullptr, true, stream_breadcrumbs},
+      {{"breadcrumbs_ties", BaseUse::Required, 1, 0}, run_breadcrumbs_ties, false, nullptr, true, stream_breadcrumbs_ties},
       {{"della", BaseUse::Required, 1, 0}, run_della},
       {{"della_linear", BaseUse::Required, 1, 0}, run_della_linear},
   };

@@ -6,20 +6,22 @@ namespace tangent {
 namespace merge {
 namespace {
 
-at::Tensor run_linear(const Context& c) {
-  at::Tensor out = at::zeros_like(c.models[0]);
+// lib/merge refuses normalize with weights summing to 0 before any tensor is read.
+std::vector<double> linear_coefficients(const Args& a, const Gram&) {
   double wsum = 0;
-  for (size_t k = 0; k < c.count(); ++k) {
-    out.add_(c.models[k], c.weight(k));
-    wsum += c.weight(k);
-  }
-  // lib/merge refuses normalize with weights summing to 0 before any tensor is read.
-  return c.spec.normalize ? out / wsum : out;
+  for (size_t k = 0; k < a.count(); ++k) wsum += a.weight(k);
+  std::vector<double> c;
+  for (size_t k = 0; k < a.count(); ++k) c.push_back(a.spec.normalize ? a.weight(k) / wsum : a.weight(k));
+  return c;
 }
 
 }  // namespace
 
-Method linear_method() { return {{"linear", BaseUse::None, 1, 0}, run_linear}; }
+Method linear_method() {
+  Method m{{"linear", BaseUse::None, 1, 0}, run_combination, false, linear_coefficients};
+  m.uses_gram = false;
+  return m;
+}
 
 }  // namespace merge
 }  // namespace tangent

@@ -10,24 +10,61 @@
 namespace tangent {
 namespace merge {
 
-// One tensor's merge as a method sees it: the inputs converted to the compute dtype once, in the
-// order given (base undefined where the method takes none), float tensors only.
-struct Context {
+// What a method knows of one tensor's merge before reading it: the name, the spec, how many models
+// and whether a base is given.
+struct Args {
   const std::string& name;
-  const at::Tensor& base;
-  const std::vector<at::Tensor>& models;
   const MergeSpec& spec;
+  size_t n;       // models beside the base
+  bool has_base;
 
-  size_t count() const { return models.size(); }
+  size_t count() const { return n; }
   double weight(size_t k) const { return spec.weights.empty() ? 1.0 : spec.weights[k]; }
   double density(size_t k) const { return spec.density.empty() ? 1.0 : spec.density[k]; }
   double gamma(size_t k) const { return spec.gamma.empty() ? 0.0 : spec.gamma[k]; }
   double epsilon(size_t k) const { return spec.epsilon.empty() ? 0.0 : spec.epsilon[k]; }
+};
+
+// One tensor's merge as a method sees it: the inputs converted to the compute dtype once, in the
+// order given (base undefined where the method takes none), float tensors only.
+struct Context : Args {
+  const at::Tensor& base;
+  const std::vector<at::Tensor>& models;
+
+  Context(const std::string& name, const at::Tensor& base, const std::vector<at::Tensor>& models, const MergeSpec& spec)
+      : Args{name, spec, models.size(), base.defined()}, base(base), models(models) {}
   // τ_k = models[k] − base.
   std::vector<at::Tensor> task_vectors() const;
 };
 
 using Run = at::Tensor (*)(const Context&);
+
+// Inner products of one tensor's inputs, accumulated in float64: over v_0 = θ0, v_k = θ_k − θ0
+// (k = 1 … K) where a base is given, over v_k = θ_k (k = 0 … K − 1) where not, so task vectors'
+// products do not cancel against ‖θ0‖².
+struct Gram {
+  size_t m = 0;              // vectors
+  bool has_base = false;
+  std::vector<double> g;     // m × m, row major
+  double v(size_t i, size_t j) const { return g[i * m + j]; }
+  // ⟨x_i, x_j⟩ of the inputs as given (the base first where there is one).
+  double raw(size_t i, size_t j) const;
+  // ⟨X_k, X_l⟩ of models k, l (0-based, beside the base): their task vectors with a base, else the models.
+  double model(size_t k, size_t l) const { return has_base ? v(k + 1, l + 1) : v(k, l); }
+};
+
+// A linear-combination method: its result is Σ_i c_i x_i over the inputs (the base first where
+// given) with c from the inputs' Gram matrix alone (slerp, nuslerp over whole tensors, multislerp,
+// karcher, model_stock, linear, passthrough). The file merge streams these in two passes (the
+// Gram, then the fused combine), in memory bounded by its chunk buffers; merge_tensor on the CPU
+// runs the same passes, so both give the same bits (merge/stream.h).
+using Coefficients = std::vector<double> (*)(const Args&, const Gram&);
+
+class ChunkSource;
+class ChunkSink;
+// A method that streams entry by entry, after passes of its own over the chunks (the TIES family's
+// magnitude thresholds): writes every chunk of the output to the sink (merge/stream.h).
+using Stream = bool (*)(const Args&, const ChunkSource&, const ChunkSink&);  // true: some output is NaN or ±Inf
 
 struct Method {
   MergeMethodInfo info;
@@ -35,7 +72,22 @@ struct Method {
   // Whether run() takes the inputs in their own dtype (it converts, fusing the conversion; task
   // arithmetic) instead of converted to the compute dtype first.
   bool raw_inputs = false;
+  Coefficients coefficients = nullptr;  // set for the linear-combination methods (run is then run_combination)
+  bool uses_gram = true;                // whether the coefficients read the Gram (linear and passthrough do not)
+  Stream stream = nullptr;              // set where the method streams entry by entry (CPU)
+  // Where set and true for a tensor, that tensor is merged whole by run (nuslerp's rows and columns).
+  bool (*whole)(const MergeSpec& spec, int64_t dim) = nullptr;
+  // Whether a tensor of `dim` dimensions streams (merge/stream.h).
+  bool streams(const MergeSpec& spec, int64_t dim) const {
+    return (coefficients != nullptr || stream != nullptr) && !(whole != nullptr && whole(spec, dim));
+  }
 };
+
+// run for the linear-combination methods on any device: the Gram from whole tensors (float64),
+// the method's coefficients, the combine.
+at::Tensor run_combination(const Context& c);
+// The Gram of the context's inputs, from whole tensors.
+Gram gram_of(const Context& c);
 
 const std::vector<Method>& registry();
 const Method& find(const std::string& name);
@@ -64,8 +116,6 @@ at::Tensor elect_and_merge(const std::vector<at::Tensor>& taus, const std::vecto
 // ‖x‖ and ⟨x, y⟩ of whole tensors, accumulated in float64.
 double norm64(const at::Tensor& x);
 double dot64(const at::Tensor& x, const at::Tensor& y);
-// Spherical interpolation of whole tensors (slerp.cpp; nuslerp and karcher use it too).
-at::Tensor slerp(const at::Tensor& v0, const at::Tensor& v1, double t);
 
 // Below this norm a tensor has no direction; above this |cos| two are taken as parallel (mergekit's
 // DOT_THRESHOLD): both cases interpolate linearly.

@@ -6,44 +6,53 @@ namespace tangent {
 namespace merge {
 namespace {
 
-// X_i = x_i (− θ0), flattened to float64; w normalized to sum 1 with normalize_weights;
-// û_i = X_i/(‖X_i‖ + eps); m = Σ w_i û_i; out = m/‖m‖ · Σ w_i ‖X_i‖ (+ θ0). This is mergekit's
-// tangent-space step at m/‖m‖ in closed form: the step Σ w_i (û_i − ⟨û_i, m̂⟩m̂) is exactly
-// m − ‖m‖m̂ = 0 (docs/merging.md). Where ‖m‖ < eps (directions that cancel) two models are
-// interpolated linearly, Σ w_i X_i; more are an error naming the tensor.
-at::Tensor run_multislerp(const Context& c) {
-  const size_t n = c.count();
-  const bool has_base = c.base.defined();
-  if (n == 1) return c.models[0];
+// X_i = x_i (− θ0); w normalized to sum 1 with normalize_weights; û_i = X_i/(‖X_i‖ + eps);
+// m = Σ w_i û_i; out = m/‖m‖ · Σ w_i ‖X_i‖ (+ θ0): a combination of the inputs, its coefficients
+// from the Gram. This is mergekit's tangent-space step at m/‖m‖ in closed form: the step
+// Σ w_i (û_i − ⟨û_i, m̂⟩m̂) is exactly m − ‖m‖m̂ = 0 (docs/merging.md). Where ‖m‖ < eps
+// (directions that cancel) two models are interpolated linearly, Σ w_i X_i; more are an error
+// naming the tensor. One model gives itself.
+std::vector<double> multislerp_coefficients(const Args& a, const Gram& g) {
+  const size_t n = a.count();
+  std::vector<double> b(n, 0.0);
+  if (n == 1) {
+    b[0] = 1.0;
+    if (a.has_base) b.insert(b.begin(), 0.0);
+    return b;
+  }
   double wsum = 0;
-  for (size_t k = 0; k < n; ++k) wsum += c.weight(k);
-  const double div = c.spec.normalize_weights ? wsum : 1.0;
-  std::vector<at::Tensor> xs;
-  at::Tensor m;
+  for (size_t k = 0; k < n; ++k) wsum += a.weight(k);
+  const double div = a.spec.normalize_weights ? wsum : 1.0;
   double nbar = 0;
   for (size_t k = 0; k < n; ++k) {
-    const at::Tensor x = (has_base ? c.models[k] - c.base : c.models[k]).reshape({-1}).to(at::kDouble);
-    const double nx = x.norm().item<double>(), w = c.weight(k) / div;
+    const double nx = std::sqrt(std::max(0.0, g.model(k, k))), w = a.weight(k) / div;
     nbar += w * nx;
-    m = k == 0 ? x * (w / (nx + c.spec.eps)) : m + x * (w / (nx + c.spec.eps));
-    xs.push_back(x);
+    b[k] = w / (nx + a.spec.eps);
   }
-  const double nm = m.norm().item<double>();
-  at::Tensor out;
-  if (nm < c.spec.eps) {
-    check(n == 2, ErrorKind::Argument, "merge: multislerp: tensor '", c.name,
+  double mm = 0;
+  for (size_t k = 0; k < n; ++k)
+    for (size_t l = 0; l < n; ++l) mm += b[k] * b[l] * g.model(k, l);
+  const double nm = std::sqrt(std::max(0.0, mm));
+  if (nm < a.spec.eps) {
+    check(n == 2, ErrorKind::Argument, "merge: multislerp: tensor '", a.name,
           "': the weighted directions of the models cancel (their mean has norm ", nm, ")");
-    out = xs[0] * (c.weight(0) / div) + xs[1] * (c.weight(1) / div);
+    for (size_t k = 0; k < n; ++k) b[k] = a.weight(k) / div;
   } else {
-    out = m * (nbar / nm);
+    for (auto& x : b) x *= nbar / nm;
   }
-  out = out.reshape(c.models[0].sizes()).to(c.models[0].scalar_type());
-  return has_base ? c.base + out : out;
+  if (a.has_base) {
+    double s = 0;
+    for (double x : b) s += x;
+    b.insert(b.begin(), 1.0 - s);
+  }
+  return b;
 }
 
 }  // namespace
 
-Method multislerp_method() { return {{"multislerp", BaseUse::Optional, 1, 0}, run_multislerp}; }
+Method multislerp_method() {
+  return {{"multislerp", BaseUse::Optional, 1, 0}, run_combination, false, multislerp_coefficients};
+}
 
 }  // namespace merge
 }  // namespace tangent

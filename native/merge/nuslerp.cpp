@@ -23,31 +23,50 @@ at::Tensor slerp_rows(const at::Tensor& v0, const at::Tensor& v1, double t) {
   return (a * c0 + b * c1).to(v0.scalar_type());
 }
 
+// Whole tensors (nuslerp_flatten, or a tensor of one dimension): a combination of the inputs, from
+// the Gram. With a base, θ0 + c0 τ0 + c1 τ1.
+std::vector<double> nuslerp_coefficients(const Args& a, const Gram& g) {
+  const double w0 = a.weight(0), w1 = a.weight(1);
+  const double t = std::abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+  const double na = std::sqrt(std::max(0.0, g.model(0, 0))), nb = std::sqrt(std::max(0.0, g.model(1, 1)));
+  const double cs = std::max(-1.0, std::min(1.0, g.model(0, 1) / (std::max(na, 1e-7) * std::max(nb, 1e-7))));
+  const double th = std::acos(cs), s = std::sin(th);
+  const bool linear = std::abs(s) < 1e-8 || na <= 1e-7 || nb <= 1e-7;
+  const double c0 = linear ? 1.0 - t : std::sin((1.0 - t) * th) / s;
+  const double c1 = linear ? t : std::sin(t * th) / s;
+  if (a.has_base) return {1.0 - c0 - c1, c0, c1};
+  return {c0, c1};
+}
+
+bool nuslerp_whole(const MergeSpec& spec, int64_t dim) { return !spec.flatten && dim >= 2; }
+
 at::Tensor run_nuslerp(const Context& c) {
   check(c.count() == 2, ErrorKind::Argument, "merge: nuslerp interpolates between exactly two models, got ", c.count());
+  if (!nuslerp_whole(c.spec, c.models[0].dim())) return run_combination(c);
   const double w0 = c.weight(0), w1 = c.weight(1);
   const double t = std::abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
   const bool has_base = c.base.defined();
   at::Tensor v0 = has_base ? c.models[0] - c.base : c.models[0];
   at::Tensor v1 = has_base ? c.models[1] - c.base : c.models[1];
-  const auto sizes = v0.sizes().vec();
   at::Tensor out;
-  if (c.spec.flatten || v0.dim() < 2) {
-    out = slerp_rows(v0.reshape({1, -1}), v1.reshape({1, -1}), t).reshape(sizes);
-  } else if (c.spec.row_wise) {
+  if (c.spec.row_wise) {
     // Slices along dim 0 (for [out, in]: each column W[:, j]), as mergekit's nuslerp_row_wise.
     const at::Tensor a = v0.transpose(0, -1).contiguous(), b = v1.transpose(0, -1).contiguous();
     const auto tsizes = a.sizes().vec();
     out = slerp_rows(a.reshape({-1, a.size(-1)}), b.reshape({-1, b.size(-1)}), t).reshape(tsizes).transpose(0, -1).contiguous();
   } else {
-    out = slerp_rows(v0.reshape({-1, v0.size(-1)}), v1.reshape({-1, v1.size(-1)}), t).reshape(sizes);
+    out = slerp_rows(v0.reshape({-1, v0.size(-1)}), v1.reshape({-1, v1.size(-1)}), t).reshape(v0.sizes());
   }
   return has_base ? c.base + out : out;
 }
 
 }  // namespace
 
-Method nuslerp_method() { return {{"nuslerp", BaseUse::Optional, 2, 2}, run_nuslerp}; }
+Method nuslerp_method() {
+  Method m{{"nuslerp", BaseUse::Optional, 2, 2}, run_nuslerp, false, nuslerp_coefficients};
+  m.whole = nuslerp_whole;
+  return m;
+}
 
 }  // namespace merge
 }  // namespace tangent

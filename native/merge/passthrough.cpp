@@ -5,11 +5,15 @@ namespace tangent {
 namespace merge {
 namespace {
 
-at::Tensor run_passthrough(const Context& c) { return c.spec.scale == 1.0 ? c.models[0] : c.models[0] * c.spec.scale; }
+std::vector<double> passthrough_coefficients(const Args& a, const Gram&) { return {a.spec.scale}; }
 
 }  // namespace
 
-Method passthrough_method() { return {{"passthrough", BaseUse::None, 1, 1}, run_passthrough}; }
+Method passthrough_method() {
+  Method m{{"passthrough", BaseUse::None, 1, 1}, run_combination, false, passthrough_coefficients};
+  m.uses_gram = false;
+  return m;
+}
 
 }  // namespace merge
 }  // namespace tangent

@@ -1,6 +1,7 @@
 // The merge methods, by name (one file each in this folder, like mergekit's merge_methods/), and
 // merge_tensor: the checks every method shares, then the method.
 #include "method.h"
+#include "stream.h"
 
 namespace tangent {
 namespace merge {
@@ -76,6 +77,18 @@ at::Tensor merge_tensor(const std::string& name, const at::Tensor& base, const s
   }
   if (!at::isFloatingType(ref.scalar_type())) return ref.clone();
   compat::NoGradGuard no_grad;
+  if (ref.is_cpu() && m.streams(s, ref.dim())) {
+    // The passes of the file merge (merge/stream.h), over the tensors' memory: the same bits.
+    std::vector<at::Tensor> in;
+    if (has_base) in.push_back(base);
+    in.insert(in.end(), models.begin(), models.end());
+    at::Tensor out = at::empty(ref.sizes(), ref.options().dtype(s.out));
+    if (out.numel() == 0) return out;
+    merge::TensorSource src(in);
+    merge::TensorSink sink(out);
+    merge::stream_merge(name, s, has_base, src, sink);
+    return out;
+  }
   if (m.raw_inputs) return m.run({name, base, models, s});
   const at::Tensor b = has_base ? base.to(s.compute) : at::Tensor();
   std::vector<at::Tensor> xs;

@@ -1,4 +1,5 @@
 #include "../merge_files.h"
+#include "../merge/stream.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -23,6 +24,9 @@ namespace {
 
 constexpr int64_t kFileChunk = 65536;  // elements per read: 256 KiB of float32 per input
 constexpr int64_t kTile = 16384;       // elements per accumulator tile, as ops.h's combine
+// A tensor whose inputs span more than this each drops its mapped pages chunk by chunk as it goes
+// (smaller ones once merged): the resident set stays within a fixed budget whatever the model size.
+constexpr uint64_t kDropBehind = 32ull << 20;
 
 std::string where(const OpenFile& f, const std::string& tensor) {
   return f.path + ": tensor '" + tensor + "'";
@@ -133,6 +137,17 @@ struct Mappings {
   Mappings(const Mappings&) = delete;
   Mappings& operator=(const Mappings&) = delete;
 
+  // Unmaps the pages of [off, off + len) of file i from this process (they stay in the page cache;
+  // a later read faults them back in): mapped input pages count in the resident set, and a merge
+  // keeps it bounded by dropping what it has read.
+  void drop(size_t i, uint64_t off, uint64_t len) const {
+    const Map& m = maps[i];
+    if (m.base == nullptr || len == 0 || off >= m.size) return;
+    static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    const uint64_t a = off / page * page, b = std::min(m.size, off + len);
+    ::madvise(const_cast<char*>(m.base) + a, static_cast<size_t>(b - a), MADV_DONTNEED);
+  }
+
   // Which file a faulting address lies in (-1: none), and its byte offset there.
   int owner(const void* addr, uint64_t* off) const {
     const auto a = reinterpret_cast<uintptr_t>(addr);
@@ -209,6 +224,7 @@ bool task_arithmetic_file(const std::vector<OpenFile>& files, const Mappings& ma
     const auto& m = maps.maps[static_cast<size_t>(sp.file)];
     mapped = mapped && m.base != nullptr && (reinterpret_cast<uintptr_t>(m.base) + sp.offset) % alignof(In) == 0;
   }
+  const bool drop = static_cast<uint64_t>(n) * sizeof(In) > kDropBehind;
   std::atomic<bool> bad{false};
   std::atomic<void*> fault{nullptr};
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
@@ -244,6 +260,9 @@ bool task_arithmetic_file(const std::vector<OpenFile>& files, const Mappings& ma
       }
       combine_span<In, Acc, Out>(ptrs, c, o, len);
       t_guard = nullptr;
+      if (mapped && drop)
+        for (const FileSpan& sp : it.inputs)
+          maps.drop(static_cast<size_t>(sp.file), sp.offset + static_cast<uint64_t>(s) * sizeof(In), static_cast<uint64_t>(len) * sizeof(In));
       if (check_finite && any_non_finite(o, len)) bad = true;
       pwrite_fully(out, o, static_cast<size_t>(len) * sizeof(Out), it.out_offset + static_cast<uint64_t>(s) * sizeof(Out), it.name);
     }
@@ -251,6 +270,85 @@ bool task_arithmetic_file(const std::vector<OpenFile>& files, const Mappings& ma
   if (void* a = fault.load()) fail_fault(files, maps, a, it.name);
   return bad;
 }
+
+// The streamed methods (merge/stream.h): the item's inputs chunk by chunk — converted to the
+// compute dtype from the maps under the SIGBUS guard (or from positioned reads) into per-thread
+// buffers — and the output written with positioned writes.
+class FileChunks : public merge::ChunkSource {
+ public:
+  FileChunks(const std::vector<OpenFile>& files, const Mappings& maps, const FileMergeItem& it, int64_t n)
+      : files_(files), maps_(maps), it_(it), n_(n) {
+    for (const FileSpan& sp : it.inputs) {
+      const auto& m = maps.maps[static_cast<size_t>(sp.file)];
+      mapped_ = mapped_ && m.base != nullptr;
+    }
+  }
+  int64_t numel() const override { return n_; }
+  size_t inputs() const override { return it_.inputs.size(); }
+  void chunks(at::ScalarType compute, const merge::ChunkFn& fn) const override {
+    const size_t K1 = it_.inputs.size();
+    const size_t in_size = c10::elementSize(it_.dtype), acc_size = c10::elementSize(compute);
+    const int64_t chunks = (n_ + merge::kChunk - 1) / merge::kChunk;
+    std::atomic<void*> fault{nullptr};
+    const merge::ConvertFn convert = merge::converter(it_.dtype, compute);
+    const bool drop = static_cast<uint64_t>(n_) * in_size > kDropBehind;
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<double> raw, conv;  // aligned for any dtype
+      const size_t raw_elems = (static_cast<size_t>(merge::kChunk) * in_size + 7) / 8;
+      const size_t conv_elems = (static_cast<size_t>(merge::kChunk) * acc_size + 7) / 8;
+      if (!mapped_ && raw.size() < raw_elems) raw.resize(raw_elems);
+      if (conv.size() < K1 * conv_elems) conv.resize(K1 * conv_elems);
+      std::vector<const void*> ptrs(K1);
+      for (size_t k = 0; k < K1; ++k) ptrs[k] = conv.data() + k * conv_elems;
+      FaultJump guard;
+      for (int64_t ch = begin; ch < end && fault.load(std::memory_order_relaxed) == nullptr; ++ch) {
+        const int64_t s = ch * merge::kChunk, len = std::min(merge::kChunk, n_ - s);
+        for (size_t k = 0; k < K1; ++k) {
+          const FileSpan& sp = it_.inputs[k];
+          const uint64_t off = sp.offset + static_cast<uint64_t>(s) * in_size;
+          void* dst = conv.data() + k * conv_elems;
+          if (mapped_) {
+            const char* src = maps_.maps[static_cast<size_t>(sp.file)].base + off;
+            if (sigsetjmp(guard.jb, 1) != 0) {
+              fault = guard.addr;
+              return;
+            }
+            t_guard = &guard;
+            convert(src, dst, len);
+            t_guard = nullptr;
+            if (drop) maps_.drop(static_cast<size_t>(sp.file), off, static_cast<uint64_t>(len) * in_size);
+          } else {
+            pread_fully(files_[static_cast<size_t>(sp.file)], raw.data(), static_cast<size_t>(len) * in_size, off, it_.name);
+            convert(raw.data(), dst, len);
+          }
+        }
+        fn(ch, s, len, ptrs.data());
+      }
+    });
+    if (void* a = fault.load()) fail_fault(files_, maps_, a, it_.name);
+  }
+
+ private:
+  const std::vector<OpenFile>& files_;
+  const Mappings& maps_;
+  const FileMergeItem& it_;
+  int64_t n_;
+  bool mapped_ = true;
+};
+
+class FileSink : public merge::ChunkSink {
+ public:
+  FileSink(const OpenFile& out, const FileMergeItem& it) : out_(out), it_(it) {}
+  at::ScalarType dtype() const override { return it_.out; }
+  void write(int64_t start, int64_t len, const void* data) const override {
+    const size_t esz = c10::elementSize(it_.out);
+    pwrite_fully(out_, data, static_cast<size_t>(len) * esz, it_.out_offset + static_cast<uint64_t>(start) * esz, it_.name);
+  }
+
+ private:
+  const OpenFile& out_;
+  const FileMergeItem& it_;
+};
 
 // Any method, whole tensors: read every input, merge_tensor, check, write.
 bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const FileMergeItem& it, MergeSpec spec,
@@ -291,10 +389,11 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
     check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
           "merge: compute dtype must be float32 or float64, got ", c10::toString(spec.compute));
     merge_method(spec.method);  // an unknown name is refused before any tensor is read
-    any_fused = any_fused || spec.method == "task_arithmetic";
+    any_fused = any_fused || spec.method == "task_arithmetic" || merge::find(spec.method).coefficients != nullptr ||
+                merge::find(spec.method).stream != nullptr;
   }
   std::vector<std::string> non_finite;
-  // Only task arithmetic reads through the maps (the other methods read whole tensors).
+  // Task arithmetic and the streamed methods read through the maps (the others read whole tensors).
   const Mappings maps(files, any_fused && merge_files_use_mmap);
   for (const FileMergeItem& it : items) {
     check(it.spec < specs.size(), ErrorKind::Argument, "merge: tensor '", it.name, "' names spec ", it.spec, " of ",
@@ -348,10 +447,19 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
                                             : task_arithmetic_file<In, float, Out>(files, maps, out, it, c, n, check_finite);
         });
       });
+    } else if (is_float && merge::streams(spec, static_cast<int64_t>(it.shape.size()))) {
+      // Bounded memory: a few chunk buffers per thread, whatever the tensor's size.
+      MergeSpec s = spec;
+      s.out = it.out;
+      const FileChunks src(files, maps, it, n);
+      const FileSink sink(out, it);
+      bad = merge::stream_merge(it.name, s, has_base, src, sink) && check_finite;
     } else {
       bad = generic_file(files, out, it, spec, has_base, check_finite);
     }
     if (bad) non_finite.push_back(it.name);
+    for (const FileSpan& sp : it.inputs)
+      maps.drop(static_cast<size_t>(sp.file), sp.offset, static_cast<uint64_t>(n) * c10::elementSize(it.dtype));
   }
   return non_finite;
 }

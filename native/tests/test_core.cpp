@@ -13,6 +13,7 @@
 #include "bmm.h"
 #include <torch/csrc/autograd/autograd.h>
 #include "merge_files.h"
+#include "merge/method.h"
 
 #include "check.h"
 
@@ -128,10 +129,12 @@ static void check_batched_matmul() {
   set_num_threads(1);
 }
 
-// File-to-file task arithmetic: mapped reads equal positioned reads bit for bit, and an input
+// File-to-file merges, the fused task arithmetic and the streamed methods (merge/stream.h):
+// mapped reads equal positioned reads bit for bit, the file merge equals merge_tensor, and an input
 // truncated after it was mapped is an IO error naming it (the SIGBUS is caught), not a crash.
 static int merge_truncate_fd = -1;
-static void check_merge_files() {
+static void check_merge_files_for(const std::string& method) {
+  const std::string tag = "merge_files (" + method + "): ";
   char dir[] = "/tmp/tangent-native-merge-XXXXXX";
   if (::mkdtemp(dir) == nullptr) return expect(false, "mkdtemp");
   const int64_t n = 3 * 65536 + 17;  // several chunks and a ragged tail
@@ -152,8 +155,10 @@ static void check_merge_files() {
   it.shape = {n};
   it.inputs = {{0, 0}, {0, static_cast<uint64_t>(n) * 4}};  // base = row 0, model = row 1
   MergeSpec spec;
-  spec.method = "task_arithmetic";
-  spec.lambda = 0.3;
+  spec.method = method;
+  if (method != "slerp") spec.lambda = 0.3;
+  if (method == "slerp") spec.t = 0.3;
+  if (method == "ties") spec.density = {0.4};
   spec.compute = at::kFloat;
   spec.out = at::kFloat;
   auto read_out = [&] {
@@ -167,9 +172,19 @@ static void check_merge_files() {
   merge_file_tensors(files, out, {it}, {spec}, true);
   merge_files_use_mmap = true;
   const at::Tensor preads = read_out();
-  const at::Tensor expected = a[0] + 0.3 * (a[1] - a[0]);
-  expect(at::equal(mapped, preads), "merge_files: memory-mapped reads = positioned reads, bit for bit");
-  expect((mapped - expected).abs().max().item<double>() < 1e-6, "merge_files: θ0 + λ(θ1 − θ0)");
+  expect(at::equal(mapped, preads), tag + "memory-mapped reads = positioned reads, bit for bit");
+  if (method == "task_arithmetic") {
+    const at::Tensor expected = a[0] + 0.3 * (a[1] - a[0]);
+    expect((mapped - expected).abs().max().item<double>() < 1e-6, tag + "θ0 + λ(θ1 − θ0)");
+  } else {
+    expect(at::equal(mapped, merge_tensor("w", a[0].contiguous(), {a[1].contiguous()}, spec)), tag + "the file merge = merge_tensor, bit for bit");
+    MergeSpec whole = spec;
+    whole.compute = at::kDouble;
+    whole.out = at::kDouble;
+    // The whole-tensor (device) implementation, on float64 copies: the same merge within float32 rounding.
+    const at::Tensor ref = merge_tensor("w", a[0].to(at::kDouble).contiguous(), {a[1].to(at::kDouble).contiguous()}, whole);
+    expect((mapped.to(at::kDouble) - ref).abs().max().item<double>() < 1e-5, tag + "= the float64 merge within float32 rounding");
+  }
 
   merge_truncate_fd = in_fd;
   merge_files_after_map_hook = [] { (void)!::ftruncate(merge_truncate_fd, 4096); };
@@ -184,7 +199,7 @@ static void check_merge_files() {
   merge_files_after_map_hook = nullptr;
   expect(kind == ErrorKind::IO && msg.find("in.bin: tensor 'w': could not read byte") != std::string::npos &&
              msg.find("truncated") != std::string::npos,
-         "merge_files: an input truncated under the mapping is an IO error naming it (SIGBUS caught): " + msg);
+         tag + "an input truncated under the mapping is an IO error naming it (SIGBUS caught): " + msg);
   msg.clear();
   try {
     merge_file_tensors(files, out, {it}, {spec}, true);
@@ -192,12 +207,59 @@ static void check_merge_files() {
     msg = e.what();
   }
   expect(msg.find("in.bin: tensor 'w': unexpected end of file at byte 4096") != std::string::npos,
-         "merge_files: a span past the end of a file is refused before reading: " + msg);
+         tag + "a span past the end of a file is refused before reading: " + msg);
   ::close(in_fd);
   ::close(out_fd);
   ::unlink(in_path.c_str());
   ::unlink(out_path.c_str());
   ::rmdir(dir);
+}
+
+// The streamed merges (merge_tensor on the CPU) = the whole-tensor implementations the other
+// devices run (each method's run), on values quantized to eighths so that |τ| ties abound (the
+// rank bounds' tie counts across chunks), over several chunks, float32 and float64.
+static void check_streamed_merges() {
+  auto gen = at::detail::createCPUGenerator(5);
+  const int64_t n = 2 * 65536 + 333;
+  auto q = [&](double sd) { return (at::empty({n}, at::kDouble).normal_(0, sd, gen) * 8).round() / 8; };
+  const at::Tensor base = q(1.0);
+  std::vector<at::Tensor> ft;
+  for (int k = 0; k < 3; ++k) ft.push_back(base + q(0.3));
+  for (const MergeMethodInfo& info : merge_methods()) {
+    const merge::Method& m = merge::find(info.name);
+    MergeSpec spec;
+    spec.method = info.name;
+    if (!m.streams(spec, 1)) continue;
+    const size_t k = info.max_models == 0 ? 3 : info.max_models;
+    if (m.coefficients == nullptr || std::string(info.name) == "linear" || std::string(info.name) == "nuslerp" ||
+        std::string(info.name) == "multislerp")
+      spec.weights = std::vector<double>{1.0, 0.5, 0.25};
+    spec.weights.resize(spec.weights.empty() ? 0 : k);
+    spec.lambda = std::string(info.name) == "ties" || std::string(info.name).rfind("breadcrumbs", 0) == 0 ? 0.7 : 1.0;
+    spec.density = std::vector<double>(k, 0.37);
+    spec.gamma = std::vector<double>(k, std::string(info.name).rfind("breadcrumbs", 0) == 0 ? 0.11 : 0.0);
+    spec.t = 0.3;
+    if (std::string(info.name) != "ties" && std::string(info.name).rfind("breadcrumbs", 0) != 0) spec.density.clear(), spec.gamma.clear();
+    for (at::ScalarType dt : {at::kFloat, at::kDouble}) {
+      spec.compute = dt;
+      spec.out = dt;
+      const at::Tensor b = info.base == BaseUse::None ? at::Tensor() : base.to(dt);
+      std::vector<at::Tensor> xs;
+      for (size_t i = 0; i < k; ++i) xs.push_back(ft[i].to(dt));
+      const at::Tensor got = merge_tensor("w", b, xs, spec);
+      const at::Tensor want = m.run(merge::Context("w", b, xs, spec));
+      const double e = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
+      expect(e <= (dt == at::kFloat ? 2e-5 : 1e-12), std::string("streamed ") + info.name + " (" + c10::toString(dt) +
+                                                          ") = its whole-tensor run (max |Δ| " + sci(e) + ")");
+    }
+  }
+}
+
+static void check_merge_files() {
+  check_streamed_merges();
+  set_num_threads(2);  // chunks on two threads: the result may not depend on them
+  for (const char* m : {"task_arithmetic", "slerp", "ties"}) check_merge_files_for(m);
+  set_num_threads(1);
 }
 
 // A torch.export program built by hand (what lib/checkpoint/pt2.ts hands over): x[B, 6] ->

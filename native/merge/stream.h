@@ -1,0 +1,123 @@
+// Streaming merges: one tensor's inputs seen chunk by chunk, so a merge holds a few chunk buffers
+// per thread instead of whole tensors — file to file (merge_files.cpp: mapped or read inputs,
+// positioned writes) and in memory on the CPU (merge_tensor: the same passes over the tensors, so
+// both give the same bits). Chunks are fixed (kChunk elements), run on libtorch's intra-op threads,
+// and every reduction sums per-chunk partials in chunk order: results do not depend on threads.
+//   combination methods (method.h's Coefficients): a Gram pass, then the fused combine;
+//   the TIES family (ties, breadcrumbs, breadcrumbs_ties): exact magnitude thresholds by radix
+//   selection (two passes per boundary and model), a tie-count pass where a threshold is tied,
+//   then the elementwise trim, election and mean.
+#pragma once
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+#include "method.h"
+
+namespace tangent {
+namespace merge {
+
+constexpr int64_t kChunk = 65536;  // elements per chunk: 256 KiB of float32 per input
+
+// fn(chunk, start, len, xs): xs[i] points at elements [start, start + len) of input i (the base
+// first where given), converted to the compute dtype (float or double as asked).
+using ChunkFn = std::function<void(int64_t chunk, int64_t start, int64_t len, const void* const* xs)>;
+
+class ChunkSource {
+ public:
+  virtual ~ChunkSource() = default;
+  virtual int64_t numel() const = 0;
+  virtual size_t inputs() const = 0;
+  // Calls fn for every chunk, in parallel; fn may throw (the first error is rethrown).
+  virtual void chunks(at::ScalarType compute, const ChunkFn& fn) const = 0;
+};
+
+class ChunkSink {
+ public:
+  virtual ~ChunkSink() = default;
+  virtual at::ScalarType dtype() const = 0;
+  // Elements [start, start + len) of the output, in dtype(); called from the chunk threads.
+  virtual void write(int64_t start, int64_t len, const void* data) const = 0;
+};
+
+// Whether the tensor's merge streams (spec.method's Method::streams).
+bool streams(const MergeSpec& spec, int64_t dim);
+// Streams one tensor's merge from `src` into `sink`. Returns whether any output is NaN or ±Inf.
+bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base, const ChunkSource& src,
+                  const ChunkSink& sink);
+
+// The inputs as contiguous CPU tensors of one dtype (merge_tensor's source).
+class TensorSource : public ChunkSource {
+ public:
+  explicit TensorSource(std::vector<at::Tensor> inputs);
+  int64_t numel() const override { return n_; }
+  size_t inputs() const override { return xs_.size(); }
+  void chunks(at::ScalarType compute, const ChunkFn& fn) const override;
+
+ private:
+  std::vector<at::Tensor> xs_;
+  int64_t n_ = 0;
+};
+
+// A contiguous CPU tensor as the output (merge_tensor's sink).
+class TensorSink : public ChunkSink {
+ public:
+  explicit TensorSink(at::Tensor& out) : out_(out) {}
+  at::ScalarType dtype() const override { return out_.scalar_type(); }
+  void write(int64_t start, int64_t len, const void* data) const override {
+    std::memcpy(static_cast<char*>(out_.data_ptr()) + static_cast<size_t>(start) * out_.element_size(), data,
+                static_cast<size_t>(len) * out_.element_size());
+  }
+
+ private:
+  at::Tensor& out_;
+};
+
+// Converts len values of dtype `in` at src to Acc (float or double) at dst. converter() gives the
+// plain function (no dispatch frames: safe to leave by siglongjmp).
+using ConvertFn = void (*)(const void* src, void* dst, int64_t len);
+ConvertFn converter(at::ScalarType in, at::ScalarType acc);
+void convert_chunk(at::ScalarType in, const void* src, at::ScalarType acc, void* dst, int64_t len);
+// Converts len values of Acc at src to `out` at dst; returns whether any result is NaN or ±Inf.
+bool convert_out(at::ScalarType acc, const void* src, at::ScalarType out, void* dst, int64_t len);
+
+// The pieces stream methods use: the Gram of the inputs (method.h) in one pass, and the exact
+// rank boundaries of |τ_k|.
+Gram stream_gram(const ChunkSource& src, bool has_base, at::ScalarType compute);
+// "rank(i) < b": entry i is among the b largest |τ| (τ = input `k` − input 0, in the compute
+// dtype; ties by lower index first), found without sorting: the value T at rank b − 1, how many
+// entries exceed it, and for a tied T the count of T-valued entries before each chunk.
+struct RankBound {
+  int64_t b = 0;          // 0: no entry; n: every entry
+  int64_t n = 0;
+  uint64_t key = 0;       // T's bits (|τ| as an unsigned integer of the compute dtype's width)
+  int64_t ties = 0;       // entries equal to T that are kept (the first ones by index)
+  std::vector<int64_t> before;  // per chunk: T-valued entries in earlier chunks (only when T is tied)
+  bool all() const { return b >= n; }
+  bool none() const { return b <= 0; }
+};
+RankBound rank_bound(const ChunkSource& src, size_t k, int64_t b, at::ScalarType compute);
+
+// |τ| (τ = xk − x0 in Acc) as the unsigned integer of its bits: ordered like |τ|.
+template <typename Acc>
+inline auto abs_key(Acc xk, Acc x0) {
+  using U = std::conditional_t<std::is_same_v<Acc, double>, uint64_t, uint32_t>;
+  const Acc a = std::abs(xk - x0);
+  U u;
+  std::memcpy(&u, &a, sizeof u);
+  return u;
+}
+
+// Whether an entry with |τ| bits `key` is within the bound; `tied` counts the T-valued entries seen
+// so far in index order (start a chunk at bound.before[chunk]).
+inline bool within(const RankBound& rb, uint64_t key, int64_t& tied) {
+  if (rb.none()) return false;
+  if (rb.all() || key > rb.key) return true;
+  if (key < rb.key) return false;
+  return rb.before.empty() || tied++ < rb.ties;
+}
+
+}  // namespace merge
+}  // namespace tangent
