@@ -4,13 +4,11 @@
 // combine), checks for NaN/Inf per chunk and writes with positioned writes at the tensor's offset
 // in the output. A file that shrinks under the mapping raises SIGBUS inside a guard: an IO error
 // naming the file and byte, never a crash. Where a file cannot be mapped the chunks are read with
-// positioned reads. The streamed methods (merge/stream.h: the linear combinations — slerp,
-// nuslerp, multislerp, karcher, model_stock, linear, passthrough — and ties, breadcrumbs,
-// breadcrumbs_ties) read the same chunks, under the same guard, in a few passes; mapped pages a
-// tensor has read are dropped from the resident set (chunk by chunk for tensors over 32 MiB per
-// input), so memory stays within a fixed budget whatever the model's size. The other methods
-// (dare_*, della*, sce, ram*, nearswap, nuslerp by rows) read whole tensors with positioned reads
-// and run merge.h's merge_tensor.
+// positioned reads. The other methods stream too (merge/stream.h: every method but nuslerp by rows
+// or columns) over the same chunks, under the same guard, in a few passes; mapped pages a tensor
+// has read are dropped from the resident set (chunk by chunk for a tensor whose inputs span over
+// 256 MiB), so memory stays within a fixed budget whatever the model's size. nuslerp by rows or
+// columns reads whole tensors with positioned reads and runs merge.h's merge_tensor.
 #pragma once
 
 #include <string>

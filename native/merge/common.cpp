@@ -3,7 +3,7 @@
 
 #include "../ops.h"
 
-#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
 #include <functional>
 
@@ -49,14 +49,23 @@ uint64_t mask_seed(uint64_t seed, const std::string& name, size_t k) {
 }
 
 at::Tensor bernoulli_mask(const at::Tensor& tau, double p, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  return at::empty(tau.sizes(), at::kFloat).bernoulli_(p, gen).to(tau.device(), tau.scalar_type());
+  at::Tensor m = at::empty(tau.sizes(), at::TensorOptions().dtype(at::kFloat));
+  float* d = m.data_ptr<float>();
+  at::parallel_for(0, m.numel(), 65536, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) d[i] = uniform_at(seed, static_cast<uint64_t>(i)) < p ? 1.0f : 0.0f;
+  });
+  return m.to(tau.device(), tau.scalar_type());
 }
 
 at::Tensor bernoulli_mask(const at::Tensor& tau, const at::Tensor& p, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  at::Tensor probs = p.to(at::kCPU, at::kFloat).expand(tau.sizes()).contiguous();
-  return at::bernoulli(probs, gen).to(tau.device(), tau.scalar_type());
+  const at::Tensor probs = p.to(at::kCPU, at::kDouble).expand(tau.sizes()).contiguous();
+  const double* q = probs.data_ptr<double>();
+  at::Tensor m = at::empty(tau.sizes(), at::TensorOptions().dtype(at::kFloat));
+  float* d = m.data_ptr<float>();
+  at::parallel_for(0, m.numel(), 65536, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) d[i] = uniform_at(seed, static_cast<uint64_t>(i)) < q[i] ? 1.0f : 0.0f;
+  });
+  return m.to(tau.device(), tau.scalar_type());
 }
 
 at::Tensor elect_and_merge(const std::vector<at::Tensor>& taus, const std::vector<double>& w, bool weighted, bool normalize) {

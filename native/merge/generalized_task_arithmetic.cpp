@@ -12,6 +12,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <atomic>
 
 namespace tangent {
@@ -86,76 +87,120 @@ at::Tensor gta(const Context& c, Sparsify how, bool elect) {
   return c.base + merged * c.spec.lambda;
 }
 
-// The same for the rank-trimmed methods, streamed (stream.h): per model the exact bounds of its
-// magnitude window — ranks [lo, hi) — by radix selection, then entry by entry the trim, the
-// election and the mean, in the compute dtype with the arithmetic of the whole-tensor version.
+// The same, streamed (stream.h): per model the exact bounds of its magnitude window — ranks
+// [lo, hi) — by radix selection (ties, breadcrumbs), then chunk by chunk the sparsified τ̂_k (the
+// window; DARE's counter-based draws; DELLA's per-row ranks, over chunks of whole rows), and entry
+// by entry the election and the mean, in the compute dtype with the arithmetic of the whole-tensor
+// version above (the same masks, the same results).
 template <typename Acc>
 bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& src, const ChunkSink& sink) {
   const size_t K = a.count();
   const int64_t n = src.numel();
   const at::ScalarType compute = a.spec.compute;
   std::vector<RankBound> hi(K), lo(K);
-  for (size_t k = 0; k < K; ++k) {
-    const int64_t start = how == Sparsify::Breadcrumbs ? keep_count(a.gamma(k), n) : 0;
-    const int64_t count = std::min(keep_count(a.density(k), n), n - start);
-    hi[k] = rank_bound(src, k + 1, start + count, compute);
-    lo[k] = rank_bound(src, k + 1, start, compute);
+  if (how == Sparsify::Magnitude || how == Sparsify::Breadcrumbs) {
+    std::vector<RankRequest> reqs;
+    for (size_t k = 0; k < K; ++k) {
+      const int64_t start = how == Sparsify::Breadcrumbs ? keep_count(a.gamma(k), n) : 0;
+      const int64_t count = std::min(keep_count(a.density(k), n), n - start);
+      reqs.push_back({k, start + count});
+      reqs.push_back({k, start});
+    }
+    const std::vector<RankBound> rb = abs_rank_bounds(src, compute, reqs);
+    for (size_t k = 0; k < K; ++k) hi[k] = rb[2 * k], lo[k] = rb[2 * k + 1];
   }
+  // DELLA ranks within rows: chunks of whole rows (a tensor of one or no dimension is one row).
+  const int64_t rows = a.shape.size() < 2 ? 1 : a.shape[0];
+  const int64_t row = rows == 0 ? 0 : n / rows;
+  const int64_t chunk = how == Sparsify::Della && row > 0 ? row * std::max<int64_t>(1, kChunk / row) : kChunk;
+  std::vector<uint64_t> seeds;
   std::vector<Acc> w, c;
   double wsum = 0;
   for (size_t k = 0; k < K; ++k) {
+    seeds.push_back(mask_seed(a.spec.seed, a.name, k));
     w.push_back(static_cast<Acc>(a.weight(k)));
     c.push_back(a.spec.weighted_election ? static_cast<Acc>(a.weight(k)) : Acc(1));
     wsum += a.weight(k);
   }
   const bool divide = a.spec.normalize && std::abs(wsum) >= 1e-8;
   const Acc lambda = static_cast<Acc>(a.spec.lambda), div = static_cast<Acc>(wsum);
-  const bool normalize = a.spec.normalize;
+  const bool normalize = a.spec.normalize, rescale = a.spec.rescale;
   std::atomic<bool> bad{false};
   const at::ScalarType out = sink.dtype();
   src.chunks(compute, [&](int64_t ch, int64_t start, int64_t len, const void* const* xs) {
-    thread_local std::vector<Acc> res;
+    thread_local std::vector<Acc> res, th;
     thread_local std::vector<double> obuf;
-    if (res.size() < static_cast<size_t>(kChunk)) res.resize(static_cast<size_t>(kChunk));
-    if (obuf.size() < static_cast<size_t>(kChunk)) obuf.resize(static_cast<size_t>(kChunk));
-    int64_t tie_hi[64], tie_lo[64];
-    Acc th[64];
-    for (size_t k = 0; k < K; ++k) {
-      tie_hi[k] = hi[k].before.empty() ? 0 : hi[k].before[static_cast<size_t>(ch)];
-      tie_lo[k] = lo[k].before.empty() ? 0 : lo[k].before[static_cast<size_t>(ch)];
-    }
+    thread_local std::vector<int64_t> order;
+    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len));
+    if (obuf.size() < static_cast<size_t>(len)) obuf.resize(static_cast<size_t>(len));
+    if (th.size() < K * static_cast<size_t>(len)) th.resize(K * static_cast<size_t>(len));
     const Acc* x0 = static_cast<const Acc*>(xs[0]);
+    // τ̂_k for this chunk.
+    for (size_t k = 0; k < K; ++k) {
+      const Acc* xk = static_cast<const Acc*>(xs[k + 1]);
+      Acc* t = th.data() + k * static_cast<size_t>(len);
+      const double d = a.density(k);
+      if (how == Sparsify::Magnitude || how == Sparsify::Breadcrumbs) {
+        int64_t tie_hi = hi[k].before.empty() ? 0 : hi[k].before[static_cast<size_t>(ch)];
+        int64_t tie_lo = lo[k].before.empty() ? 0 : lo[k].before[static_cast<size_t>(ch)];
+        for (int64_t j = 0; j < len; ++j) {
+          const uint64_t key = static_cast<uint64_t>(abs_key<Acc>(xk[j], x0[j]));
+          const bool keep = within(hi[k], key, tie_hi) && !within(lo[k], key, tie_lo);
+          t[j] = keep ? xk[j] - x0[j] : Acc(0);
+        }
+      } else if (d >= 1.0) {
+        for (int64_t j = 0; j < len; ++j) t[j] = xk[j] - x0[j];
+      } else if (d <= 0.0) {
+        std::fill(t, t + len, Acc(0));
+      } else if (how == Sparsify::Random) {
+        const Acc dd = static_cast<Acc>(d);
+        for (int64_t j = 0; j < len; ++j)
+          t[j] = uniform_at(seeds[k], static_cast<uint64_t>(start + j)) < d ? (xk[j] - x0[j]) / dd : Acc(0);
+      } else {  // DELLA: p from the entry's ascending |τ| rank within its row
+        const double eps = a.epsilon(k);
+        const Acc slope = static_cast<Acc>(row > 1 ? 2.0 * eps / static_cast<double>(row - 1) : 0.0);
+        const Acc floor = static_cast<Acc>(d - eps), dd = static_cast<Acc>(d);
+        for (int64_t j = 0; j < len; ++j) t[j] = xk[j] - x0[j];
+        if (static_cast<int64_t>(order.size()) < row) order.resize(static_cast<size_t>(row));
+        for (int64_t r0 = 0; r0 < len; r0 += row) {
+          Acc* tr = t + r0;
+          for (int64_t q = 0; q < row; ++q) order[static_cast<size_t>(q)] = q;
+          std::stable_sort(order.begin(), order.begin() + row, [&](int64_t x, int64_t y) { return std::abs(tr[x]) < std::abs(tr[y]); });
+          for (int64_t r = 0; r < row; ++r) {
+            const int64_t q = order[static_cast<size_t>(r)];
+            const Acc p = row == 1 ? dd : static_cast<Acc>(r) * slope + floor;
+            const bool keep = uniform_at(seeds[k], static_cast<uint64_t>(start + r0 + q)) < static_cast<double>(p);
+            tr[q] = keep ? (rescale ? tr[q] / p : tr[q]) : Acc(0);
+          }
+        }
+      }
+    }
     for (int64_t j = 0; j < len; ++j) {
       const Acc b = x0[j];
-      for (size_t k = 0; k < K; ++k) {
-        const Acc xk = static_cast<const Acc*>(xs[k + 1])[j];
-        const uint64_t key = static_cast<uint64_t>(abs_key<Acc>(xk, b));
-        const bool keep = within(hi[k], key, tie_hi[k]) && !within(lo[k], key, tie_lo[k]);
-        th[k] = keep ? xk - b : Acc(0);
-      }
       Acc merged = 0;
       if (elect) {
         Acc mass = 0;
-        for (size_t k = 0; k < K; ++k) mass += c[k] * th[k];
+        for (size_t k = 0; k < K; ++k) mass += c[k] * th[k * static_cast<size_t>(len) + static_cast<size_t>(j)];
         const int sign = (mass > 0) - (mass < 0);
         Acc num = 0, den = 0;
         for (size_t k = 0; k < K; ++k) {
-          const int sk = (th[k] > 0) - (th[k] < 0);
+          const Acc v = th[k * static_cast<size_t>(len) + static_cast<size_t>(j)];
+          const int sk = (v > 0) - (v < 0);
           if (sk != 0 && sk == sign) {
-            num += w[k] * th[k];
+            num += w[k] * v;
             den += w[k];
           }
         }
         merged = !normalize ? num : den != 0 ? num / den : Acc(0);
       } else {
-        for (size_t k = 0; k < K; ++k) merged += w[k] * th[k];
+        for (size_t k = 0; k < K; ++k) merged += w[k] * th[k * static_cast<size_t>(len) + static_cast<size_t>(j)];
         if (divide) merged /= div;
       }
       res[static_cast<size_t>(j)] = b + merged * lambda;
     }
     if (convert_out(compute, res.data(), out, obuf.data(), len)) bad = true;
     sink.write(start, len, obuf.data());
-  });
+  }, chunk);
   return bad;
 }
 
@@ -164,8 +209,12 @@ bool gta_stream(const Args& a, Sparsify how, bool elect, const ChunkSource& src,
   return a.spec.compute == at::kDouble ? gta_stream_t<double>(a, how, elect, src, sink) : gta_stream_t<float>(a, how, elect, src, sink);
 }
 bool stream_ties(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Magnitude, true, s, o); }
+bool stream_dare_linear(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Random, false, s, o); }
+bool stream_dare_ties(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Random, true, s, o); }
 bool stream_breadcrumbs(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Breadcrumbs, false, s, o); }
 bool stream_breadcrumbs_ties(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Breadcrumbs, true, s, o); }
+bool stream_della(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Della, true, s, o); }
+bool stream_della_linear(const Args& a, const ChunkSource& s, const ChunkSink& o) { return gta_stream(a, Sparsify::Della, false, s, o); }
 
 at::Tensor run_ties(const Context& c) { return gta(c, Sparsify::Magnitude, true); }
 at::Tensor run_dare_linear(const Context& c) { return gta(c, Sparsify::Random, false); }
@@ -180,12 +229,12 @@ at::Tensor run_della_linear(const Context& c) { return gta(c, Sparsify::Della, f
 std::vector<Method> generalized_task_arithmetic_methods() {
   return {
       {{"ties", BaseUse::Required, 1, 0}, run_ties, false, nullptr, true, stream_ties},
-      {{"dare_linear", BaseUse::Required, 1, 0}, run_dare_linear},
-      {{"dare_ties", BaseUse::Required, 1, 0}, run_dare_ties},
+      {{"dare_linear", BaseUse::Required, 1, 0}, run_dare_linear, false, nullptr, true, stream_dare_linear},
+      {{"dare_ties", BaseUse::Required, 1, 0}, run_dare_ties, false, nullptr, true, stream_dare_ties},
       {{"breadcrumbs", BaseUse::Required, 1, 0}, run_breadcrumbs, false, nullptr, true, stream_breadcrumbs},
       {{"breadcrumbs_ties", BaseUse::Required, 1, 0}, run_breadcrumbs_ties, false, nullptr, true, stream_breadcrumbs_ties},
-      {{"della", BaseUse::Required, 1, 0}, run_della},
-      {{"della_linear", BaseUse::Required, 1, 0}, run_della_linear},
+      {{"della", BaseUse::Required, 1, 0}, run_della, false, nullptr, true, stream_della},
+      {{"della_linear", BaseUse::Required, 1, 0}, run_della_linear, false, nullptr, true, stream_della_linear},
   };
 }
 

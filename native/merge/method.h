@@ -17,6 +17,7 @@ struct Args {
   const MergeSpec& spec;
   size_t n;       // models beside the base
   bool has_base;
+  std::vector<int64_t> shape;  // the tensor's
 
   size_t count() const { return n; }
   double weight(size_t k) const { return spec.weights.empty() ? 1.0 : spec.weights[k]; }
@@ -32,7 +33,9 @@ struct Context : Args {
   const std::vector<at::Tensor>& models;
 
   Context(const std::string& name, const at::Tensor& base, const std::vector<at::Tensor>& models, const MergeSpec& spec)
-      : Args{name, spec, models.size(), base.defined()}, base(base), models(models) {}
+      : Args{name, spec, models.size(), base.defined(), models.empty() ? std::vector<int64_t>{} : models[0].sizes().vec()},
+        base(base),
+        models(models) {}
   // τ_k = models[k] − base.
   std::vector<at::Tensor> task_vectors() const;
 };
@@ -104,8 +107,18 @@ at::Tensor ascending_ranks(const at::Tensor& tau);
 int64_t keep_count(double density, int64_t n);
 // The seed of model k's mask for tensor `name`: independent of tensor order, device and threads.
 uint64_t mask_seed(uint64_t seed, const std::string& name, size_t k);
-// Bernoulli(p) keep mask (p one probability, or a tensor of them per entry), drawn on the CPU
-// generator seeded by `seed` in float32, returned in tau's dtype and device.
+// A uniform number in [0, 1) for entry i (flat index) of the mask seeded by `seed`: SplitMix64 of
+// seed + (i + 1)·φ, its top 53 bits. A counter-based draw, so a mask is the same whole or chunk by
+// chunk, on every device and thread count.
+inline double uniform_at(uint64_t seed, uint64_t i) {
+  uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+// Bernoulli(p) keep mask (p one probability, or a tensor of them per entry): entry i kept where
+// uniform_at(seed, i) < p; returned in tau's dtype and device.
 at::Tensor bernoulli_mask(const at::Tensor& tau, double p, uint64_t seed);
 at::Tensor bernoulli_mask(const at::Tensor& tau, const at::Tensor& p, uint64_t seed);
 // TIES sign election and disjoint mean over already sparsified deltas: γ = sign(Σ_k c_k τ_k) with

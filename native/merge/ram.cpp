@@ -1,7 +1,9 @@
 // ram and ramplus_tl (Reinforced Agent Merging, mergekit): entries changed by one model take its
 // change, entries changed by several take the mean of their changes; ramplus_tl amplifies a model's
 // unique entries by how much it shares with the others (tensor-local).
-#include "method.h"
+#include "stream.h"
+
+#include <atomic>
 
 namespace tangent {
 namespace merge {
@@ -39,10 +41,74 @@ at::Tensor ram(const Context& c, bool plus) {
 at::Tensor run_ram(const Context& c) { return ram(c, false); }
 at::Tensor run_ramplus_tl(const Context& c) { return ram(c, true); }
 
+// The same streamed: for ramplus_tl a pass counting each model's shared and unique entries (exact
+// integer counts), then entry by entry.
+template <typename Acc>
+bool ram_stream_t(const Args& a, bool plus, const ChunkSource& src, const ChunkSink& sink) {
+  const size_t K = a.count();
+  const at::ScalarType compute = a.spec.compute;
+  const Acc eps = static_cast<Acc>(a.spec.ram_epsilon);
+  const int64_t chunks = (src.numel() + kChunk - 1) / kChunk;
+  auto counts = [&](const Acc* const* x, int64_t j) {
+    int c = 0;
+    for (size_t k = 0; k < K; ++k) c += std::abs(x[k + 1][j] - x[0][j]) > eps;
+    return c;
+  };
+  std::vector<Acc> lam(K, Acc(1));
+  if (plus) {
+    std::vector<int64_t> part(static_cast<size_t>(chunks) * K * 2, 0);  // per chunk and model: shared, unique
+    src.chunks(compute, [&](int64_t ch, int64_t, int64_t len, const void* const* xs) {
+      const auto* x = reinterpret_cast<const Acc* const*>(xs);
+      int64_t* p = part.data() + static_cast<size_t>(ch) * K * 2;
+      for (int64_t j = 0; j < len; ++j) {
+        const int c = counts(x, j);
+        if (c == 0) continue;
+        for (size_t k = 0; k < K; ++k)
+          if (std::abs(x[k + 1][j] - x[0][j]) > eps) ++p[2 * k + (c == 1 ? 1 : 0)];
+      }
+    });
+    for (size_t k = 0; k < K; ++k) {
+      int64_t sh = 0, un = 0;
+      for (int64_t ch = 0; ch < chunks; ++ch) sh += part[(static_cast<size_t>(ch) * K + k) * 2], un += part[(static_cast<size_t>(ch) * K + k) * 2 + 1];
+      const double rho = static_cast<double>(sh) / std::max(static_cast<double>(un), a.spec.ram_epsilon);
+      lam[k] = static_cast<Acc>(1.0 + a.spec.ram_r * std::max(0.0, std::min(rho, a.spec.ram_alpha)));
+    }
+  }
+  std::atomic<bool> bad{false};
+  src.chunks(compute, [&](int64_t, int64_t start, int64_t len, const void* const* xs) {
+    thread_local std::vector<Acc> res;
+    thread_local std::vector<double> obuf;
+    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len)), obuf.resize(static_cast<size_t>(len));
+    const auto* x = reinterpret_cast<const Acc* const*>(xs);
+    for (int64_t j = 0; j < len; ++j) {
+      const int c = counts(x, j);
+      const Acc share = c > 1 ? Acc(1) / static_cast<Acc>(c) : Acc(0);
+      Acc delta = 0;
+      for (size_t k = 0; k < K; ++k) {
+        const Acc tau = x[k + 1][j] - x[0][j];
+        if (std::abs(tau) > eps) delta += tau * ((c == 1 ? lam[k] : Acc(0)) + share);
+        else delta += Acc(0) * tau;
+      }
+      res[static_cast<size_t>(j)] = x[0][j] + delta;
+    }
+    if (convert_out(compute, res.data(), sink.dtype(), obuf.data(), len)) bad = true;
+    sink.write(start, len, obuf.data());
+  });
+  return bad;
+}
+
+bool ram_stream(const Args& a, bool plus, const ChunkSource& s, const ChunkSink& o) {
+  return a.spec.compute == at::kDouble ? ram_stream_t<double>(a, plus, s, o) : ram_stream_t<float>(a, plus, s, o);
+}
+bool stream_ram(const Args& a, const ChunkSource& s, const ChunkSink& o) { return ram_stream(a, false, s, o); }
+bool stream_ramplus_tl(const Args& a, const ChunkSource& s, const ChunkSink& o) { return ram_stream(a, true, s, o); }
+
 }  // namespace
 
-Method ram_method() { return {{"ram", BaseUse::Required, 1, 0}, run_ram}; }
-Method ramplus_tl_method() { return {{"ramplus_tl", BaseUse::Required, 1, 0}, run_ramplus_tl}; }
+Method ram_method() { return {{"ram", BaseUse::Required, 1, 0}, run_ram, false, nullptr, true, stream_ram}; }
+Method ramplus_tl_method() {
+  return {{"ramplus_tl", BaseUse::Required, 1, 0}, run_ramplus_tl, false, nullptr, true, stream_ramplus_tl};
+}
 
 }  // namespace merge
 }  // namespace tangent

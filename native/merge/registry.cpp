@@ -86,7 +86,7 @@ at::Tensor merge_tensor(const std::string& name, const at::Tensor& base, const s
     if (out.numel() == 0) return out;
     merge::TensorSource src(in);
     merge::TensorSink sink(out);
-    merge::stream_merge(name, s, has_base, src, sink);
+    merge::stream_merge(name, s, has_base, ref.sizes().vec(), src, sink);
     return out;
   }
   if (m.raw_inputs) return m.run({name, base, models, s});

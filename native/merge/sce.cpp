@@ -1,6 +1,8 @@
 // sce (FuseChat, Wan et al. 2024): Select the entries whose task vectors vary most across the
 // models, Calculate per-model weights from their energy, Erase the minority signs, then average.
-#include "method.h"
+#include "stream.h"
+
+#include <atomic>
 
 namespace tangent {
 namespace merge {
@@ -20,7 +22,13 @@ at::Tensor run_sce(const Context& c) {
     if (topk <= 0.0) {
       keep = at::zeros_like(taus[0], at::kBool);
     } else {
-      const at::Tensor var = at::stack(taus).var(0, /*unbiased=*/false).reshape({-1});
+      // Population variance across the models, summed in model order (as the stream below).
+      at::Tensor mean = taus[0].clone();
+      for (size_t k = 1; k < n; ++k) mean.add_(taus[k]);
+      mean.div_(static_cast<double>(n));
+      at::Tensor var = at::zeros_like(mean);
+      for (const auto& tau : taus) var.add_((tau - mean).square());
+      var = var.div_(static_cast<double>(n)).reshape({-1});
       const int64_t nz = var.ne(0).sum().item<int64_t>();
       const int64_t k = static_cast<int64_t>(static_cast<double>(nz) * topk);
       at::Tensor flat = at::zeros({var.numel()}, var.options().dtype(at::kBool));
@@ -51,9 +59,126 @@ at::Tensor run_sce(const Context& c) {
   return c.base + num / den.clamp_min(1e-6);
 }
 
+// The same, streamed: a pass counting the entries of σ² ≠ 0, the rank bound of the top k by radix
+// selection over σ²'s bits, a pass for the energies mean(τ̂_k²) (float64, per-chunk partials in chunk
+// order), then the election and the weighted mean entry by entry.
+template <typename Acc>
+inline Acc variance_at(const Acc* const* x, size_t K, int64_t j) {
+  Acc mean = x[1][j] - x[0][j];
+  for (size_t k = 1; k < K; ++k) mean += x[k + 1][j] - x[0][j];
+  mean /= static_cast<Acc>(K);
+  Acc var = 0;
+  for (size_t k = 0; k < K; ++k) {
+    const Acc d = (x[k + 1][j] - x[0][j]) - mean;
+    var += d * d;
+  }
+  return var / static_cast<Acc>(K);
+}
+
+template <typename Acc>
+bool stream_sce_t(const Args& a, const ChunkSource& src, const ChunkSink& sink) {
+  const size_t K = a.count();
+  const int64_t n = src.numel();
+  const at::ScalarType compute = a.spec.compute;
+  const double topk = a.spec.select_topk;
+  const bool select = topk < 1.0;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  RankBound keep;  // rank(σ²) < k
+  keep.b = keep.n = n;
+  if (select) {
+    std::vector<int64_t> nzs(static_cast<size_t>(chunks), 0);
+    src.chunks(compute, [&](int64_t ch, int64_t, int64_t len, const void* const* xs) {
+      const auto* x = reinterpret_cast<const Acc* const*>(xs);
+      int64_t c = 0;
+      for (int64_t j = 0; j < len; ++j) c += variance_at(x, K, j) != 0;
+      nzs[static_cast<size_t>(ch)] = c;
+    });
+    int64_t nz = 0;
+    for (int64_t c : nzs) nz += c;
+    const int64_t k = topk <= 0.0 ? 0 : static_cast<int64_t>(static_cast<double>(nz) * topk);
+    keep = rank_bounds(src, compute, sizeof(Acc) * 8, [&](size_t, const void* const* xs, int64_t len, uint64_t* keys) {
+      const auto* x = reinterpret_cast<const Acc* const*>(xs);
+      for (int64_t j = 0; j < len; ++j) {
+        const Acc v = variance_at(x, K, j);
+        std::conditional_t<std::is_same_v<Acc, double>, uint64_t, uint32_t> u;
+        std::memcpy(&u, &v, sizeof u);
+        keys[j] = u;
+      }
+    }, {{0, k}})[0];
+  }
+  // τ̂_k for one chunk: τ_k, or 0 outside the selection; `tied` as within() counts.
+  auto selected = [&](const Acc* const* x, int64_t ch, int64_t len, Acc* th) {
+    int64_t tied = keep.before.empty() ? 0 : keep.before[static_cast<size_t>(ch)];
+    for (int64_t j = 0; j < len; ++j) {
+      bool in = true;
+      if (select) {
+        const Acc v = variance_at(x, K, j);
+        std::conditional_t<std::is_same_v<Acc, double>, uint64_t, uint32_t> u;
+        std::memcpy(&u, &v, sizeof u);
+        in = within(keep, u, tied);
+      }
+      for (size_t k = 0; k < K; ++k) th[k * static_cast<size_t>(len) + static_cast<size_t>(j)] = in ? x[k + 1][j] - x[0][j] : Acc(0);
+    }
+  };
+  // Energies.
+  std::vector<double> part(static_cast<size_t>(chunks) * K, 0.0);
+  src.chunks(compute, [&](int64_t ch, int64_t, int64_t len, const void* const* xs) {
+    thread_local std::vector<Acc> th;
+    if (th.size() < K * static_cast<size_t>(len)) th.resize(K * static_cast<size_t>(len));
+    selected(reinterpret_cast<const Acc* const*>(xs), ch, len, th.data());
+    for (size_t k = 0; k < K; ++k) {
+      double e = 0;
+      for (int64_t j = 0; j < len; ++j) {
+        const double v = static_cast<double>(th[k * static_cast<size_t>(len) + static_cast<size_t>(j)]);
+        e += v * v;
+      }
+      part[static_cast<size_t>(ch) * K + k] = e;
+    }
+  });
+  std::vector<double> w(K, 0.0);
+  double wsum = 0;
+  for (size_t k = 0; k < K; ++k) {
+    for (int64_t ch = 0; ch < chunks; ++ch) w[k] += part[static_cast<size_t>(ch) * K + k];
+    w[k] = n == 0 ? 0.0 : w[k] / static_cast<double>(n);
+    wsum += w[k];
+  }
+  std::vector<Acc> wa;
+  for (size_t k = 0; k < K; ++k) wa.push_back(static_cast<Acc>(std::abs(wsum) < 1e-6 ? 1.0 / static_cast<double>(K) : w[k] / wsum));
+  std::atomic<bool> bad{false};
+  src.chunks(compute, [&](int64_t ch, int64_t start, int64_t len, const void* const* xs) {
+    thread_local std::vector<Acc> th, res;
+    thread_local std::vector<double> obuf;
+    if (th.size() < K * static_cast<size_t>(len)) th.resize(K * static_cast<size_t>(len));
+    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len)), obuf.resize(static_cast<size_t>(len));
+    const auto* x = reinterpret_cast<const Acc* const*>(xs);
+    selected(x, ch, len, th.data());
+    for (int64_t j = 0; j < len; ++j) {
+      Acc mass = 0;
+      for (size_t k = 0; k < K; ++k) mass += th[k * static_cast<size_t>(len) + static_cast<size_t>(j)];
+      const int sign = mass >= 0 ? 1 : -1;
+      Acc num = 0, den = 0;
+      for (size_t k = 0; k < K; ++k) {
+        const Acc v = th[k * static_cast<size_t>(len) + static_cast<size_t>(j)];
+        const Acc agree = ((v > 0) - (v < 0)) == sign ? Acc(1) : Acc(0);
+        num += wa[k] * (v * agree);
+        den += wa[k] * agree;
+      }
+      res[static_cast<size_t>(j)] = x[0][j] + num / std::max(den, static_cast<Acc>(1e-6));
+    }
+    if (convert_out(compute, res.data(), sink.dtype(), obuf.data(), len)) bad = true;
+    sink.write(start, len, obuf.data());
+  });
+  return bad;
+}
+
+bool stream_sce(const Args& a, const ChunkSource& s, const ChunkSink& o) {
+  check(a.count() <= 63, ErrorKind::Argument, "merge: at most 63 models per streamed tensor, got ", a.count());
+  return a.spec.compute == at::kDouble ? stream_sce_t<double>(a, s, o) : stream_sce_t<float>(a, s, o);
+}
+
 }  // namespace
 
-Method sce_method() { return {{"sce", BaseUse::Required, 1, 0}, run_sce}; }
+Method sce_method() { return {{"sce", BaseUse::Required, 1, 0}, run_sce, false, nullptr, true, stream_sce}; }
 
 }  // namespace merge
 }  // namespace tangent

@@ -70,22 +70,23 @@ TensorSource::TensorSource(std::vector<at::Tensor> inputs) {
   n_ = xs_.empty() ? 0 : xs_[0].numel();
 }
 
-void TensorSource::chunks(at::ScalarType compute, const ChunkFn& fn) const {
+void TensorSource::chunks(at::ScalarType compute, const ChunkFn& fn, int64_t chunk) const {
   const size_t m = xs_.size();
   const at::ScalarType in = xs_[0].scalar_type();
   const size_t esz = c10::elementSize(compute);
   const bool direct = in == compute;
-  at::parallel_for(0, chunk_count(n_), 1, [&](int64_t begin, int64_t end) {
-    std::vector<char> buf(direct ? 0 : m * static_cast<size_t>(kChunk) * esz);
+  const int64_t chunks = (n_ + chunk - 1) / chunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<char> buf(direct ? 0 : m * static_cast<size_t>(chunk) * esz);
     std::vector<const void*> ptrs(m);
     for (int64_t ch = begin; ch < end; ++ch) {
-      const int64_t s = ch * kChunk, len = std::min(kChunk, n_ - s);
+      const int64_t s = ch * chunk, len = std::min(chunk, n_ - s);
       for (size_t i = 0; i < m; ++i) {
         const char* p = static_cast<const char*>(xs_[i].data_ptr()) + static_cast<size_t>(s) * xs_[i].element_size();
         if (direct) {
           ptrs[i] = p;
         } else {
-          char* d = buf.data() + i * static_cast<size_t>(kChunk) * esz;
+          char* d = buf.data() + i * static_cast<size_t>(chunk) * esz;
           convert_chunk(in, p, compute, d, len);
           ptrs[i] = d;
         }
@@ -105,6 +106,73 @@ double Gram::raw(size_t i, size_t j) const {
   return v(0, 0) + v(0, i) + v(0, j) + v(i, j);
 }
 
+namespace {
+
+// One chunk's inner products, in float64, into g (m × m, upper triangle). For M inputs known at
+// compile time the sums live in registers as pairs of doubles (GCC/Clang vector extensions: SSE2's
+// packed double arithmetic), four interleaved lanes — entries j ≡ 0, 1, 2, 3 (mod 4) — added in a
+// fixed order at the end; any m through the generic loop. Either way the result depends only on
+// the chunk's values, not on threads.
+using v2d = double __attribute__((vector_size(16)));
+
+template <typename T>
+inline v2d load2(const T* p) {
+  return v2d{static_cast<double>(p[0]), static_cast<double>(p[1])};
+}
+
+template <int M, typename T>
+void gram_fixed(const T* const* x, int64_t len, bool has_base, double* g) {
+  constexpr int P = M * (M + 1) / 2;
+  v2d s0[P], s1[P];
+  for (int p = 0; p < P; ++p) s0[p] = s1[p] = v2d{0.0, 0.0};
+  auto add = [&](v2d* acc, int64_t j) {
+    v2d v[M];
+    v[0] = load2(x[0] + j);
+    for (int i = 1; i < M; ++i) v[i] = has_base ? load2(x[i] + j) - v[0] : load2(x[i] + j);
+    int p = 0;
+    for (int a = 0; a < M; ++a)
+      for (int b = a; b < M; ++b) acc[p++] += v[a] * v[b];
+  };
+  int64_t j = 0;
+  for (; j + 3 < len; j += 4) {
+    add(s0, j);
+    add(s1, j + 2);
+  }
+  double tail[P] = {};
+  for (; j < len; ++j) {
+    double v[M];
+    v[0] = static_cast<double>(x[0][j]);
+    for (int i = 1; i < M; ++i) v[i] = has_base ? static_cast<double>(x[i][j]) - v[0] : static_cast<double>(x[i][j]);
+    int p = 0;
+    for (int a = 0; a < M; ++a)
+      for (int b = a; b < M; ++b) tail[p++] += v[a] * v[b];
+  }
+  int p = 0;
+  for (int a = 0; a < M; ++a)
+    for (int b = a; b < M; ++b, ++p) g[a * M + b] = ((s0[p][0] + s0[p][1]) + (s1[p][0] + s1[p][1])) + tail[p];
+}
+
+template <typename T>
+void gram_chunk(const T* const* x, int64_t len, size_t m, bool has_base, double* g) {
+  switch (m) {
+    case 1: return gram_fixed<1>(x, len, has_base, g);
+    case 2: return gram_fixed<2>(x, len, has_base, g);
+    case 3: return gram_fixed<3>(x, len, has_base, g);
+    case 4: return gram_fixed<4>(x, len, has_base, g);
+    case 5: return gram_fixed<5>(x, len, has_base, g);
+    default: break;
+  }
+  double v[64];
+  for (int64_t j = 0; j < len; ++j) {
+    v[0] = static_cast<double>(x[0][j]);
+    for (size_t i = 1; i < m; ++i) v[i] = has_base ? static_cast<double>(x[i][j]) - v[0] : static_cast<double>(x[i][j]);
+    for (size_t a = 0; a < m; ++a)
+      for (size_t b = a; b < m; ++b) g[a * m + b] += v[a] * v[b];
+  }
+}
+
+}  // namespace
+
 Gram stream_gram(const ChunkSource& src, bool has_base, at::ScalarType compute) {
   const size_t m = src.inputs();
   check(m <= 64, ErrorKind::Argument, "merge: at most 64 inputs per tensor stream, got ", m);
@@ -112,18 +180,8 @@ Gram stream_gram(const ChunkSource& src, bool has_base, at::ScalarType compute) 
   std::vector<double> part(static_cast<size_t>(chunks) * m * m, 0.0);
   src.chunks(compute, [&](int64_t ch, int64_t, int64_t len, const void* const* xs) {
     double* g = part.data() + static_cast<size_t>(ch) * m * m;
-    double v[64];
-    auto body = [&](const auto* const* x) {
-      for (int64_t j = 0; j < len; ++j) {
-        const double x0 = static_cast<double>(x[0][j]);
-        v[0] = x0;
-        for (size_t i = 1; i < m; ++i) v[i] = has_base ? static_cast<double>(x[i][j]) - x0 : static_cast<double>(x[i][j]);
-        for (size_t a = 0; a < m; ++a)
-          for (size_t b = a; b < m; ++b) g[a * m + b] += v[a] * v[b];
-      }
-    };
-    if (compute == at::kDouble) body(reinterpret_cast<const double* const*>(xs));
-    else body(reinterpret_cast<const float* const*>(xs));
+    if (compute == at::kDouble) gram_chunk(reinterpret_cast<const double* const*>(xs), len, m, has_base, g);
+    else gram_chunk(reinterpret_cast<const float* const*>(xs), len, m, has_base, g);
   });
   Gram G;
   G.m = m;
@@ -141,90 +199,143 @@ Gram stream_gram(const ChunkSource& src, bool has_base, at::ScalarType compute) 
 
 namespace {
 
-// Per-thread histograms for one pass: each thread registers its own the first time it sees a pass.
+// Per-thread histograms for one pass, `count` of them (one per request): each thread registers its
+// block the first time it sees the pass.
 struct Histograms {
   std::mutex mu;
   std::vector<std::vector<int64_t>*> all;
+  size_t count;
   uint64_t id;
   static std::atomic<uint64_t> next;
-  Histograms() : id(next.fetch_add(1) + 1) {}
-  std::vector<int64_t>& mine() {
+  explicit Histograms(size_t count) : count(count), id(next.fetch_add(1) + 1) {}
+  int64_t* mine() {
     thread_local std::vector<int64_t> h;
     thread_local uint64_t seen = 0;
     if (seen != id) {
-      h.assign(65536, 0);
+      h.assign(count * 65536, 0);
       seen = id;
       std::lock_guard<std::mutex> lock(mu);
       all.push_back(&h);
     }
-    return h;
+    return h.data();
   }
-  std::vector<int64_t> sum() const {
+  // Request q's histogram, summed over the threads.
+  std::vector<int64_t> sum(size_t q) const {
     std::vector<int64_t> s(65536, 0);
     for (const auto* h : all)
-      for (size_t i = 0; i < s.size(); ++i) s[i] += (*h)[i];
+      for (size_t i = 0; i < s.size(); ++i) s[i] += (*h)[q * 65536 + i];
     return s;
   }
 };
 std::atomic<uint64_t> Histograms::next{0};
 
-template <typename Acc>
-RankBound rank_bound_t(const ChunkSource& src, size_t k, int64_t b) {
-  using U = decltype(abs_key<Acc>(Acc(0), Acc(0)));
-  constexpr int W = static_cast<int>(sizeof(U) * 8);
-  RankBound rb;
-  rb.n = src.numel();
-  rb.b = std::max<int64_t>(0, std::min(b, rb.n));
-  if (rb.none() || rb.all()) return rb;
-  // The entry at descending rank r = b − 1, 16 bits at a time from the top.
-  int64_t r = rb.b - 1;
-  U prefix = 0;
-  int64_t equal = 0;
-  for (int shift = W - 16; shift >= 0; shift -= 16) {
-    Histograms hs;
-    const int high = shift + 16;  // bits above this pass's are fixed to `prefix`
-    src.chunks(acc_type<Acc>(), [&](int64_t, int64_t, int64_t len, const void* const* xs) {
-      auto& h = hs.mine();
-      const Acc* x0 = static_cast<const Acc*>(xs[0]);
-      const Acc* xk = static_cast<const Acc*>(xs[k]);
-      for (int64_t j = 0; j < len; ++j) {
-        const U key = abs_key<Acc>(xk[j], x0[j]);
-        if (high >= W || (key >> high) == (prefix >> high)) ++h[static_cast<size_t>((key >> shift) & 0xffff)];
-      }
-    });
-    const std::vector<int64_t> h = hs.sum();
-    int64_t above = 0;
-    int bucket = 65535;
-    for (; bucket > 0; --bucket) {
-      if (above + h[static_cast<size_t>(bucket)] > r) break;
-      above += h[static_cast<size_t>(bucket)];
-    }
-    r -= above;
-    prefix |= static_cast<U>(bucket) << shift;
-    equal = h[static_cast<size_t>(bucket)];
-  }
-  rb.key = static_cast<uint64_t>(prefix);
-  rb.ties = r + 1;  // of the `equal` entries at T, the first r + 1 are within the b largest
-  if (rb.ties < equal) {
-    const int64_t chunks = chunk_count(rb.n);
-    std::vector<int64_t> per(static_cast<size_t>(chunks), 0);
-    src.chunks(acc_type<Acc>(), [&](int64_t ch, int64_t, int64_t len, const void* const* xs) {
-      const Acc* x0 = static_cast<const Acc*>(xs[0]);
-      const Acc* xk = static_cast<const Acc*>(xs[k]);
-      int64_t c = 0;
-      for (int64_t j = 0; j < len; ++j) c += abs_key<Acc>(xk[j], x0[j]) == prefix;
-      per[static_cast<size_t>(ch)] = c;
-    });
-    rb.before.assign(static_cast<size_t>(chunks), 0);
-    for (int64_t ch = 1; ch < chunks; ++ch) rb.before[static_cast<size_t>(ch)] = rb.before[static_cast<size_t>(ch - 1)] + per[static_cast<size_t>(ch - 1)];
-  }
-  return rb;
-}
-
 }  // namespace
 
-RankBound rank_bound(const ChunkSource& src, size_t k, int64_t b, at::ScalarType compute) {
-  return compute == at::kDouble ? rank_bound_t<double>(src, k, b) : rank_bound_t<float>(src, k, b);
+std::vector<RankBound> rank_bounds(const ChunkSource& src, at::ScalarType compute, int key_bits, const KeyFn& keys,
+                                   const std::vector<RankRequest>& reqs) {
+  const int64_t n = src.numel();
+  const int64_t chunks = chunk_count(n);
+  std::vector<RankBound> out(reqs.size());
+  std::vector<size_t> live;  // the requests that need selecting
+  size_t sets = 0;
+  for (size_t q = 0; q < reqs.size(); ++q) {
+    out[q].n = n;
+    out[q].b = std::max<int64_t>(0, std::min(reqs[q].b, n));
+    sets = std::max(sets, reqs[q].set + 1);
+    if (!out[q].none() && !out[q].all()) live.push_back(q);
+  }
+  if (live.empty()) return out;
+  std::vector<char> used(sets, 0);
+  for (size_t q : live) used[reqs[q].set] = 1;
+  // Per request: the descending rank r = b − 1 still to find among the entries that share the key
+  // bits fixed so far, those bits, and how many entries share the final key.
+  std::vector<int64_t> r(reqs.size(), 0), equal(reqs.size(), 0);
+  std::vector<uint64_t> prefix(reqs.size(), 0);
+  for (size_t q : live) r[q] = out[q].b - 1;
+  using Body = std::function<void(int64_t ch, int64_t len, const uint64_t* const* k)>;
+  auto each_chunk_keys = [&](const Body& body) {
+    src.chunks(compute, [&](int64_t ch, int64_t, int64_t len, const void* const* xs) {
+      thread_local std::vector<uint64_t> buf;
+      if (buf.size() < sets * static_cast<size_t>(len)) buf.resize(sets * static_cast<size_t>(len));
+      const uint64_t* k[64] = {};
+      for (size_t set = 0; set < sets; ++set)
+        if (used[set]) {
+          keys(set, xs, len, buf.data() + set * static_cast<size_t>(len));
+          k[set] = buf.data() + set * static_cast<size_t>(len);
+        }
+      body(ch, len, k);
+    });
+  };
+  check(sets <= 64, ErrorKind::Argument, "merge: at most 64 key sets, got ", sets);
+  for (int shift = key_bits - 16; shift >= 0; shift -= 16) {
+    const int high = shift + 16;  // bits at and above it are fixed to the prefix
+    Histograms hs(reqs.size());
+    each_chunk_keys([&](int64_t, int64_t len, const uint64_t* const* k) {
+      int64_t* block = hs.mine();
+      for (size_t q : live) {
+        int64_t* h = block + q * 65536;
+        const uint64_t* key = k[reqs[q].set];
+        if (high >= key_bits) {
+          for (int64_t j = 0; j < len; ++j) ++h[static_cast<size_t>((key[j] >> shift) & 0xffff)];
+        } else {
+          const uint64_t want = prefix[q] >> high;
+          for (int64_t j = 0; j < len; ++j)
+            if ((key[j] >> high) == want) ++h[static_cast<size_t>((key[j] >> shift) & 0xffff)];
+        }
+      }
+    });
+    for (size_t q : live) {
+      const std::vector<int64_t> h = hs.sum(q);
+      int64_t above = 0;
+      int bucket = 65535;
+      for (; bucket > 0; --bucket) {
+        if (above + h[static_cast<size_t>(bucket)] > r[q]) break;
+        above += h[static_cast<size_t>(bucket)];
+      }
+      r[q] -= above;
+      prefix[q] |= static_cast<uint64_t>(bucket) << shift;
+      equal[q] = h[static_cast<size_t>(bucket)];
+    }
+  }
+  std::vector<size_t> tied;
+  for (size_t q : live) {
+    out[q].key = prefix[q];
+    out[q].ties = r[q] + 1;  // of the `equal` entries at T, the first r + 1 are within the b largest
+    if (out[q].ties < equal[q]) tied.push_back(q);
+  }
+  if (!tied.empty()) {
+    std::vector<std::vector<int64_t>> per(reqs.size());
+    for (size_t q : tied) per[q].assign(static_cast<size_t>(chunks), 0);
+    each_chunk_keys([&](int64_t ch, int64_t len, const uint64_t* const* k) {
+      for (size_t q : tied) {
+        const uint64_t* key = k[reqs[q].set];
+        int64_t c = 0;
+        for (int64_t j = 0; j < len; ++j) c += key[j] == prefix[q];
+        per[q][static_cast<size_t>(ch)] = c;
+      }
+    });
+    for (size_t q : tied) {
+      out[q].before.assign(static_cast<size_t>(chunks), 0);
+      for (int64_t ch = 1; ch < chunks; ++ch)
+        out[q].before[static_cast<size_t>(ch)] = out[q].before[static_cast<size_t>(ch - 1)] + per[q][static_cast<size_t>(ch - 1)];
+    }
+  }
+  return out;
+}
+
+std::vector<RankBound> abs_rank_bounds(const ChunkSource& src, at::ScalarType compute, const std::vector<RankRequest>& reqs) {
+  const bool dbl = compute == at::kDouble;
+  return rank_bounds(src, compute, dbl ? 64 : 32, [&](size_t set, const void* const* xs, int64_t len, uint64_t* keys) {
+    if (dbl) {
+      const double* x0 = static_cast<const double*>(xs[0]);
+      const double* xk = static_cast<const double*>(xs[set + 1]);
+      for (int64_t j = 0; j < len; ++j) keys[j] = abs_key<double>(xk[j], x0[j]);
+    } else {
+      const float* x0 = static_cast<const float*>(xs[0]);
+      const float* xk = static_cast<const float*>(xs[set + 1]);
+      for (int64_t j = 0; j < len; ++j) keys[j] = abs_key<float>(xk[j], x0[j]);
+    }
+  }, reqs);
 }
 
 // ---- the combination methods ----
@@ -240,8 +351,8 @@ bool stream_combine(const ChunkSource& src, const std::vector<double>& coeffs, c
   src.chunks(acc_type<Acc>(), [&](int64_t, int64_t start, int64_t len, const void* const* xs) {
     thread_local std::vector<Acc> acc;
     thread_local std::vector<double> obuf;  // aligned for any output dtype
-    if (acc.size() < static_cast<size_t>(kChunk)) acc.resize(static_cast<size_t>(kChunk));
-    if (obuf.size() < static_cast<size_t>(kChunk)) obuf.resize(static_cast<size_t>(kChunk));
+    if (acc.size() < static_cast<size_t>(len)) acc.resize(static_cast<size_t>(len));
+    if (obuf.size() < static_cast<size_t>(len)) obuf.resize(static_cast<size_t>(len));
     std::fill(acc.begin(), acc.begin() + len, Acc(0));
     for (size_t i = 0; i < m; ++i) {
       const Acc* x = static_cast<const Acc*>(xs[i]);
@@ -258,12 +369,12 @@ bool stream_combine(const ChunkSource& src, const std::vector<double>& coeffs, c
 
 bool streams(const MergeSpec& spec, int64_t dim) { return find(spec.method).streams(spec, dim); }
 
-bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base, const ChunkSource& src,
-                  const ChunkSink& sink) {
+bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base, const std::vector<int64_t>& shape,
+                  const ChunkSource& src, const ChunkSink& sink) {
   const Method& m = find(spec.method);
   check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
         "merge: compute dtype must be float32 or float64, got ", c10::toString(spec.compute));
-  const Args args{name, spec, src.inputs() - (has_base ? 1 : 0), has_base};
+  const Args args{name, spec, src.inputs() - (has_base ? 1 : 0), has_base, shape};
   if (m.coefficients != nullptr) {
     const Gram g = m.uses_gram ? stream_gram(src, has_base, spec.compute) : Gram{};
     const std::vector<double> c = m.coefficients(args, g);

@@ -4,9 +4,10 @@
 // both give the same bits). Chunks are fixed (kChunk elements), run on libtorch's intra-op threads,
 // and every reduction sums per-chunk partials in chunk order: results do not depend on threads.
 //   combination methods (method.h's Coefficients): a Gram pass, then the fused combine;
-//   the TIES family (ties, breadcrumbs, breadcrumbs_ties): exact magnitude thresholds by radix
-//   selection (two passes per boundary and model), a tie-count pass where a threshold is tied,
-//   then the elementwise trim, election and mean.
+//   the task-vector family: exact magnitude bounds by radix selection where it trims by rank (two
+//   passes per 32 key bits, all models at once; one more where a boundary is tied), counter-based
+//   masks (DARE; DELLA over chunks of whole rows), then the election and mean entry by entry;
+//   sce, ram, ramplus_tl, nearswap: their counting passes, then entry by entry.
 #pragma once
 
 #include <cmath>
@@ -30,8 +31,9 @@ class ChunkSource {
   virtual ~ChunkSource() = default;
   virtual int64_t numel() const = 0;
   virtual size_t inputs() const = 0;
-  // Calls fn for every chunk, in parallel; fn may throw (the first error is rethrown).
-  virtual void chunks(at::ScalarType compute, const ChunkFn& fn) const = 0;
+  // Calls fn for every chunk of `chunk` elements (the last one shorter), in parallel; fn may throw
+  // (the first error is rethrown).
+  virtual void chunks(at::ScalarType compute, const ChunkFn& fn, int64_t chunk = kChunk) const = 0;
 };
 
 class ChunkSink {
@@ -45,8 +47,8 @@ class ChunkSink {
 // Whether the tensor's merge streams (spec.method's Method::streams).
 bool streams(const MergeSpec& spec, int64_t dim);
 // Streams one tensor's merge from `src` into `sink`. Returns whether any output is NaN or ±Inf.
-bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base, const ChunkSource& src,
-                  const ChunkSink& sink);
+bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base, const std::vector<int64_t>& shape,
+                  const ChunkSource& src, const ChunkSink& sink);
 
 // The inputs as contiguous CPU tensors of one dtype (merge_tensor's source).
 class TensorSource : public ChunkSource {
@@ -54,7 +56,7 @@ class TensorSource : public ChunkSource {
   explicit TensorSource(std::vector<at::Tensor> inputs);
   int64_t numel() const override { return n_; }
   size_t inputs() const override { return xs_.size(); }
-  void chunks(at::ScalarType compute, const ChunkFn& fn) const override;
+  void chunks(at::ScalarType compute, const ChunkFn& fn, int64_t chunk = kChunk) const override;
 
  private:
   std::vector<at::Tensor> xs_;
@@ -86,19 +88,31 @@ bool convert_out(at::ScalarType acc, const void* src, at::ScalarType out, void* 
 // The pieces stream methods use: the Gram of the inputs (method.h) in one pass, and the exact
 // rank boundaries of |τ_k|.
 Gram stream_gram(const ChunkSource& src, bool has_base, at::ScalarType compute);
-// "rank(i) < b": entry i is among the b largest |τ| (τ = input `k` − input 0, in the compute
-// dtype; ties by lower index first), found without sorting: the value T at rank b − 1, how many
-// entries exceed it, and for a tied T the count of T-valued entries before each chunk.
+// "rank(i) < b": entry i is among the b largest keys (ties by lower index first), found without
+// sorting: the key T at rank b − 1 (radix selection, 16 bits per pass), and for a tied T the count
+// of T-valued entries before each chunk.
 struct RankBound {
   int64_t b = 0;          // 0: no entry; n: every entry
   int64_t n = 0;
-  uint64_t key = 0;       // T's bits (|τ| as an unsigned integer of the compute dtype's width)
+  uint64_t key = 0;       // T
   int64_t ties = 0;       // entries equal to T that are kept (the first ones by index)
   std::vector<int64_t> before;  // per chunk: T-valued entries in earlier chunks (only when T is tied)
   bool all() const { return b >= n; }
   bool none() const { return b <= 0; }
 };
-RankBound rank_bound(const ChunkSource& src, size_t k, int64_t b, at::ScalarType compute);
+// keys(set, xs, len, out): the chunk's keys of key set `set` (unsigned, ordered as the values they
+// stand for, `key_bits` wide).
+using KeyFn = std::function<void(size_t set, const void* const* xs, int64_t len, uint64_t* out)>;
+struct RankRequest {
+  size_t set;  // which key set
+  int64_t b;   // the bound
+};
+// Every request's bound in the same passes over the source (2 or 4 radix passes, one more where a
+// boundary is tied).
+std::vector<RankBound> rank_bounds(const ChunkSource& src, at::ScalarType compute, int key_bits, const KeyFn& keys,
+                                   const std::vector<RankRequest>& reqs);
+// The bounds over |τ_k| = |input k + 1 − input 0| in the compute dtype (key set k: model k).
+std::vector<RankBound> abs_rank_bounds(const ChunkSource& src, at::ScalarType compute, const std::vector<RankRequest>& reqs);
 
 // |τ| (τ = xk − x0 in Acc) as the unsigned integer of its bits: ordered like |τ|.
 template <typename Acc>

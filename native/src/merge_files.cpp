@@ -24,9 +24,10 @@ namespace {
 
 constexpr int64_t kFileChunk = 65536;  // elements per read: 256 KiB of float32 per input
 constexpr int64_t kTile = 16384;       // elements per accumulator tile, as ops.h's combine
-// A tensor whose inputs span more than this each drops its mapped pages chunk by chunk as it goes
-// (smaller ones once merged): the resident set stays within a fixed budget whatever the model size.
-constexpr uint64_t kDropBehind = 32ull << 20;
+// A tensor whose inputs span more than this together drops its mapped pages chunk by chunk as it
+// goes (smaller ones once merged, so the passes of the streamed methods find them still mapped):
+// the resident set stays within a fixed budget whatever the model size.
+constexpr uint64_t kDropBehind = 256ull << 20;
 
 std::string where(const OpenFile& f, const std::string& tensor) {
   return f.path + ": tensor '" + tensor + "'";
@@ -224,7 +225,7 @@ bool task_arithmetic_file(const std::vector<OpenFile>& files, const Mappings& ma
     const auto& m = maps.maps[static_cast<size_t>(sp.file)];
     mapped = mapped && m.base != nullptr && (reinterpret_cast<uintptr_t>(m.base) + sp.offset) % alignof(In) == 0;
   }
-  const bool drop = static_cast<uint64_t>(n) * sizeof(In) > kDropBehind;
+  const bool drop = static_cast<uint64_t>(n) * sizeof(In) * K1 > kDropBehind;
   std::atomic<bool> bad{false};
   std::atomic<void*> fault{nullptr};
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
@@ -285,24 +286,24 @@ class FileChunks : public merge::ChunkSource {
   }
   int64_t numel() const override { return n_; }
   size_t inputs() const override { return it_.inputs.size(); }
-  void chunks(at::ScalarType compute, const merge::ChunkFn& fn) const override {
+  void chunks(at::ScalarType compute, const merge::ChunkFn& fn, int64_t chunk = merge::kChunk) const override {
     const size_t K1 = it_.inputs.size();
     const size_t in_size = c10::elementSize(it_.dtype), acc_size = c10::elementSize(compute);
-    const int64_t chunks = (n_ + merge::kChunk - 1) / merge::kChunk;
+    const int64_t chunks = (n_ + chunk - 1) / chunk;
     std::atomic<void*> fault{nullptr};
     const merge::ConvertFn convert = merge::converter(it_.dtype, compute);
-    const bool drop = static_cast<uint64_t>(n_) * in_size > kDropBehind;
+    const bool drop = static_cast<uint64_t>(n_) * in_size * K1 > kDropBehind;
     at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
       thread_local std::vector<double> raw, conv;  // aligned for any dtype
-      const size_t raw_elems = (static_cast<size_t>(merge::kChunk) * in_size + 7) / 8;
-      const size_t conv_elems = (static_cast<size_t>(merge::kChunk) * acc_size + 7) / 8;
+      const size_t raw_elems = (static_cast<size_t>(chunk) * in_size + 7) / 8;
+      const size_t conv_elems = (static_cast<size_t>(chunk) * acc_size + 7) / 8;
       if (!mapped_ && raw.size() < raw_elems) raw.resize(raw_elems);
       if (conv.size() < K1 * conv_elems) conv.resize(K1 * conv_elems);
       std::vector<const void*> ptrs(K1);
       for (size_t k = 0; k < K1; ++k) ptrs[k] = conv.data() + k * conv_elems;
       FaultJump guard;
       for (int64_t ch = begin; ch < end && fault.load(std::memory_order_relaxed) == nullptr; ++ch) {
-        const int64_t s = ch * merge::kChunk, len = std::min(merge::kChunk, n_ - s);
+        const int64_t s = ch * chunk, len = std::min(chunk, n_ - s);
         for (size_t k = 0; k < K1; ++k) {
           const FileSpan& sp = it_.inputs[k];
           const uint64_t off = sp.offset + static_cast<uint64_t>(s) * in_size;
@@ -453,7 +454,7 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
       s.out = it.out;
       const FileChunks src(files, maps, it, n);
       const FileSink sink(out, it);
-      bad = merge::stream_merge(it.name, s, has_base, src, sink) && check_finite;
+      bad = merge::stream_merge(it.name, s, has_base, it.shape, src, sink) && check_finite;
     } else {
       bad = generic_file(files, out, it, spec, has_base, check_finite);
     }

@@ -239,18 +239,21 @@ static void check_streamed_merges() {
     spec.density = std::vector<double>(k, 0.37);
     spec.gamma = std::vector<double>(k, std::string(info.name).rfind("breadcrumbs", 0) == 0 ? 0.11 : 0.0);
     spec.t = 0.3;
+    spec.select_topk = 0.45;  // sce: the variance selection, with ties among the quantized values
+    spec.ram_epsilon = 0.2;   // ram: |τ| of 1/8 counts as unchanged
     if (std::string(info.name) != "ties" && std::string(info.name).rfind("breadcrumbs", 0) != 0) spec.density.clear(), spec.gamma.clear();
-    for (at::ScalarType dt : {at::kFloat, at::kDouble}) {
+    for (at::ScalarType dt : {at::kFloat, at::kDouble})
+    for (const std::vector<int64_t>& shape : {std::vector<int64_t>{n}, std::vector<int64_t>{205, 641}}) {  // 205·641 = n: DELLA's rows over chunks
       spec.compute = dt;
       spec.out = dt;
-      const at::Tensor b = info.base == BaseUse::None ? at::Tensor() : base.to(dt);
+      const at::Tensor b = info.base == BaseUse::None ? at::Tensor() : base.to(dt).reshape(shape);
       std::vector<at::Tensor> xs;
-      for (size_t i = 0; i < k; ++i) xs.push_back(ft[i].to(dt));
+      for (size_t i = 0; i < k; ++i) xs.push_back(ft[i].to(dt).reshape(shape));
       const at::Tensor got = merge_tensor("w", b, xs, spec);
       const at::Tensor want = m.run(merge::Context("w", b, xs, spec));
       const double e = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
-      expect(e <= (dt == at::kFloat ? 2e-5 : 1e-12), std::string("streamed ") + info.name + " (" + c10::toString(dt) +
-                                                          ") = its whole-tensor run (max |Δ| " + sci(e) + ")");
+      expect(e <= (dt == at::kFloat ? 2e-5 : 1e-12), std::string("streamed ") + info.name + " (" + c10::toString(dt) + ", " +
+                                                          std::to_string(shape.size()) + "-D) = its whole-tensor run (max |Δ| " + sci(e) + ")");
     }
   }
 }
