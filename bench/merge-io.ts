@@ -4,7 +4,9 @@
  * `mergeCheckpoints` timed in this process (libtorch already loaded), alternating with a short
  * PyTorch program over memory-mapped inputs (bench/merge_reference.py, its time after
  * `import torch`), and the I/O floor: reading every input byte and writing + fsync'ing the output.
- * Medians of 3 (--quick: 1). Both outputs are compared.
+ * Medians of 3 (--quick: 1). Both outputs are compared. Then the LLM layout case (bench/merge-io-llm.ts:
+ * base + 2 fine-tuned Llama-layout checkpoints, 0.48 B params in bf16, sharded; `tangent merge` vs a
+ * Python per-tensor loop, whole processes, for task arithmetic, TIES and SLERP), under `llm`.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadStateDict, mergeCheckpoints, parseMergeConfig, saveStateDict, setNumThreads, Tensor, type StateDict } from '../lib';
 import type { BenchContext } from './run';
+import { benchMergeIoLlm } from './merge-io-llm';
 import { vitB32Shapes } from './safetensors-load';
 import { fmt, medianOf, peerPython } from './stats';
 
@@ -100,7 +103,10 @@ export async function benchMergeIo(ctx: BenchContext): Promise<Record<string, un
     if (med.peer !== null)
       ctx.log(`  PyTorch loop over memory-mapped inputs (fair: OMP_WAIT_POLICY=PASSIVE; after import torch ${fmt(medianOf(peerImport))})  ${fmt(med.peer)}  → ours ${(med.ours / med.peer).toFixed(2)}× its time (target ≤ 1.0×); outputs differ by at most ${maxDiff!.toExponential(1)}`);
     ctx.log(`  I/O floor: read ${K + 1} inputs, write + fsync the output  ${fmt(med.floor)}`);
-    return { models: K, lambda, modelBytes: bytes, reps, runsMs: { ours, peer, peerImport, floor }, medianMs: med, oursOverPeer: med.peer ? med.ours / med.peer : null, oursOverFloor: med.ours / med.floor, maxAbsDiff: maxDiff };
+    for (const f of [...inputs, 'ours.safetensors', 'peer.safetensors', 'floor.bin']) fs.rmSync(path.resolve(dir, f), { force: true });
+    ctx.log('');
+    const llm = await benchMergeIoLlm(ctx, dir);
+    return { models: K, lambda, modelBytes: bytes, reps, runsMs: { ours, peer, peerImport, floor }, medianMs: med, oursOverPeer: med.peer ? med.ours / med.peer : null, oursOverFloor: med.ours / med.floor, maxAbsDiff: maxDiff, llm };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

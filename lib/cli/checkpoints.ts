@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { ArgumentError } from '../errors';
 import { CheckpointError } from '../checkpoint/errors';
 import { assertOutputsNotInputs } from '../util/fs';
-import { choiceArg, commonOptions, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
+import { choiceArg, commonOptions, intArg, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
 import { detectFormat, loadStateDict } from '../checkpoint/io';
 import { DTYPE_BYTES, numel } from '../checkpoint/dtype';
 import { escapeControl } from '../checkpoint/escape';
@@ -192,12 +192,14 @@ export function registerCheckpointCommands(program: Command): void {
     .option('--output <path>', 'where to write the merge (a folder: shards + model.safetensors.index.json; or a .safetensors file); overrides the config\'s output, needed for a mergekit config without one')
     .option('--mode <mode>', 'mode of the merged checkpoint when merging linear with standard ones: standard | linear', choiceArg('--mode', ['standard', 'linear'] as const))
     .option('--progress <mode>', 'auto | bar | lines | none (default auto)', choiceArg('--progress', ['auto', 'bar', 'lines', 'none'] as const))
+    .option('--threads <n>', 'libtorch intra-op threads (default 2)', intArg('--threads'))
     .option('--json', 'print the report as JSON')
-    .action(async (o: { config?: string; output?: string; mode?: 'standard' | 'linear'; json?: boolean; progress?: 'auto' | 'bar' | 'lines' | 'none' }) => {
+    .action(async (o: { config?: string; output?: string; mode?: 'standard' | 'linear'; json?: boolean; progress?: 'auto' | 'bar' | 'lines' | 'none'; threads?: number }) => {
       if (!o.config) throw new ArgumentError('--config: required');
       const { readMergeDocument, parseMergeConfig, mergeCheckpoints, resolveMergePaths } = await import('../merge');
       const { isMergekitConfig, parseMergekitConfig, runMergekit } = await import('../mergekit');
       const doc = await readMergeDocument(o.config);
+      await setThreads(o.threads);
       const configDir = path.dirname(path.resolve(o.config));
       const { progress } = await import('../util/progress');
       // The bar counts MiB written (rate: MiB/s, ETA from bytes), the status the tensor last merged.

@@ -143,10 +143,11 @@ bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& sr
       if (how == Sparsify::Magnitude || how == Sparsify::Breadcrumbs) {
         int64_t tie_hi = hi[k].before.empty() ? 0 : hi[k].before[static_cast<size_t>(ch)];
         int64_t tie_lo = lo[k].before.empty() ? 0 : lo[k].before[static_cast<size_t>(ch)];
+        // As the whole-tensor form: τ times its 0/1 mask (no data-dependent branch but at a tie).
         for (int64_t j = 0; j < len; ++j) {
           const uint64_t key = static_cast<uint64_t>(abs_key<Acc>(xk[j], x0[j]));
-          const bool keep = within(hi[k], key, tie_hi) && !within(lo[k], key, tie_lo);
-          t[j] = keep ? xk[j] - x0[j] : Acc(0);
+          const bool keep = within(hi[k], key, tie_hi) & !within(lo[k], key, tie_lo);
+          t[j] = (xk[j] - x0[j]) * static_cast<Acc>(keep);
         }
       } else if (d >= 1.0) {
         for (int64_t j = 0; j < len; ++j) t[j] = xk[j] - x0[j];
@@ -155,7 +156,7 @@ bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& sr
       } else if (how == Sparsify::Random) {
         const Acc dd = static_cast<Acc>(d);
         for (int64_t j = 0; j < len; ++j)
-          t[j] = uniform_at(seeds[k], static_cast<uint64_t>(start + j)) < d ? (xk[j] - x0[j]) / dd : Acc(0);
+          t[j] = (xk[j] - x0[j]) * static_cast<Acc>(uniform_at(seeds[k], static_cast<uint64_t>(start + j)) < d) / dd;
       } else {  // DELLA: p from the entry's ascending |τ| rank within its row
         const double eps = a.epsilon(k);
         const Acc slope = static_cast<Acc>(row > 1 ? 2.0 * eps / static_cast<double>(row - 1) : 0.0);
@@ -169,34 +170,43 @@ bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& sr
           for (int64_t r = 0; r < row; ++r) {
             const int64_t q = order[static_cast<size_t>(r)];
             const Acc p = row == 1 ? dd : static_cast<Acc>(r) * slope + floor;
-            const bool keep = uniform_at(seeds[k], static_cast<uint64_t>(start + r0 + q)) < static_cast<double>(p);
-            tr[q] = keep ? (rescale ? tr[q] / p : tr[q]) : Acc(0);
+            const Acc kept = tr[q] * static_cast<Acc>(uniform_at(seeds[k], static_cast<uint64_t>(start + r0 + q)) < static_cast<double>(p));
+            tr[q] = rescale ? kept / p : kept;
           }
         }
       }
     }
+    // The election and mean, with the loop's invariants in registers (not reloaded through the
+    // captures at every entry).
+    const bool el = elect, nrm = normalize, dv = divide;
+    const Acc lam = lambda, dvs = div;
+    const Acc* wk = w.data();
+    const Acc* ck = c.data();
+    const size_t L = static_cast<size_t>(len);
+    Acc* out_res = res.data();
+    const Acc* tk = th.data();
     for (int64_t j = 0; j < len; ++j) {
       const Acc b = x0[j];
       Acc merged = 0;
-      if (elect) {
+      if (el) {
         Acc mass = 0;
-        for (size_t k = 0; k < K; ++k) mass += c[k] * th[k * static_cast<size_t>(len) + static_cast<size_t>(j)];
+        for (size_t k = 0; k < K; ++k) mass += ck[k] * tk[k * L + static_cast<size_t>(j)];
         const int sign = (mass > 0) - (mass < 0);
         Acc num = 0, den = 0;
         for (size_t k = 0; k < K; ++k) {
-          const Acc v = th[k * static_cast<size_t>(len) + static_cast<size_t>(j)];
+          const Acc v = tk[k * L + static_cast<size_t>(j)];
           const int sk = (v > 0) - (v < 0);
-          if (sk != 0 && sk == sign) {
-            num += w[k] * v;
-            den += w[k];
-          }
+          const Acc agree = static_cast<Acc>((sk != 0) & (sk == sign));
+          num += wk[k] * (v * agree);
+          den += wk[k] * agree;
         }
-        merged = !normalize ? num : den != 0 ? num / den : Acc(0);
+        const Acc q = num / (den != 0 ? den : Acc(1));
+        merged = !nrm ? num : den != 0 ? q : Acc(0);
       } else {
-        for (size_t k = 0; k < K; ++k) merged += w[k] * th[k * static_cast<size_t>(len) + static_cast<size_t>(j)];
-        if (divide) merged /= div;
+        for (size_t k = 0; k < K; ++k) merged += wk[k] * tk[k * L + static_cast<size_t>(j)];
+        if (dv) merged /= dvs;
       }
-      res[static_cast<size_t>(j)] = b + merged * lambda;
+      out_res[j] = b + merged * lam;
     }
     if (convert_out(compute, res.data(), out, obuf.data(), len)) bad = true;
     sink.write(start, len, obuf.data());

@@ -127,10 +127,11 @@ inline auto abs_key(Acc xk, Acc x0) {
 // Whether an entry with |τ| bits `key` is within the bound; `tied` counts the T-valued entries seen
 // so far in index order (start a chunk at bound.before[chunk]).
 inline bool within(const RankBound& rb, uint64_t key, int64_t& tied) {
-  if (rb.none()) return false;
-  if (rb.all() || key > rb.key) return true;
-  if (key < rb.key) return false;
-  return rb.before.empty() || tied++ < rb.ties;
+  if (rb.none()) return false;  // loop-invariant branches: predicted
+  if (rb.all()) return true;
+  bool in = key > rb.key;       // data-dependent: no branch but at a tie (rare)
+  if (key == rb.key) in = rb.before.empty() || tied++ < rb.ties;
+  return in;
 }
 
 }  // namespace merge
