@@ -99,7 +99,7 @@ tangent::OpenFile FileArg(const Napi::Value& v) {
 }
 
 // mergeFiles(files: {fd, path}[], out: {fd, path}, items: NativeFileMergeItem[], specs: NativeMergeSpec[],
-//            checkFinite: boolean) -> Promise<string[]> (the non-finite tensors' names).
+//            checkFinite: boolean, device?: string) -> Promise<string[]> (the non-finite tensors' names).
 // The files stay open and owned by the caller (lib/merge.ts validated their headers).
 Napi::Value MergeFiles(const Napi::CallbackInfo& info) {
   auto env = info.Env();
@@ -131,10 +131,13 @@ Napi::Value MergeFiles(const Napi::CallbackInfo& info) {
     std::vector<tangent::MergeSpec> specs;
     for (uint32_t i = 0; i < sarr.Length(); ++i) specs.push_back(ParseMergeSpec(sarr.Get(i).As<Napi::Object>()));
     const bool check_finite = info[4].ToBoolean();
+    const at::Device device = info.Length() > 5 && info[5].IsString() ? ParseDevice(info[5].As<Napi::String>()) : at::Device(at::kCPU);
     auto bad = std::make_shared<std::vector<std::string>>();
     return Task::Run(
         env, "tangent.mergeFiles",
-        [files, out, items, specs, check_finite, bad] { *bad = tangent::merge_file_tensors(files, out, items, specs, check_finite); },
+        [files, out, items, specs, check_finite, device, bad] {
+          *bad = tangent::merge_file_tensors(files, out, items, specs, check_finite, device);
+        },
         [bad](Napi::Env env) -> Napi::Value {
           auto arr = Napi::Array::New(env, bad->size());
           for (uint32_t i = 0; i < bad->size(); ++i) arr.Set(i, Napi::String::New(env, (*bad)[i]));

@@ -221,7 +221,7 @@ export interface NativeBinding {
    * validated and still owns); resolves with the names of the merged tensors holding NaN/Inf
    * when `checkFinite`.
    */
-  mergeFiles(files: NativeOpenFile[], out: NativeOpenFile, items: NativeFileMergeItem[], specs: NativeMergeSpec[], checkFinite: boolean): Promise<string[]>;
+  mergeFiles(files: NativeOpenFile[], out: NativeOpenFile, items: NativeFileMergeItem[], specs: NativeMergeSpec[], checkFinite: boolean, device?: string): Promise<string[]>;
   dot(a: NativeTensor[], b: NativeTensor[]): Promise<number>;
   copyInto(dst: NativeTensor[], src: NativeTensor[]): Promise<void>;
   /** Empirical NTK Gram matrix at params (null: the model's own); lib/analysis/ntk.ts. */

@@ -27,7 +27,7 @@ import {
 import { ArgumentError } from './errors';
 import { assertOutputsNotInputs, confinedPath } from './util/fs';
 import type { Params, StateDict } from './model';
-import { Tensor, type DType } from './tensor';
+import { assertDevice, Tensor, type Device, type DType } from './tensor';
 
 import { MERGE_METHODS, METHODS, paramProblem, type MergeMethod } from './merge-methods';
 export { MERGE_METHODS, METHODS, type MergeMethod } from './merge-methods';
@@ -383,6 +383,22 @@ export interface MergeCheckpointOptions {
   metadata?: Record<string, string>;
   /** Builds the output tensors from the readers' layouts (default: every tensor of the first reader, by name). */
   plan?: (layouts: Array<Map<string, TensorLayout>>) => MergePlanItem[];
+  /**
+   * Where the merge computes (default 'cpu'). 'cuda' / 'cuda:N' (an addon built against a CUDA
+   * libtorch, a GPU visible): each tensor's inputs are read whole, merged on the device by the
+   * methods' whole-tensor forms (docs/merging.md) and written back — host memory then holds the
+   * largest tensor's inputs, where the CPU path streams in fixed chunks.
+   */
+  device?: Device;
+}
+
+/** The merge device, checked before any file is opened: a name libtorch knows, a GPU that is there. */
+function checkMergeDevice(device: unknown): Device {
+  if (device === undefined) return 'cpu';
+  assertDevice(device, 'merge device');
+  if (device !== 'cpu' && !native().info().cudaAvailable)
+    throw new ArgumentError(`merge device ${quote(device)}: this addon's libtorch has no CUDA support or no GPU is visible (libtorch ${native().info().torchVersion}); merge on the CPU, or rebuild against a CUDA libtorch on a machine with a GPU`);
+  return device;
 }
 
 /**
@@ -398,6 +414,7 @@ export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').M
     return runMergekit(parseMergekitConfig(cfg, { source: opts.configFile }), opts);
   }
   const t0 = performance.now();
+  const device = checkMergeDevice(opts.device);
   const paths = resolveMergePaths(cfg, opts);
   const base = paths.base === undefined ? undefined : await openCheckpoint(paths.base);
   const models = [] as Source[];
@@ -432,9 +449,16 @@ export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').M
       process.emitWarning(`${cfg.output}: tensor ${quote(name)}: the merged tensor holds NaN or Inf`);
     };
     const produce = async (it: MergePlanItem): Promise<RawTensor> => {
-      const inputs = await Promise.all(it.inputs.map((i) => readTensor(readers[i.reader]!, i.tensor)));
-      const merged = await mergeTensor(it.name, it.base ? inputs[0]! : null, it.base ? inputs.slice(1) : inputs, it.options);
-      it.inputs.forEach((i, k) => 'readAsync' in readers[i.reader]! && inputs[k]!.dispose());
+      const read = await Promise.all(it.inputs.map((i) => readTensor(readers[i.reader]!, i.tensor)));
+      const inputs = device === 'cpu' ? read : await Promise.all(read.map((t) => t.to(device)));
+      let merged = await mergeTensor(it.name, it.base ? inputs[0]! : null, it.base ? inputs.slice(1) : inputs, it.options);
+      it.inputs.forEach((i, k) => 'readAsync' in readers[i.reader]! && read[k]!.dispose());
+      if (device !== 'cpu') {
+        inputs.forEach((t) => t.dispose());
+        const onDevice = merged;
+        merged = await onDevice.to('cpu');
+        onDevice.dispose();
+      }
       held?.dispose();
       held = merged;
       const raw = tensorToRaw(merged);
@@ -502,7 +526,7 @@ export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').M
             chunkBytes += numelOf(group[g]!.shape) * DTYPE_BYTES[group[g]!.out as DType];
             g++;
           }
-          const bad = await nat.mergeFiles(nativeFiles, { fd, path: file }, chunk, nativeSpecs, cfg.non_finite !== 'allow');
+          const bad = await nat.mergeFiles(nativeFiles, { fd, path: file }, chunk, nativeSpecs, cfg.non_finite !== 'allow', device);
           for (const name of bad) onNonFinite(name);
           bytes += chunkBytes;
           for (const it of chunk) opts.onTensor?.(it.name, done++, items.length);

@@ -48,8 +48,11 @@ struct OpenFile {
 extern bool merge_files_use_mmap;
 extern void (*merge_files_after_map_hook)();
 
+// With a CUDA `device` every float tensor is read whole, merged there by the methods' whole-tensor
+// forms and written back (host memory: the inputs of the largest tensor; no streaming).
 std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, const OpenFile& out,
                                             const std::vector<FileMergeItem>& items,
-                                            const std::vector<MergeSpec>& specs, bool check_finite);
+                                            const std::vector<MergeSpec>& specs, bool check_finite,
+                                            const at::Device& device = at::Device(at::kCPU));
 
 }  // namespace tangent

@@ -126,3 +126,31 @@ t.test('an input truncated while it is being merged is a CheckpointError, not a 
   const again = await native().mergeFiles([], { fd, path: outPath }, [], [spec], true);
   t.same(again, [], 'the process and the addon still work afterwards');
 });
+
+t.test('--device: checked before any file is opened; cuda merges equal the CPU streamed merge where a GPU is there', async (t) => {
+  const dir = tmpDir(t);
+  const sds = await Promise.all([0, 1, 2].map((k) => model(k, 'bfloat16')));
+  for (const [k, sd] of sds.entries()) await saveStateDict(path.join(dir, `d${k}.safetensors`), sd);
+  const cfg = (method: string, out: string, parameters: Record<string, unknown> = {}) =>
+    parseMergeConfig({ base_model: 'd0.safetensors', models: [{ model: 'd1.safetensors' }, { model: 'd2.safetensors' }], method, parameters, output: out });
+  await t.rejects(mergeCheckpoints(cfg('ties', 'x.safetensors'), { configDir: dir, device: 'gpu' as never }), { name: 'ArgumentError', message: `merge device: expected 'cpu', 'cuda' or 'cuda:N', got "gpu"` });
+  if (!native().info().cudaAvailable) {
+    await t.rejects(mergeCheckpoints(cfg('ties', 'x.safetensors'), { configDir: dir, device: 'cuda' }), {
+      name: 'ArgumentError',
+      message: /^merge device "cuda": this addon's libtorch has no CUDA support or no GPU is visible/,
+    });
+    t.notOk(fs.existsSync(path.join(dir, 'x.safetensors')), 'nothing written');
+    await mergeCheckpoints(cfg('ties', 'cpu.safetensors', { density: 0.5 }), { configDir: dir, device: 'cpu' });
+    t.ok(fs.existsSync(path.join(dir, 'cpu.safetensors')), "device 'cpu' merges as without it");
+    return;
+  }
+  for (const [method, parameters] of [['task_arithmetic', {}], ['ties', { density: 0.5 }], ['model_stock', {}]] as const) {
+    await mergeCheckpoints(cfg(method, `${method}-cpu.safetensors`, parameters), { configDir: dir });
+    await mergeCheckpoints(cfg(method, `${method}-cuda.safetensors`, parameters), { configDir: dir, device: 'cuda' });
+    const a = (await loadStateDict(path.join(dir, `${method}-cpu.safetensors`))).tensors;
+    const b = (await loadStateDict(path.join(dir, `${method}-cuda.safetensors`))).tensors;
+    const x = await f64(a.get('odd')!), y = await f64(b.get('odd')!);
+    const worst = x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i]!) / (1 + Math.abs(v))), 0);
+    t.ok(worst < 1e-2, `${method} on cuda = on the CPU within bf16 rounding (${worst.toExponential(2)})`);
+  }
+});

@@ -268,4 +268,11 @@ t.test('the CLI: tangent merge --config mergekit.yml --output DIR --json reports
   const lines = runCli('merge', '--config', file, '--output', 'cli-out2', '--progress', 'lines');
   t.equal(lines.status, 0, lines.stderr);
   t.match(lines.stderr, /merge: [\d.]+\/[\d.]+ MiB \(100%\), [\d.]+ MiB\/s, elapsed \d+s, ETA \d+s — done/, 'progress in MiB written, MiB/s and ETA');
+  const threads = runCli('merge', '--config', file, '--output', 'cli-out3', '--threads', '1', '--device', 'cpu', '--progress', 'none');
+  t.equal(threads.status, 0, threads.stderr);
+  t.same(bits((await loadStateDict(path.join(dir, 'cli-out3'))).tensors.get(n)!), bits(got.get(n)!), '--threads 1 --device cpu: the same bits (chunked sums do not depend on threads)');
+  const dev = runCli('merge', '--config', file, '--output', 'cli-out4', '--device', 'tpu');
+  t.not(dev.status, 0);
+  t.match(dev.stderr, /--device: expected 'cpu', 'cuda' or 'cuda:N', got "tpu"/, 'an unknown device is refused by name');
+  t.notOk(fs.existsSync(path.join(dir, 'cli-out4')), 'nothing written');
 });

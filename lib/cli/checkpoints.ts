@@ -12,6 +12,7 @@ import { ArgumentError } from '../errors';
 import { CheckpointError } from '../checkpoint/errors';
 import { assertOutputsNotInputs } from '../util/fs';
 import { choiceArg, commonOptions, intArg, numArg, numListArg, resolveConfig, setThreads, zcommon, zfile } from './options';
+import { assertDevice, type Device } from '../tensor';
 import { detectFormat, loadStateDict } from '../checkpoint/io';
 import { DTYPE_BYTES, numel } from '../checkpoint/dtype';
 import { escapeControl } from '../checkpoint/escape';
@@ -187,19 +188,22 @@ export function registerCheckpointCommands(program: Command): void {
   program
     .command('merge')
     .description('merge checkpoints (task arithmetic, TIES, DARE, breadcrumbs, DELLA, SLERP, NuSLERP, Karcher, Model Stock, SCE, RAM, linear, passthrough …; docs/merging.md), streaming tensor by tensor; tangent checkpoints keep their metadata')
-    .usage('--config merge.yaml [--output PATH] [--mode standard|linear] [--json]')
+    .usage('--config merge.yaml [--output PATH] [--mode standard|linear] [--device cpu|cuda] [--json]')
     .option('--config <file>', 'merge.yaml: tangent-edit\'s schema or a mergekit config as-is (required; see docs/merging.md)')
     .option('--output <path>', 'where to write the merge (a folder: shards + model.safetensors.index.json; or a .safetensors file); overrides the config\'s output, needed for a mergekit config without one')
     .option('--mode <mode>', 'mode of the merged checkpoint when merging linear with standard ones: standard | linear', choiceArg('--mode', ['standard', 'linear'] as const))
     .option('--progress <mode>', 'auto | bar | lines | none (default auto)', choiceArg('--progress', ['auto', 'bar', 'lines', 'none'] as const))
     .option('--threads <n>', 'libtorch intra-op threads (default 2)', intArg('--threads'))
+    .option('--device <device>', 'where to merge: cpu (default; streams in fixed chunks) | cuda | cuda:N (each tensor whole on the GPU; needs a CUDA build and a GPU)')
     .option('--json', 'print the report as JSON')
-    .action(async (o: { config?: string; output?: string; mode?: 'standard' | 'linear'; json?: boolean; progress?: 'auto' | 'bar' | 'lines' | 'none'; threads?: number }) => {
+    .action(async (o: { config?: string; output?: string; mode?: 'standard' | 'linear'; json?: boolean; progress?: 'auto' | 'bar' | 'lines' | 'none'; threads?: number; device?: string }) => {
       if (!o.config) throw new ArgumentError('--config: required');
       const { readMergeDocument, parseMergeConfig, mergeCheckpoints, resolveMergePaths } = await import('../merge');
       const { isMergekitConfig, parseMergekitConfig, runMergekit } = await import('../mergekit');
       const doc = await readMergeDocument(o.config);
       await setThreads(o.threads);
+      if (o.device !== undefined) assertDevice(o.device, '--device');
+      const device = o.device as Device | undefined;
       const configDir = path.dirname(path.resolve(o.config));
       const { progress } = await import('../util/progress');
       // The bar counts MiB written (rate: MiB/s, ETA from bytes), the status the tensor last merged.
@@ -219,7 +223,7 @@ export function registerCheckpointCommands(program: Command): void {
         const p = parseMergekitConfig(doc, { output: o.output, source: o.config });
         if (o.mode) throw new ArgumentError('--mode applies to merges of tangent checkpoints (tangent-edit\'s own schema), not to a mergekit config');
         resolveMergePaths(p.config, { configDir, configFile: o.config });
-        const report = await runMergekit(p, { configDir, configFile: o.config, ...callbacks });
+        const report = await runMergekit(p, { configDir, configFile: o.config, device, ...callbacks });
         (bar as import('../util/progress').Progress | null)?.stop();
         if (o.json) console.log(JSON.stringify({ ...report, format: 'mergekit' }, null, 2));
         else console.log(summary(report, p.config.method, report.copied.length ? `; copied ${report.copied.join(', ')}` : ''));
@@ -233,6 +237,7 @@ export function registerCheckpointCommands(program: Command): void {
         const report = await mergeCheckpoints(tangent?.base ? { ...cfg, base_model: tangent.base } : cfg, {
           configDir,
           configFile: o.config,
+          device,
           metadata: tangent?.metadata,
           ...callbacks,
         });

@@ -351,18 +351,20 @@ class FileSink : public merge::ChunkSink {
   const FileMergeItem& it_;
 };
 
-// Any method, whole tensors: read every input, merge_tensor, check, write.
+// Any method, whole tensors (on `device`): read every input, merge_tensor, check, write.
 bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const FileMergeItem& it, MergeSpec spec,
-                  bool has_base, bool check_finite) {
+                  bool has_base, bool check_finite, const at::Device& device) {
   std::vector<at::Tensor> in;
   for (const FileSpan& sp : it.inputs) {
     at::Tensor t = at::empty(it.shape, at::TensorOptions().dtype(it.dtype));
     pread_fully(files[sp.file], t.data_ptr(), t.nbytes(), sp.offset, it.name);
-    in.push_back(t);
+    in.push_back(device.is_cpu() ? t : t.to(device));
   }
   spec.out = it.out;
   const std::vector<at::Tensor> models(in.begin() + (has_base ? 1 : 0), in.end());
-  at::Tensor m = merge_tensor(it.name, has_base ? in[0] : at::Tensor(), models, spec).contiguous();
+  at::Tensor m = merge_tensor(it.name, has_base ? in[0] : at::Tensor(), models, spec);
+  in.clear();
+  m = (device.is_cpu() ? m : m.to(at::kCPU)).contiguous();
   check(m.scalar_type() == it.out && static_cast<uint64_t>(m.numel()) == static_cast<uint64_t>(in[0].numel()),
         ErrorKind::State, "merge: tensor '", it.name, "': the merge produced ", c10::toString(m.scalar_type()),
         shape_str(m.sizes()), ", expected ", c10::toString(it.out), shape_str(it.shape));
@@ -384,7 +386,9 @@ void (*merge_files_after_map_hook)() = nullptr;
 
 std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, const OpenFile& out,
                                             const std::vector<FileMergeItem>& items,
-                                            const std::vector<MergeSpec>& specs, bool check_finite) {
+                                            const std::vector<MergeSpec>& specs, bool check_finite,
+                                            const at::Device& device) {
+  const bool on_cpu = device.is_cpu();
   bool any_fused = false;
   for (const MergeSpec& spec : specs) {
     check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
@@ -395,7 +399,7 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
   }
   std::vector<std::string> non_finite;
   // Task arithmetic and the streamed methods read through the maps (the others read whole tensors).
-  const Mappings maps(files, any_fused && merge_files_use_mmap);
+  const Mappings maps(files, any_fused && on_cpu && merge_files_use_mmap);
   for (const FileMergeItem& it : items) {
     check(it.spec < specs.size(), ErrorKind::Argument, "merge: tensor '", it.name, "' names spec ", it.spec, " of ",
           specs.size());
@@ -432,7 +436,9 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
     check(is_float || it.out == it.dtype, ErrorKind::DType, "merge: tensor '", it.name, "': integer tensor (",
           c10::toString(it.dtype), ") cannot be written as ", c10::toString(it.out));
     bool bad = false;
-    if (is_float && spec.method == "task_arithmetic") {
+    if (is_float && !on_cpu) {
+      bad = generic_file(files, out, it, spec, has_base, check_finite, device);
+    } else if (is_float && spec.method == "task_arithmetic") {
       // θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k, as merge_tensor computes it
       // (native/merge/task_arithmetic.cpp; with normalize the weights divided by their sum first).
       double wsum = 0;
@@ -456,7 +462,7 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
       const FileSink sink(out, it);
       bad = merge::stream_merge(it.name, s, has_base, it.shape, src, sink) && check_finite;
     } else {
-      bad = generic_file(files, out, it, spec, has_base, check_finite);
+      bad = generic_file(files, out, it, spec, has_base, check_finite, at::Device(at::kCPU));
     }
     if (bad) non_finite.push_back(it.name);
     for (const FileSpan& sp : it.inputs)

@@ -16,6 +16,7 @@
 #include <ATen/Context.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 #include "autodiff.h"
 #include "distributed.h"
 #include "merge.h"
+#include "merge_files.h"
 #include "ntk.h"
 
 #include "check.h"
@@ -144,6 +146,50 @@ static void check_merges(const at::Device& dev) {
     const double e = rel_err(got, ref);
     expect(got.device() == dev && e <= 1e-12, "merge " + method + " on " + dev.str() + " = CPU (rel err " + sci(e) + ")");
   }
+}
+
+// File to file on the device (tangent merge --device cuda): bf16 inputs in one file, the output
+// read back, equal to the CPU's streamed file merge within bf16 rounding, for a few methods.
+static void check_merge_files_on(const at::Device& dev) {
+  char dir[] = "/tmp/tangent-gpu-merge-XXXXXX";
+  if (::mkdtemp(dir) == nullptr) return expect(false, "mkdtemp");
+  const std::string in_path = std::string(dir) + "/in.bin", out_path = std::string(dir) + "/out.bin";
+  auto gen = at::detail::createCPUGenerator(9);
+  const int64_t n = 3 * 65536 + 5;
+  const at::Tensor a = at::empty({3, n}, at::kFloat).normal_(0, 1, gen).to(at::kBFloat16);
+  const int fd = ::open(in_path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
+  const int out_fd = ::open(out_path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
+  expect(fd >= 0 && out_fd >= 0 && ::write(fd, a.data_ptr(), a.nbytes()) == static_cast<ssize_t>(a.nbytes()), "gpu merge_files: input written");
+  const std::vector<OpenFile> files{{fd, in_path}};
+  const OpenFile out{out_fd, out_path};
+  FileMergeItem it;
+  it.name = "w";
+  it.dtype = at::kBFloat16;
+  it.out = at::kBFloat16;
+  it.shape = {n};
+  it.inputs = {{0, 0}, {0, static_cast<uint64_t>(n) * 2}, {0, static_cast<uint64_t>(n) * 4}};
+  for (const char* method : {"task_arithmetic", "ties", "slerp", "karcher"}) {
+    MergeSpec spec;
+    spec.method = method;
+    spec.out = at::kBFloat16;
+    if (std::string(method) == "ties") spec.density = {0.5, 0.5};
+    if (std::string(method) == "slerp") it.inputs.resize(2);
+    it.base = std::string(method) != "karcher";
+    auto run = [&](const at::Device& d) {
+      merge_file_tensors(files, out, {it}, {spec}, true, d);
+      at::Tensor r = at::empty({n}, at::kBFloat16);
+      expect(::pread(out_fd, r.data_ptr(), r.nbytes(), 0) == static_cast<ssize_t>(r.nbytes()), "gpu merge_files: output read back");
+      return r.to(at::kFloat);
+    };
+    const at::Tensor cpu = run(at::Device(at::kCPU)), gpu = run(dev);
+    const double e = (cpu - gpu).abs().max().item<double>() / std::max(1e-12, cpu.abs().max().item<double>());
+    expect(e <= 1e-2, std::string("merge_files ") + method + " --device " + dev.str() + " = the CPU's file merge within bf16 rounding (max rel " + sci(e) + ")");
+  }
+  ::close(fd);
+  ::close(out_fd);
+  ::unlink(in_path.c_str());
+  ::unlink(out_path.c_str());
+  ::rmdir(dir);
 }
 
 static void check_ntk(const at::Device& dev) {
@@ -310,6 +356,7 @@ int main(int argc, char** argv) {
   gpu_test("vit on cuda:0: hand-written and forward-mode JVP, linearized forward and gradient = float64 CPU",
            [&] { check_model("vit", [&](at::ScalarType dt, at::Device d) { return make_vit(vc, 3, dt, d); }, xv, dev); });
   gpu_test("merges (every registered method) on cuda:0 = CPU", [&] { check_merges(dev); });
+  gpu_test("file-to-file merges on cuda:0 (tangent merge --device cuda) = the CPU's", [&] { check_merge_files_on(dev); });
   gpu_test("empirical NTK on cuda:0 = CPU", [&] { check_ntk(dev); });
   if (skip_reason.empty() && !distributed_backend_available("nccl")) {
     std::printf("ok NCCL group over the GPUs present # SKIP this libtorch has no NCCL\n");
