@@ -210,6 +210,10 @@ bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& sr
     }
     if (convert_out(compute, res.data(), out, obuf.data(), len)) bad = true;
     sink.write(start, len, obuf.data());
+    if (len > 4 * kChunk) {  // a DELLA row longer than the chunk: do not keep its buffers
+      std::vector<Acc>().swap(res), std::vector<Acc>().swap(th);
+      std::vector<double>().swap(obuf), std::vector<int64_t>().swap(order);
+    }
   }, chunk);
   return bad;
 }

@@ -325,6 +325,7 @@ class FileChunks : public merge::ChunkSource {
         }
         fn(ch, s, len, ptrs.data());
       }
+      if (chunk > 4 * merge::kChunk) std::vector<double>().swap(raw), std::vector<double>().swap(conv);  // a long DELLA row's
     });
     if (void* a = fault.load()) fail_fault(files_, maps_, a, it_.name);
   }
