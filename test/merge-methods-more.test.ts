@@ -378,3 +378,53 @@ t.test('what the new methods refuse, by name', async (t) => {
   await t.rejects(merged(null, [fts[0]!], { method: 'sce' }), ArgumentError, 'sce through the API without a base');
   await t.rejects(merged(null, [fts[0]!, fts[1]!], { method: 'karcher', weights: [1, 2] }), ArgumentError, 'karcher with weights');
 });
+
+t.test('every method: the file-to-file merge (mapped bf16 inputs, chunked passes) equals the in-memory merge bit for bit', async (t) => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { loadStateDict, mergeCheckpoints, saveStateDict } = await import('../lib');
+  const { METHODS } = await import('../lib/merge-methods');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'merge-every-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // Several chunks of 65536 entries, a ragged tail, rows for DELLA; values quantized so |τ| ties.
+  const sd = async (seed: number) => {
+    const q = (n: number, s: number, sd: number) => Float32Array.from(randn(n, s), (v, i) => Math.round((base2[i % base2.length]! + sd * v) * 16) / 16);
+    const base2 = [...randn(4096, 1)];
+    return new Map([
+      ['w', await Tensor.from(q(300 * 701, seed, seed === 0 ? 0 : 0.2), [300, 701]).to('bfloat16')],
+      ['b', await Tensor.from(q(70001, seed + 50, seed === 0 ? 0 : 0.2), [70001]).to('bfloat16')],
+    ]);
+  };
+  const sds = await Promise.all([0, 1, 2, 3].map(sd));
+  for (const [k, s] of sds.entries()) await saveStateDict(path.join(dir, `e${k}.safetensors`), s);
+  const params: Record<string, Record<string, unknown>> = {
+    ties: { density: 0.4 }, dare_linear: { density: 0.5, seed: 3 }, dare_ties: { density: 0.5 }, breadcrumbs: { density: 0.5, gamma: 0.1 },
+    breadcrumbs_ties: { density: 0.5, gamma: 0.1 }, della: { density: 0.5, epsilon: 0.2 }, della_linear: { density: 0.5, epsilon: 0.2 },
+    slerp: { t: 0.3 }, nearswap: { t: 0.05 }, sce: { select_topk: 0.5 }, ram: { epsilon: 0.05 }, ramplus_tl: { epsilon: 0.05 },
+    nuslerp: { nuslerp_flatten: false }, passthrough: { scale: 0.5 },
+  };
+  for (const [method, def] of Object.entries(METHODS)) {
+    const n = def.models[1] === 0 ? 3 : def.models[1];
+    const withBase = def.base !== 'none';
+    const models = sds.slice(1, 1 + n);
+    const weights = def.weights ? [1, 0.5, 0.25].slice(0, n) : undefined;
+    const cfg = parseMergeConfig({
+      ...(withBase ? { base_model: 'e0.safetensors' } : {}),
+      models: models.map((_, i) => ({ model: `e${i + 1}.safetensors`, ...(weights ? { weight: weights[i] } : {}) })),
+      method, parameters: params[method] ?? {}, output: `${method}.safetensors`,
+    });
+    await mergeCheckpoints(cfg, { configDir: dir });
+    const got = (await loadStateDict(path.join(dir, `${method}.safetensors`))).tensors;
+    const o = { method, ...(weights ? { weights } : {}) } as MergeOptions;
+    for (const [k, v] of Object.entries(params[method] ?? {})) (o as Record<string, unknown>)[{ select_topk: 'selectTopk', nuslerp_flatten: 'flatten' }[k] ?? k] = v;
+    const want = await mergeStateDicts(withBase ? sds[0]! : null, models, o);
+    for (const name of ['w', 'b']) {
+      const a = new Uint16Array((got.get(name)!.data() as Uint16Array).slice().buffer);
+      const b = new Uint16Array((want.get(name)!.data() as Uint16Array).slice().buffer);
+      let diff = 0;
+      for (let i = 0; i < a.length; i++) diff += a[i] !== b[i] ? 1 : 0;
+      t.equal(diff, 0, `${method}: ${name} ${got.get(name)!.shape.join('×')} file = memory (${diff} of ${a.length} differ)`);
+    }
+  }
+});
