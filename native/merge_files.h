@@ -4,11 +4,11 @@
 // combine), checks for NaN/Inf per chunk and writes with positioned writes at the tensor's offset
 // in the output. A file that shrinks under the mapping raises SIGBUS inside a guard: an IO error
 // naming the file and byte, never a crash. Where a file cannot be mapped the chunks are read with
-// positioned reads. The other methods stream too (merge/stream.h: every method but nuslerp by rows
-// or columns) over the same chunks, under the same guard, in a few passes; mapped pages a tensor
+// positioned reads. The other methods stream too (merge/stream.h: every method but nuslerp by
+// columns) over the same chunks, under the same guard, in a few passes; mapped pages a tensor
 // has read are dropped from the resident set (chunk by chunk for a tensor whose inputs span over
-// 256 MiB), so memory stays within a fixed budget whatever the model's size. nuslerp by rows or
-// columns reads whole tensors with positioned reads and runs merge.h's merge_tensor.
+// 256 MiB), so memory stays within a fixed budget whatever the model's size. nuslerp by columns
+// reads whole tensors with positioned reads and runs merge.h's merge_tensor.
 #pragma once
 
 #include <string>

@@ -1,6 +1,8 @@
 // nuslerp: SLERP between two models with the factor from their weights, t = w_1/(w_0 + w_1), of the
 // whole tensors or of each row or column; with a base, between their task vectors.
-#include "method.h"
+#include "stream.h"
+
+#include <atomic>
 
 #include <cmath>
 
@@ -38,11 +40,60 @@ std::vector<double> nuslerp_coefficients(const Args& a, const Gram& g) {
   return {c0, c1};
 }
 
-bool nuslerp_whole(const MergeSpec& spec, int64_t dim) { return !spec.flatten && dim >= 2; }
+// Columns (nuslerp_row_wise) are merged whole; rows stream over chunks of whole rows.
+bool nuslerp_whole(const MergeSpec& spec, int64_t dim) { return !spec.flatten && dim >= 2 && spec.row_wise; }
+
+// Rows (W[i, :], the slices along the last dimension), streamed: chunks of whole rows, each row's
+// norms and dot product in float64 (as slerp_rows), then its two coefficients applied in float64
+// and the result rounded to the compute dtype (+ θ0 in it), as the whole-tensor form.
+template <typename Acc>
+bool nuslerp_rows_t(const Args& a, const ChunkSource& src, const ChunkSink& sink) {
+  const double w0 = a.weight(0), w1 = a.weight(1);
+  const double t = std::abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+  const int64_t row = a.shape.empty() ? 1 : std::max<int64_t>(1, a.shape.back());
+  const int64_t chunk = row * std::max<int64_t>(1, kChunk / row);
+  const bool hb = a.has_base;
+  std::atomic<bool> bad{false};
+  src.chunks(a.spec.compute, [&](int64_t, int64_t start, int64_t len, const void* const* xs) {
+    thread_local std::vector<Acc> res;
+    thread_local std::vector<double> obuf;
+    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len)), obuf.resize(static_cast<size_t>(len));
+    const Acc* x0 = static_cast<const Acc*>(xs[0]);
+    const Acc* x1 = static_cast<const Acc*>(xs[1]);
+    const Acc* x2 = hb ? static_cast<const Acc*>(xs[2]) : nullptr;
+    auto va = [&](int64_t j) { return static_cast<double>(hb ? x1[j] - x0[j] : x0[j]); };
+    auto vb = [&](int64_t j) { return static_cast<double>(hb ? x2[j] - x0[j] : x1[j]); };
+    for (int64_t r0 = 0; r0 < len; r0 += row) {
+      double aa = 0, bb = 0, ab = 0;
+      for (int64_t j = r0; j < r0 + row; ++j) {
+        const double p = va(j), q = vb(j);
+        aa += p * p, bb += q * q, ab += p * q;
+      }
+      const double na = std::sqrt(aa), nb = std::sqrt(bb);
+      const double cs = std::max(-1.0, std::min(1.0, ab / (std::max(na, 1e-7) * std::max(nb, 1e-7))));
+      const double th = std::acos(cs), s = std::sin(th);
+      const bool linear = std::abs(s) < 1e-8 || na <= 1e-7 || nb <= 1e-7;
+      const double c0 = linear ? 1.0 - t : std::sin(th * (1.0 - t)) / s, c1 = linear ? t : std::sin(th * t) / s;
+      for (int64_t j = r0; j < r0 + row; ++j) {
+        const Acc o = static_cast<Acc>(va(j) * c0 + vb(j) * c1);
+        res[static_cast<size_t>(j)] = hb ? x0[j] + o : o;
+      }
+    }
+    if (convert_out(a.spec.compute, res.data(), sink.dtype(), obuf.data(), len)) bad = true;
+    sink.write(start, len, obuf.data());
+    if (len > 4 * kChunk) std::vector<Acc>().swap(res), std::vector<double>().swap(obuf);
+  }, chunk);
+  return bad;
+}
+
+bool stream_nuslerp(const Args& a, const ChunkSource& src, const ChunkSink& sink) {
+  if (a.spec.flatten || a.shape.size() < 2) return stream_combination(a, src, sink);
+  return a.spec.compute == at::kDouble ? nuslerp_rows_t<double>(a, src, sink) : nuslerp_rows_t<float>(a, src, sink);
+}
 
 at::Tensor run_nuslerp(const Context& c) {
   check(c.count() == 2, ErrorKind::Argument, "merge: nuslerp interpolates between exactly two models, got ", c.count());
-  if (!nuslerp_whole(c.spec, c.models[0].dim())) return run_combination(c);
+  if (c.spec.flatten || c.models[0].dim() < 2) return run_combination(c);
   const double w0 = c.weight(0), w1 = c.weight(1);
   const double t = std::abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
   const bool has_base = c.base.defined();
@@ -63,7 +114,7 @@ at::Tensor run_nuslerp(const Context& c) {
 }  // namespace
 
 Method nuslerp_method() {
-  Method m{{"nuslerp", BaseUse::Optional, 2, 2}, run_nuslerp, false, nuslerp_coefficients};
+  Method m{{"nuslerp", BaseUse::Optional, 2, 2}, run_nuslerp, false, nuslerp_coefficients, true, stream_nuslerp};
   m.whole = nuslerp_whole;
   return m;
 }

@@ -375,13 +375,19 @@ bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base,
   check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
         "merge: compute dtype must be float32 or float64, got ", c10::toString(spec.compute));
   const Args args{name, spec, src.inputs() - (has_base ? 1 : 0), has_base, shape};
-  if (m.coefficients != nullptr) {
-    const Gram g = m.uses_gram ? stream_gram(src, has_base, spec.compute) : Gram{};
-    const std::vector<double> c = m.coefficients(args, g);
-    return spec.compute == at::kDouble ? stream_combine<double>(src, c, sink) : stream_combine<float>(src, c, sink);
-  }
-  check(m.stream != nullptr, ErrorKind::State, "merge: ", spec.method, " does not stream");
-  return m.stream(args, src, sink);
+  // A method with both (nuslerp) picks in its stream: the combination for whole tensors, its own
+  // passes otherwise.
+  if (m.stream != nullptr) return m.stream(args, src, sink);
+  check(m.coefficients != nullptr, ErrorKind::State, "merge: ", spec.method, " does not stream");
+  return stream_combination(args, src, sink);
+}
+
+bool stream_combination(const Args& args, const ChunkSource& src, const ChunkSink& sink) {
+  const Method& m = find(args.spec.method);
+  const at::ScalarType compute = args.spec.compute;
+  const Gram g = m.uses_gram ? stream_gram(src, args.has_base, compute) : Gram{};
+  const std::vector<double> c = m.coefficients(args, g);
+  return compute == at::kDouble ? stream_combine<double>(src, c, sink) : stream_combine<float>(src, c, sink);
 }
 
 }  // namespace merge

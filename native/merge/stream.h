@@ -7,7 +7,8 @@
 //   the task-vector family: exact magnitude bounds by radix selection where it trims by rank (two
 //   passes per 32 key bits, all models at once; one more where a boundary is tied), counter-based
 //   masks (DARE; DELLA over chunks of whole rows), then the election and mean entry by entry;
-//   sce, ram, ramplus_tl, nearswap: their counting passes, then entry by entry.
+//   sce, ram, ramplus_tl, nearswap: their counting passes, then entry by entry; nuslerp by rows:
+//   chunks of whole rows, one pass (by columns it is merged whole).
 #pragma once
 
 #include <cmath>
@@ -49,6 +50,9 @@ bool streams(const MergeSpec& spec, int64_t dim);
 // Streams one tensor's merge from `src` into `sink`. Returns whether any output is NaN or ±Inf.
 bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base, const std::vector<int64_t>& shape,
                   const ChunkSource& src, const ChunkSink& sink);
+
+// A combination method's two passes (the Gram, the fused combine with its coefficients).
+bool stream_combination(const Args& args, const ChunkSource& src, const ChunkSink& sink);
 
 // The inputs as contiguous CPU tensors of one dtype (merge_tensor's source).
 class TensorSource : public ChunkSource {

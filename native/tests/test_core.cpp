@@ -229,6 +229,7 @@ static void check_streamed_merges() {
     const merge::Method& m = merge::find(info.name);
     MergeSpec spec;
     spec.method = info.name;
+    if (std::string(info.name) == "nuslerp") spec.flatten = false;  // rows (streamed over whole rows); 1-D: the whole tensor
     if (!m.streams(spec, 1)) continue;
     const size_t k = info.max_models == 0 ? 3 : info.max_models;
     if (m.coefficients == nullptr || std::string(info.name) == "linear" || std::string(info.name) == "nuslerp" ||
