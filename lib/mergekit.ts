@@ -280,13 +280,19 @@ export function parseMergekitConfig(doc: unknown, opts: { output?: string; sourc
 /** The tokenizer files a Hugging Face model folder may hold. */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json', 'generation_config.json'];
 
+/** The config.json keys that hold a model's layer count (Llama/Mistral/Qwen, GPT-2, T5-style). */
+const LAYER_COUNT_KEYS = ['num_hidden_layers', 'n_layer', 'num_layers'];
+
 /**
  * Runs a mergekit config: the merge (file to file, sharded when the output is a folder), then, for
- * a folder output, the base's (else the first model's) config.json and, with tokenizer_source, the
- * tokenizer files copied beside the shards.
+ * a folder output, the base's (else the first model's) config.json — its layer count set to the
+ * merge's where slices change it (a frankenmerge), as mergekit does — and, with tokenizer_source,
+ * the tokenizer files copied beside the shards.
  */
 export async function runMergekit(p: MergekitPlan, opts: Omit<MergeCheckpointOptions, 'plan'> = {}): Promise<MergeReport & { copied: string[] }> {
-  const report = await mergeCheckpoints(p.config, { ...opts, plan: p.plan });
+  let planned: MergePlanItem[] = [];
+  const report = await mergeCheckpoints(p.config, { ...opts, plan: (layouts) => (planned = p.plan(layouts)) });
+  const layers = planned.reduce((n, it) => Math.max(n, (layerOf(it.name)?.index ?? -1) + 1), 0);
   const copied: string[] = [];
   if (report.index) {
     const outDir = path.dirname(report.index);
@@ -300,7 +306,21 @@ export async function runMergekit(p: MergekitPlan, opts: Omit<MergeCheckpointOpt
       if (!fs.existsSync(from) || !fs.statSync(from).isFile()) return;
       const to = path.join(outDir, f);
       const tmp = `${to}.tmp-${process.pid}`;
-      fs.copyFileSync(from, tmp);
+      let text: string | null = null;
+      if (f === 'config.json' && layers > 0) {
+        try {
+          const cfg = JSON.parse(fs.readFileSync(from, 'utf8')) as Record<string, unknown>;
+          const keys = LAYER_COUNT_KEYS.filter((k) => typeof cfg[k] === 'number' && cfg[k] !== layers);
+          if (keys.length) {
+            for (const k of keys) cfg[k] = layers;
+            text = `${JSON.stringify(cfg, null, 2)}\n`;
+          }
+        } catch {
+          /* not JSON: copied as it is */
+        }
+      }
+      if (text === null) fs.copyFileSync(from, tmp);
+      else fs.writeFileSync(tmp, text);
       fs.renameSync(tmp, to);
       copied.push(f);
     };
