@@ -87,6 +87,8 @@ export interface MergekitPlan {
   tokenizerFrom?: string;
   /** The model whose config.json is copied into a folder output (the base, else the first model). */
   configFrom?: string;
+  /** The config's out_dtype, else its dtype (written into the output's config.json as its torch dtype, as mergekit). */
+  outDtype?: string;
 }
 
 // A transformer layer's tensors: <prefix>.<index>.<rest>, with the prefixes Hugging Face models use.
@@ -274,7 +276,7 @@ export function parseMergekitConfig(doc: unknown, opts: { output?: string; sourc
   };
 
   const tokenizerModel = c.tokenizer_source === undefined ? undefined : c.tokenizer_source === 'base' ? base : c.tokenizer_source;
-  return { config, plan, tokenizerFrom: tokenizerModel, configFrom: base ?? others[0]! };
+  return { config, plan, tokenizerFrom: tokenizerModel, configFrom: base ?? others[0]!, outDtype };
 }
 
 /** The tokenizer files a Hugging Face model folder may hold. */
@@ -286,7 +288,8 @@ const LAYER_COUNT_KEYS = ['num_hidden_layers', 'n_layer', 'num_layers'];
 /**
  * Runs a mergekit config: the merge (file to file, sharded when the output is a folder), then, for
  * a folder output, the base's (else the first model's) config.json — its layer count set to the
- * merge's where slices change it (a frankenmerge), as mergekit does — and, with tokenizer_source,
+ * merge's where slices change it (a frankenmerge) and its torch dtype to out_dtype/dtype, as
+ * mergekit does — and, with tokenizer_source,
  * the tokenizer files copied beside the shards.
  */
 export async function runMergekit(p: MergekitPlan, opts: Omit<MergeCheckpointOptions, 'plan'> = {}): Promise<MergeReport & { copied: string[] }> {
@@ -307,14 +310,20 @@ export async function runMergekit(p: MergekitPlan, opts: Omit<MergeCheckpointOpt
       const to = path.join(outDir, f);
       const tmp = `${to}.tmp-${process.pid}`;
       let text: string | null = null;
-      if (f === 'config.json' && layers > 0) {
+      if (f === 'config.json') {
+        // As mergekit's output config: the merge's layer count, and its dtype (transformers reads
+        // `torch_dtype`, or `dtype` since v5, to pick the dtype it loads the weights in).
         try {
           const cfg = JSON.parse(fs.readFileSync(from, 'utf8')) as Record<string, unknown>;
-          const keys = LAYER_COUNT_KEYS.filter((k) => typeof cfg[k] === 'number' && cfg[k] !== layers);
-          if (keys.length) {
-            for (const k of keys) cfg[k] = layers;
-            text = `${JSON.stringify(cfg, null, 2)}\n`;
+          let changed = false;
+          if (layers > 0)
+            for (const k of LAYER_COUNT_KEYS)
+              if (typeof cfg[k] === 'number' && cfg[k] !== layers) (cfg[k] = layers), (changed = true);
+          if (p.outDtype !== undefined) {
+            const keys = ['torch_dtype', 'dtype'].filter((k) => k in cfg);
+            for (const k of keys.length ? keys : ['torch_dtype']) if (cfg[k] !== p.outDtype) (cfg[k] = p.outDtype), (changed = true);
           }
+          if (changed) text = `${JSON.stringify(cfg, null, 2)}\n`;
         } catch {
           /* not JSON: copied as it is */
         }

@@ -173,8 +173,8 @@ tokenizer_source: a
   t.same(bits(got.get('model.norm.weight')!), bits(models.deep!.get('model.norm.weight')!), 'the final norm from the last slice (deep)');
   t.same(JSON.parse(fs.readFileSync(path.join(dir, 'franken-out', 'tokenizer.json'), 'utf8')), { tokenizer_of: 'a' }, 'tokenizer_source: a copies its tokenizer');
   // Found loading a frankenmerge with transformers: a config.json still saying 4 layers loads 4 of the 7, silently.
-  t.same(JSON.parse(fs.readFileSync(path.join(dir, 'franken-out', 'config.json'), 'utf8')), { architectures: ['LlamaForCausalLM'], num_hidden_layers: 7, name: 'a' },
-    "config.json: the first model's, its num_hidden_layers set to the merge's 7 (as mergekit)");
+  t.same(JSON.parse(fs.readFileSync(path.join(dir, 'franken-out', 'config.json'), 'utf8')), { architectures: ['LlamaForCausalLM'], num_hidden_layers: 7, name: 'a', torch_dtype: 'bfloat16' },
+    "config.json: the first model's, its num_hidden_layers set to the merge's 7 and its torch_dtype to the merge's dtype (as mergekit)");
 });
 
 t.test('linear, task_arithmetic, dare_ties (mergekit defaults), nuslerp and model_stock run as mergekit configs', async (t) => {
