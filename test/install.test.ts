@@ -315,6 +315,17 @@ t.test('npm install of the tarball builds against the libtorch it finds; CJS and
   const esm = sh(process.execPath, [path.join(app, 'consumer.mjs'), path.join(app, 'esm.safetensors')], app);
   t.equal(esm.status, 0, `ESM consumer: ${esm.stderr}`);
   if (esm.status === 0) checkSaved(t, path.join(app, 'esm.safetensors'));
+  // The installed CLI on a mergekit YAML, as a mergekit user would run it: the two checkpoints the
+  // consumers wrote, averaged (linear) into a sharded folder.
+  if (cjs.status === 0 && esm.status === 0) {
+    fs.writeFileSync(path.join(app, 'soup.yml'), 'models:\n  - model: cjs.safetensors\n    parameters: { weight: 1 }\n  - model: esm.safetensors\n    parameters: { weight: 1 }\nmerge_method: linear\ndtype: float32\n');
+    const soup = sh(bin, ['merge', '--config', 'soup.yml', '--output', 'soup', '--json', '--progress', 'none'], app);
+    t.equal(soup.status, 0, `installed tangent merge --config soup.yml: ${soup.stderr}`);
+    if (soup.status === 0) {
+      const r = JSON.parse(soup.stdout) as { tensors: number; index: string };
+      t.ok(r.tensors > 0 && fs.existsSync(r.index), `a sharded folder with ${r.tensors} tensors and its index`);
+    }
+  }
   // One instance of the library for import and require (no dual-package hazard).
   const same = sh(process.execPath, ['--input-type=module', '-e', "import * as m from 'tangent-edit'; import { createRequire } from 'node:module'; const r = createRequire(import.meta.url)('tangent-edit'); console.log(m.Model === r.Model && m.default === r)"], app);
   t.equal(same.stdout.trim(), 'true', same.stderr);
