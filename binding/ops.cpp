@@ -115,6 +115,10 @@ Napi::Value MergeFiles(const Napi::CallbackInfo& info) {
       auto& it = items[i];
       it.name = o.Get("name").As<Napi::String>().Utf8Value();
       it.dtype = ParseDType(o.Get("dtype").As<Napi::String>());
+      if (o.Has("dtypes") && o.Get("dtypes").IsArray()) {
+        auto ds = o.Get("dtypes").As<Napi::Array>();
+        for (uint32_t k = 0; k < ds.Length(); ++k) it.input_dtypes.push_back(ParseDType(ds.Get(k).As<Napi::String>()));
+      }
       it.out = ParseDType(o.Get("out").As<Napi::String>());
       for (double d : Numbers(o.Get("shape"))) it.shape.push_back(static_cast<int64_t>(d));
       auto ins = o.Get("inputs").As<Napi::Array>();

@@ -127,6 +127,8 @@ export interface NativeFileMergeItem {
   base?: boolean;
   /** Index into mergeFiles' specs (default 0). */
   spec?: number;
+  /** Per input, where float inputs differ in dtype (each converted to the compute dtype). */
+  dtypes?: string[];
 }
 
 /** native/merge.h's MergeSpec; lib/merge.ts fills it (absent fields keep the native defaults). */

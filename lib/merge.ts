@@ -429,11 +429,20 @@ export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').M
       items = opts.plan(layouts);
       checkPlan(items, layouts, files);
     } else {
-      layouts.slice(1).forEach((l, k) => assertSameLayout(layouts[0]!, l, { nameA: files[0]!, nameB: files[k + 1]! }));
+      // The same names and shapes; float dtypes may differ (converted to the compute dtype), integer ones may not.
+      layouts.slice(1).forEach((l, k) => {
+        assertSameLayout(layouts[0]!, l, { nameA: files[0]!, nameB: files[k + 1]!, ignoreDtype: true });
+        for (const [n, a] of layouts[0]!) {
+          const b = l.get(n)!;
+          if (a.dtype !== b.dtype && !(isFloatRaw(a.dtype) && isFloatRaw(b.dtype)))
+            throw new CheckpointError('ERR_DTYPE', `tensor ${quote(n)} is ${b.dtype}, while ${files[0]!} has it as ${a.dtype} (only floating-point dtypes may differ between inputs)`, { file: files[k + 1]! });
+        }
+      });
       const o = configOptions(cfg);
       items = [...layouts[0]!.keys()].map((n) => ({ name: n, inputs: readers.map((_, r) => ({ reader: r, tensor: n })), base: hasBase, options: o }));
     }
     const layoutOfItem = (it: MergePlanItem) => layouts[it.inputs[0]!.reader]!.get(it.inputs[0]!.tensor)!;
+    const mixedDtypes = (it: MergePlanItem) => it.inputs.some((inp) => layouts[inp.reader]!.get(inp.tensor)!.dtype !== layoutOfItem(it).dtype);
     const outDtype = (it: MergePlanItem) => {
       const l = layoutOfItem(it);
       return it.options.outDtype && isFloatRaw(l.dtype) ? it.options.outDtype : l.dtype;
@@ -450,11 +459,15 @@ export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').M
     };
     const produce = async (it: MergePlanItem): Promise<RawTensor> => {
       const read = await Promise.all(it.inputs.map((i) => readTensor(readers[i.reader]!, i.tensor)));
-      const inputs = device === 'cpu' ? read : await Promise.all(read.map((t) => t.to(device)));
+      // Mixed float dtypes: every input in the compute dtype, the output in the first input's unless out_dtype says.
+      const mixed = mixedDtypes(it);
+      const cast = mixed ? await Promise.all(read.map((t) => t.to({ dtype: it.options.compute ?? 'float32', device }))) : read;
+      const inputs = device === 'cpu' || mixed ? cast : await Promise.all(cast.map((t) => t.to(device)));
+      if (mixed) it = { ...it, options: { ...it.options, outDtype: it.options.outDtype ?? layoutOfItem(it).dtype } };
       let merged = await mergeTensor(it.name, it.base ? inputs[0]! : null, it.base ? inputs.slice(1) : inputs, it.options);
       it.inputs.forEach((i, k) => 'readAsync' in readers[i.reader]! && read[k]!.dispose());
+      if (device !== 'cpu' || mixed) inputs.forEach((t) => t.dispose());  // copies of ours (cast, or on the device)
       if (device !== 'cpu') {
-        inputs.forEach((t) => t.dispose());
         const onDevice = merged;
         merged = await onDevice.to('cpu');
         onDevice.dispose();
@@ -513,6 +526,7 @@ export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').M
               const loc = (readers[inp.reader] as TensorReader).locate!(inp.tensor);
               return [indexOf(loc), loc.offset] as [number, number];
             }),
+            ...(mixedDtypes(it) ? { dtypes: it.inputs.map((inp) => layouts[inp.reader]!.get(inp.tensor)!.dtype) } : {}),
             outOffset: off,
             base: it.base,
             spec: itemSpecs[i]!,
@@ -584,7 +598,8 @@ function checkPlan(items: MergePlanItem[], layouts: Array<Map<string, TensorLayo
       const l = layouts[inp.reader]?.get(inp.tensor);
       if (!l) throw new CheckpointError('ERR_KEY_MISMATCH', `has no tensor ${quote(inp.tensor)} (needed for the output's ${quote(it.name)})`, { file: files[inp.reader] });
       if (!first) first = l;
-      else if (l.dtype !== first.dtype || l.shape.length !== first.shape.length || l.shape.some((d, i) => d !== first!.shape[i]))
+      // Float inputs of different dtypes are converted to the compute dtype (as mergekit casts them).
+      else if ((l.dtype !== first.dtype && !(isFloatRaw(l.dtype) && isFloatRaw(first.dtype))) || l.shape.length !== first.shape.length || l.shape.some((d, i) => d !== first!.shape[i]))
         throw new CheckpointError(l.dtype !== first.dtype ? 'ERR_DTYPE' : 'ERR_SHAPE', `tensor ${quote(inp.tensor)} is ${l.dtype}[${l.shape.join(', ')}], while the other inputs of ${quote(it.name)} are ${first.dtype}[${first.shape.join(', ')}]`, { file: files[inp.reader] });
     }
   }

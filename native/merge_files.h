@@ -29,6 +29,10 @@ struct FileMergeItem {
   at::ScalarType out = at::kFloat;    // of the output (the input dtype for integer tensors)
   std::vector<int64_t> shape;
   std::vector<FileSpan> inputs;       // the base first (when `base`), then one per model
+  // Per input, where float inputs differ in dtype (empty: every input is `dtype`); each is read in
+  // its own and converted to the compute dtype, as mergekit casts its inputs.
+  std::vector<at::ScalarType> input_dtypes;
+  at::ScalarType dtype_of(size_t k) const { return input_dtypes.empty() ? dtype : input_dtypes[k]; }
   bool base = true;                   // whether inputs[0] is the base
   size_t spec = 0;                    // index into the `specs` of merge_file_tensors
   uint64_t out_offset = 0;            // absolute byte offset in the output file

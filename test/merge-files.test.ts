@@ -154,3 +154,32 @@ t.test('--device: checked before any file is opened; cuda merges equal the CPU s
     t.ok(worst < 1e-2, `${method} on cuda = on the CPU within bf16 rounding (${worst.toExponential(2)})`);
   }
 });
+
+t.test('float inputs of different dtypes (a float32 base, bf16 and fp16 models) are converted to the compute dtype, as mergekit casts them; integer mixes are refused', async (t) => {
+  const dir = tmpDir(t);
+  const [b, m1, m2] = await Promise.all([model(0, 'float32'), model(1, 'bfloat16'), model(2, 'float16')]);
+  await saveStateDict(path.join(dir, 'b.safetensors'), b!);
+  await saveStateDict(path.join(dir, 'm1.safetensors'), m1!);
+  await saveStateDict(path.join(dir, 'm2.safetensors'), m2!);
+  const as32 = async (sd: StateDict) => new Map(await Promise.all([...sd].map(async ([n, x]) => [n, x.dtype === 'int64' ? x : await x.to('float32')] as const)));
+  const [b32, m132, m232] = await Promise.all([b!, m1!, m2!].map(as32));
+  for (const [method, parameters, k] of [['task_arithmetic', { lambda: 0.8 }, 2], ['ties', { density: 0.5 }, 2], ['slerp', { t: 0.4 }, 1], ['della', { density: 0.5, epsilon: 0.2 }, 2], ['nuslerp', { nuslerp_flatten: false, nuslerp_row_wise: true }, 2]] as const) {
+    const models = [m132!, m232!].slice(0, k);
+    for (const out of [`${method}.safetensors`, `${method}.pt`]) {
+      await mergeCheckpoints(parseMergeConfig({ base_model: 'b.safetensors', models: models.map((_, i) => ({ model: `m${i + 1}.safetensors` })), method, parameters, output: out }), { configDir: dir });
+      const got = (await loadStateDict(path.join(dir, out))).tensors;
+      const o: Record<string, unknown> = { method };
+      for (const [key, v] of Object.entries(parameters)) o[{ nuslerp_flatten: 'flatten', nuslerp_row_wise: 'rowWise' }[key] ?? key] = v;
+      const want = await mergeStateDicts(b32, models, o as never);
+      for (const n of ['big', 'odd']) {
+        t.equal(got.get(n)!.dtype, 'float32', `${method} → ${out}: ${n} in the base's dtype`);
+        t.ok(bytes(got.get(n)!).equals(bytes(want.get(n)!)), `${method} → ${out}: ${n} = the merge of the inputs converted to float32, bit for bit`);
+      }
+    }
+  }
+  const ints = new Map(b!);
+  ints.set('odd', Tensor.from(new BigInt64Array(65537), [65537]));
+  await saveStateDict(path.join(dir, 'ints.safetensors'), ints);
+  await t.rejects(mergeCheckpoints(parseMergeConfig({ base_model: 'b.safetensors', models: [{ model: 'ints.safetensors' }], output: 'x.safetensors' }), { configDir: dir }),
+    { name: 'CheckpointError', message: /tensor "odd" is int64, while b\.safetensors has it as float32 \(only floating-point dtypes may differ between inputs\)/ });
+});

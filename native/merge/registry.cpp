@@ -77,6 +77,8 @@ at::Tensor merge_tensor(const std::string& name, const at::Tensor& base, const s
   }
   if (!at::isFloatingType(ref.scalar_type())) return ref.clone();
   compat::NoGradGuard no_grad;
+  // An empty tensor merges to an empty tensor, whatever the method (as the file merge skips it).
+  if (ref.numel() == 0) return at::empty(ref.sizes(), ref.options().dtype(s.out));
   if (ref.is_cpu() && m.streams(s, ref.dim())) {
     // The passes of the file merge (merge/stream.h), over the tensors' memory: the same bits.
     std::vector<at::Tensor> in;

@@ -382,6 +382,11 @@ bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base,
   return stream_combination(args, src, sink);
 }
 
+bool stream_combine_coefficients(const ChunkSource& src, const std::vector<double>& c, at::ScalarType compute,
+                                 const ChunkSink& sink) {
+  return compute == at::kDouble ? stream_combine<double>(src, c, sink) : stream_combine<float>(src, c, sink);
+}
+
 bool stream_combination(const Args& args, const ChunkSource& src, const ChunkSink& sink) {
   const Method& m = find(args.spec.method);
   const at::ScalarType compute = args.spec.compute;

@@ -53,6 +53,9 @@ bool stream_merge(const std::string& name, const MergeSpec& spec, bool has_base,
 
 // A combination method's two passes (the Gram, the fused combine with its coefficients).
 bool stream_combination(const Args& args, const ChunkSource& src, const ChunkSink& sink);
+// The fused combine alone, Σ_i c_i x_i in the compute dtype.
+bool stream_combine_coefficients(const ChunkSource& src, const std::vector<double>& c, at::ScalarType compute,
+                                 const ChunkSink& sink);
 
 // The inputs as contiguous CPU tensors of one dtype (merge_tensor's source).
 class TensorSource : public ChunkSource {

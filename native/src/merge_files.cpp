@@ -288,10 +288,17 @@ class FileChunks : public merge::ChunkSource {
   size_t inputs() const override { return it_.inputs.size(); }
   void chunks(at::ScalarType compute, const merge::ChunkFn& fn, int64_t chunk = merge::kChunk) const override {
     const size_t K1 = it_.inputs.size();
-    const size_t in_size = c10::elementSize(it_.dtype), acc_size = c10::elementSize(compute);
+    std::vector<size_t> in_sizes(K1);
+    std::vector<merge::ConvertFn> converts(K1);
+    size_t in_size = 0;  // the widest input's
+    for (size_t k = 0; k < K1; ++k) {
+      in_sizes[k] = c10::elementSize(it_.dtype_of(k));
+      converts[k] = merge::converter(it_.dtype_of(k), compute);
+      in_size = std::max(in_size, in_sizes[k]);
+    }
+    const size_t acc_size = c10::elementSize(compute);
     const int64_t chunks = (n_ + chunk - 1) / chunk;
     std::atomic<void*> fault{nullptr};
-    const merge::ConvertFn convert = merge::converter(it_.dtype, compute);
     const bool drop = static_cast<uint64_t>(n_) * in_size * K1 > kDropBehind;
     at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
       thread_local std::vector<double> raw, conv;  // aligned for any dtype
@@ -306,7 +313,8 @@ class FileChunks : public merge::ChunkSource {
         const int64_t s = ch * chunk, len = std::min(chunk, n_ - s);
         for (size_t k = 0; k < K1; ++k) {
           const FileSpan& sp = it_.inputs[k];
-          const uint64_t off = sp.offset + static_cast<uint64_t>(s) * in_size;
+          const uint64_t off = sp.offset + static_cast<uint64_t>(s) * in_sizes[k];
+          const merge::ConvertFn convert = converts[k];
           void* dst = conv.data() + k * conv_elems;
           if (mapped_) {
             const char* src = maps_.maps[static_cast<size_t>(sp.file)].base + off;
@@ -317,9 +325,9 @@ class FileChunks : public merge::ChunkSource {
             t_guard = &guard;
             convert(src, dst, len);
             t_guard = nullptr;
-            if (drop) maps_.drop(static_cast<size_t>(sp.file), off, static_cast<uint64_t>(len) * in_size);
+            if (drop) maps_.drop(static_cast<size_t>(sp.file), off, static_cast<uint64_t>(len) * in_sizes[k]);
           } else {
-            pread_fully(files_[static_cast<size_t>(sp.file)], raw.data(), static_cast<size_t>(len) * in_size, off, it_.name);
+            pread_fully(files_[static_cast<size_t>(sp.file)], raw.data(), static_cast<size_t>(len) * in_sizes[k], off, it_.name);
             convert(raw.data(), dst, len);
           }
         }
@@ -356,9 +364,11 @@ class FileSink : public merge::ChunkSink {
 bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const FileMergeItem& it, MergeSpec spec,
                   bool has_base, bool check_finite, const at::Device& device) {
   std::vector<at::Tensor> in;
-  for (const FileSpan& sp : it.inputs) {
-    at::Tensor t = at::empty(it.shape, at::TensorOptions().dtype(it.dtype));
+  for (size_t k = 0; k < it.inputs.size(); ++k) {
+    const FileSpan& sp = it.inputs[k];
+    at::Tensor t = at::empty(it.shape, at::TensorOptions().dtype(it.dtype_of(k)));
     pread_fully(files[sp.file], t.data_ptr(), t.nbytes(), sp.offset, it.name);
+    if (!it.input_dtypes.empty()) t = t.to(spec.compute);  // mixed float dtypes: all in the compute dtype
     in.push_back(device.is_cpu() ? t : t.to(device));
   }
   spec.out = it.out;
@@ -373,6 +383,17 @@ bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const
   if (check_finite && at::isFloatingType(m.scalar_type())) bad = !at::isfinite(m).all().item<bool>();
   pwrite_fully(out, m.data_ptr(), m.nbytes(), it.out_offset, it.name);
   return bad;
+}
+
+// θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k, as merge_tensor computes it
+// (native/merge/task_arithmetic.cpp; with normalize the weights divided by their sum first).
+std::vector<double> task_arithmetic_coefficients(const MergeSpec& spec, size_t models) {
+  double wsum = 0;
+  for (size_t k = 0; k < models; ++k) wsum += spec.weights.empty() ? 1.0 : spec.weights[k];
+  const double div = spec.normalize && std::abs(wsum) >= 1e-8 ? wsum : 1.0;
+  std::vector<double> c{1.0 - spec.lambda * wsum / div};
+  for (size_t k = 0; k < models; ++k) c.push_back(spec.lambda * (spec.weights.empty() ? 1.0 : spec.weights[k]) / div);
+  return c;
 }
 
 }  // namespace
@@ -423,9 +444,16 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
     }
     if (n == 0) continue;
     // Every span inside its file as it is now (a shorter file: the error a short read would give).
-    for (const FileSpan& sp : it.inputs) {
+    check(it.input_dtypes.empty() || it.input_dtypes.size() == it.inputs.size(), ErrorKind::Argument, "merge: tensor '",
+          it.name, "' has ", it.input_dtypes.size(), " input dtypes for ", it.inputs.size(), " inputs");
+    const bool mixed = !it.input_dtypes.empty();
+    for (at::ScalarType t : it.input_dtypes)
+      check(at::isFloatingType(t) && at::isFloatingType(it.dtype), ErrorKind::DType, "merge: tensor '", it.name,
+            "': inputs of different dtypes must all be floating point, got ", c10::toString(t));
+    for (size_t k = 0; k < it.inputs.size(); ++k) {
+      const FileSpan& sp = it.inputs[k];
       const auto& m = maps.maps[static_cast<size_t>(sp.file)];
-      const uint64_t need = static_cast<uint64_t>(n) * static_cast<uint64_t>(c10::elementSize(it.dtype));
+      const uint64_t need = static_cast<uint64_t>(n) * static_cast<uint64_t>(c10::elementSize(it.dtype_of(k)));
       if (m.sized && (sp.offset > m.size || need > m.size - sp.offset))
         fail(ErrorKind::IO, where(files[static_cast<size_t>(sp.file)], it.name), ": unexpected end of file at byte ", m.size,
              " (the tensor's data ends at byte ", sp.offset + need, ")");
@@ -439,14 +467,16 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
     bool bad = false;
     if (is_float && !on_cpu) {
       bad = generic_file(files, out, it, spec, has_base, check_finite, device);
+    } else if (is_float && spec.method == "task_arithmetic" && mixed) {
+      // Mixed input dtypes: the same coefficients through the streamed combine (each input converted
+      // from its own dtype).
+      const FileChunks src(files, maps, it, n);
+      const FileSink sink(out, it);
+      bad = merge::stream_combine_coefficients(src, task_arithmetic_coefficients(spec, models), spec.compute, sink) && check_finite;
     } else if (is_float && spec.method == "task_arithmetic") {
       // θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k, as merge_tensor computes it
       // (native/merge/task_arithmetic.cpp; with normalize the weights divided by their sum first).
-      double wsum = 0;
-      for (size_t k = 0; k < models; ++k) wsum += spec.weights.empty() ? 1.0 : spec.weights[k];
-      const double div = spec.normalize && std::abs(wsum) >= 1e-8 ? wsum : 1.0;
-      std::vector<double> c{1.0 - spec.lambda * wsum / div};
-      for (size_t k = 0; k < models; ++k) c.push_back(spec.lambda * (spec.weights.empty() ? 1.0 : spec.weights[k]) / div);
+      const std::vector<double> c = task_arithmetic_coefficients(spec, models);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, it.dtype, "merge_files_in", [&] {
         using In = scalar_t;
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, it.out, "merge_files_out", [&] {
@@ -466,8 +496,8 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
       bad = generic_file(files, out, it, spec, has_base, check_finite, at::Device(at::kCPU));
     }
     if (bad) non_finite.push_back(it.name);
-    for (const FileSpan& sp : it.inputs)
-      maps.drop(static_cast<size_t>(sp.file), sp.offset, static_cast<uint64_t>(n) * c10::elementSize(it.dtype));
+    for (size_t k = 0; k < it.inputs.size(); ++k)
+      maps.drop(static_cast<size_t>(it.inputs[k].file), it.inputs[k].offset, static_cast<uint64_t>(n) * c10::elementSize(it.dtype_of(k)));
   }
   return non_finite;
 }
