@@ -125,19 +125,14 @@ bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& sr
   const bool divide = a.spec.normalize && std::abs(wsum) >= 1e-8;
   const Acc lambda = static_cast<Acc>(a.spec.lambda), div = static_cast<Acc>(wsum);
   const bool normalize = a.spec.normalize, rescale = a.spec.rescale;
-  std::atomic<bool> bad{false};
-  const at::ScalarType out = sink.dtype();
-  src.chunks(compute, [&](int64_t ch, int64_t start, int64_t len, const void* const* xs) {
-    thread_local std::vector<Acc> res, th;
-    thread_local std::vector<double> obuf;
+  return stream_out<Acc>(src, compute, sink, [&](int64_t ch, int64_t start, int64_t len, const Acc* const* xs, Acc* out_res) {
+    thread_local std::vector<Acc> th;
     thread_local std::vector<int64_t> order;
-    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len));
-    if (obuf.size() < static_cast<size_t>(len)) obuf.resize(static_cast<size_t>(len));
     if (th.size() < K * static_cast<size_t>(len)) th.resize(K * static_cast<size_t>(len));
-    const Acc* x0 = static_cast<const Acc*>(xs[0]);
+    const Acc* x0 = xs[0];
     // τ̂_k for this chunk.
     for (size_t k = 0; k < K; ++k) {
-      const Acc* xk = static_cast<const Acc*>(xs[k + 1]);
+      const Acc* xk = xs[k + 1];
       Acc* t = th.data() + k * static_cast<size_t>(len);
       const double d = a.density(k);
       if (how == Sparsify::Magnitude || how == Sparsify::Breadcrumbs) {
@@ -183,7 +178,6 @@ bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& sr
     const Acc* wk = w.data();
     const Acc* ck = c.data();
     const size_t L = static_cast<size_t>(len);
-    Acc* out_res = res.data();
     const Acc* tk = th.data();
     for (int64_t j = 0; j < len; ++j) {
       const Acc b = x0[j];
@@ -208,14 +202,8 @@ bool gta_stream_t(const Args& a, Sparsify how, bool elect, const ChunkSource& sr
       }
       out_res[j] = b + merged * lam;
     }
-    if (convert_out(compute, res.data(), out, obuf.data(), len)) bad = true;
-    sink.write(start, len, obuf.data());
-    if (len > 4 * kChunk) {  // a DELLA row longer than the chunk: do not keep its buffers
-      std::vector<Acc>().swap(res), std::vector<Acc>().swap(th);
-      std::vector<double>().swap(obuf), std::vector<int64_t>().swap(order);
-    }
+    if (len > 4 * kChunk) std::vector<Acc>().swap(th), std::vector<int64_t>().swap(order);  // a long DELLA row's
   }, chunk);
-  return bad;
 }
 
 bool gta_stream(const Args& a, Sparsify how, bool elect, const ChunkSource& src, const ChunkSink& sink) {

@@ -86,6 +86,10 @@ struct Method {
   }
 };
 
+// Task arithmetic's coefficients over [θ0, θ_1 … θ_K] (task_arithmetic.cpp; the file merge's fused
+// pass uses them too).
+std::vector<double> task_arithmetic_coefficients(const MergeSpec& spec, size_t models);
+
 // run for the linear-combination methods on any device: the Gram from whole tensors (float64),
 // the method's coefficients, the combine.
 at::Tensor run_combination(const Context& c);

@@ -2,8 +2,6 @@
 // are taken, farther ones moved a distance t towards it.
 #include "stream.h"
 
-#include <atomic>
-
 namespace tangent {
 namespace merge {
 namespace {
@@ -21,22 +19,13 @@ at::Tensor run_nearswap(const Context& c) {
 template <typename Acc>
 bool stream_nearswap_t(const Args& args, const ChunkSource& src, const ChunkSink& sink) {
   const Acc t = static_cast<Acc>(args.spec.t);
-  std::atomic<bool> bad{false};
-  src.chunks(args.spec.compute, [&](int64_t, int64_t start, int64_t len, const void* const* xs) {
-    thread_local std::vector<Acc> res;
-    thread_local std::vector<double> obuf;
-    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len)), obuf.resize(static_cast<size_t>(len));
-    const Acc* x0 = static_cast<const Acc*>(xs[0]);
-    const Acc* x1 = static_cast<const Acc*>(xs[1]);
+  return stream_out<Acc>(src, args.spec.compute, sink, [&](int64_t, int64_t, int64_t len, const Acc* const* x, Acc* res) {
     for (int64_t j = 0; j < len; ++j) {
-      const Acc d = x1[j] - x0[j], a = std::abs(d);
+      const Acc d = x[1][j] - x[0][j], a = std::abs(d);
       const Acc w = a == 0 ? Acc(1) : std::min(Acc(1), std::max(Acc(0), t / a));
-      res[static_cast<size_t>(j)] = x0[j] + w * d;
+      res[j] = x[0][j] + w * d;
     }
-    if (convert_out(args.spec.compute, res.data(), sink.dtype(), obuf.data(), len)) bad = true;
-    sink.write(start, len, obuf.data());
   });
-  return bad;
 }
 
 bool stream_nearswap(const Args& a, const ChunkSource& s, const ChunkSink& o) {

@@ -2,8 +2,6 @@
 // whole tensors or of each row or column; with a base, between their task vectors.
 #include "stream.h"
 
-#include <atomic>
-
 #include <cmath>
 
 namespace tangent {
@@ -53,14 +51,10 @@ bool nuslerp_rows_t(const Args& a, const ChunkSource& src, const ChunkSink& sink
   const int64_t row = a.shape.empty() ? 1 : std::max<int64_t>(1, a.shape.back());
   const int64_t chunk = row * std::max<int64_t>(1, kChunk / row);
   const bool hb = a.has_base;
-  std::atomic<bool> bad{false};
-  src.chunks(a.spec.compute, [&](int64_t, int64_t start, int64_t len, const void* const* xs) {
-    thread_local std::vector<Acc> res;
-    thread_local std::vector<double> obuf;
-    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len)), obuf.resize(static_cast<size_t>(len));
-    const Acc* x0 = static_cast<const Acc*>(xs[0]);
-    const Acc* x1 = static_cast<const Acc*>(xs[1]);
-    const Acc* x2 = hb ? static_cast<const Acc*>(xs[2]) : nullptr;
+  return stream_out<Acc>(src, a.spec.compute, sink, [&](int64_t, int64_t, int64_t len, const Acc* const* xs, Acc* res) {
+    const Acc* x0 = xs[0];
+    const Acc* x1 = xs[1];
+    const Acc* x2 = hb ? xs[2] : nullptr;
     auto va = [&](int64_t j) { return static_cast<double>(hb ? x1[j] - x0[j] : x0[j]); };
     auto vb = [&](int64_t j) { return static_cast<double>(hb ? x2[j] - x0[j] : x1[j]); };
     for (int64_t r0 = 0; r0 < len; r0 += row) {
@@ -76,14 +70,10 @@ bool nuslerp_rows_t(const Args& a, const ChunkSource& src, const ChunkSink& sink
       const double c0 = linear ? 1.0 - t : std::sin(th * (1.0 - t)) / s, c1 = linear ? t : std::sin(th * t) / s;
       for (int64_t j = r0; j < r0 + row; ++j) {
         const Acc o = static_cast<Acc>(va(j) * c0 + vb(j) * c1);
-        res[static_cast<size_t>(j)] = hb ? x0[j] + o : o;
+        res[j] = hb ? x0[j] + o : o;
       }
     }
-    if (convert_out(a.spec.compute, res.data(), sink.dtype(), obuf.data(), len)) bad = true;
-    sink.write(start, len, obuf.data());
-    if (len > 4 * kChunk) std::vector<Acc>().swap(res), std::vector<double>().swap(obuf);
   }, chunk);
-  return bad;
 }
 
 bool stream_nuslerp(const Args& a, const ChunkSource& src, const ChunkSink& sink) {

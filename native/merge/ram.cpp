@@ -3,8 +3,6 @@
 // unique entries by how much it shares with the others (tensor-local).
 #include "stream.h"
 
-#include <atomic>
-
 namespace tangent {
 namespace merge {
 namespace {
@@ -74,12 +72,7 @@ bool ram_stream_t(const Args& a, bool plus, const ChunkSource& src, const ChunkS
       lam[k] = static_cast<Acc>(1.0 + a.spec.ram_r * std::max(0.0, std::min(rho, a.spec.ram_alpha)));
     }
   }
-  std::atomic<bool> bad{false};
-  src.chunks(compute, [&](int64_t, int64_t start, int64_t len, const void* const* xs) {
-    thread_local std::vector<Acc> res;
-    thread_local std::vector<double> obuf;
-    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len)), obuf.resize(static_cast<size_t>(len));
-    const auto* x = reinterpret_cast<const Acc* const*>(xs);
+  return stream_out<Acc>(src, compute, sink, [&](int64_t, int64_t, int64_t len, const Acc* const* x, Acc* res) {
     for (int64_t j = 0; j < len; ++j) {
       const int c = counts(x, j);
       const Acc share = c > 1 ? Acc(1) / static_cast<Acc>(c) : Acc(0);
@@ -89,12 +82,9 @@ bool ram_stream_t(const Args& a, bool plus, const ChunkSource& src, const ChunkS
         if (std::abs(tau) > eps) delta += tau * ((c == 1 ? lam[k] : Acc(0)) + share);
         else delta += Acc(0) * tau;
       }
-      res[static_cast<size_t>(j)] = x[0][j] + delta;
+      res[j] = x[0][j] + delta;
     }
-    if (convert_out(compute, res.data(), sink.dtype(), obuf.data(), len)) bad = true;
-    sink.write(start, len, obuf.data());
   });
-  return bad;
 }
 
 bool ram_stream(const Args& a, bool plus, const ChunkSource& s, const ChunkSink& o) {

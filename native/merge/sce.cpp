@@ -2,8 +2,6 @@
 // models, Calculate per-model weights from their energy, Erase the minority signs, then average.
 #include "stream.h"
 
-#include <atomic>
-
 namespace tangent {
 namespace merge {
 namespace {
@@ -144,13 +142,9 @@ bool stream_sce_t(const Args& a, const ChunkSource& src, const ChunkSink& sink) 
   }
   std::vector<Acc> wa;
   for (size_t k = 0; k < K; ++k) wa.push_back(static_cast<Acc>(std::abs(wsum) < 1e-6 ? 1.0 / static_cast<double>(K) : w[k] / wsum));
-  std::atomic<bool> bad{false};
-  src.chunks(compute, [&](int64_t ch, int64_t start, int64_t len, const void* const* xs) {
-    thread_local std::vector<Acc> th, res;
-    thread_local std::vector<double> obuf;
+  return stream_out<Acc>(src, compute, sink, [&](int64_t ch, int64_t, int64_t len, const Acc* const* x, Acc* res) {
+    thread_local std::vector<Acc> th;
     if (th.size() < K * static_cast<size_t>(len)) th.resize(K * static_cast<size_t>(len));
-    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len)), obuf.resize(static_cast<size_t>(len));
-    const auto* x = reinterpret_cast<const Acc* const*>(xs);
     selected(x, ch, len, th.data());
     for (int64_t j = 0; j < len; ++j) {
       Acc mass = 0;
@@ -163,12 +157,9 @@ bool stream_sce_t(const Args& a, const ChunkSource& src, const ChunkSink& sink) 
         num += wa[k] * (v * agree);
         den += wa[k] * agree;
       }
-      res[static_cast<size_t>(j)] = x[0][j] + num / std::max(den, static_cast<Acc>(1e-6));
+      res[j] = x[0][j] + num / std::max(den, static_cast<Acc>(1e-6));
     }
-    if (convert_out(compute, res.data(), sink.dtype(), obuf.data(), len)) bad = true;
-    sink.write(start, len, obuf.data());
   });
-  return bad;
 }
 
 bool stream_sce(const Args& a, const ChunkSource& s, const ChunkSink& o) {

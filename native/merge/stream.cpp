@@ -41,10 +41,6 @@ ConvertFn converter(at::ScalarType in, at::ScalarType acc) {
   return f;
 }
 
-void convert_chunk(at::ScalarType in, const void* src, at::ScalarType acc, void* dst, int64_t len) {
-  converter(in, acc)(src, dst, len);
-}
-
 bool convert_out(at::ScalarType acc, const void* src, at::ScalarType out, void* dst, int64_t len) {
   int bad = 0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out, "merge_convert_out", [&] {
@@ -75,6 +71,7 @@ void TensorSource::chunks(at::ScalarType compute, const ChunkFn& fn, int64_t chu
   const at::ScalarType in = xs_[0].scalar_type();
   const size_t esz = c10::elementSize(compute);
   const bool direct = in == compute;
+  const ConvertFn convert = converter(in, compute);
   const int64_t chunks = (n_ + chunk - 1) / chunk;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<char> buf(direct ? 0 : m * static_cast<size_t>(chunk) * esz);
@@ -87,7 +84,7 @@ void TensorSource::chunks(at::ScalarType compute, const ChunkFn& fn, int64_t chu
           ptrs[i] = p;
         } else {
           char* d = buf.data() + i * static_cast<size_t>(chunk) * esz;
-          convert_chunk(in, p, compute, d, len);
+          convert(p, d, len);
           ptrs[i] = d;
         }
       }
@@ -346,23 +343,13 @@ template <typename Acc>
 bool stream_combine(const ChunkSource& src, const std::vector<double>& coeffs, const ChunkSink& sink) {
   const std::vector<Acc> c(coeffs.begin(), coeffs.end());
   const size_t m = src.inputs();
-  std::atomic<bool> bad{false};
-  const at::ScalarType out = sink.dtype();
-  src.chunks(acc_type<Acc>(), [&](int64_t, int64_t start, int64_t len, const void* const* xs) {
-    thread_local std::vector<Acc> acc;
-    thread_local std::vector<double> obuf;  // aligned for any output dtype
-    if (acc.size() < static_cast<size_t>(len)) acc.resize(static_cast<size_t>(len));
-    if (obuf.size() < static_cast<size_t>(len)) obuf.resize(static_cast<size_t>(len));
-    std::fill(acc.begin(), acc.begin() + len, Acc(0));
+  return stream_out<Acc>(src, acc_type<Acc>(), sink, [&](int64_t, int64_t, int64_t len, const Acc* const* x, Acc* acc) {
+    std::fill(acc, acc + len, Acc(0));
     for (size_t i = 0; i < m; ++i) {
-      const Acc* x = static_cast<const Acc*>(xs[i]);
       const Acc ci = c[i];
-      for (int64_t j = 0; j < len; ++j) acc[static_cast<size_t>(j)] += ci * x[j];
+      for (int64_t j = 0; j < len; ++j) acc[j] += ci * x[i][j];
     }
-    if (convert_out(acc_type<Acc>(), acc.data(), out, obuf.data(), len)) bad = true;
-    sink.write(start, len, obuf.data());
   });
-  return bad;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 //   chunks of whole rows, one pass (by columns it is merged whole).
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -84,13 +85,33 @@ class TensorSink : public ChunkSink {
   at::Tensor& out_;
 };
 
-// Converts len values of dtype `in` at src to Acc (float or double) at dst. converter() gives the
-// plain function (no dispatch frames: safe to leave by siglongjmp).
+// The plain function converting len values of dtype `in` at src to Acc (float or double) at dst
+// (no dispatch frames: safe to leave by siglongjmp).
 using ConvertFn = void (*)(const void* src, void* dst, int64_t len);
 ConvertFn converter(at::ScalarType in, at::ScalarType acc);
-void convert_chunk(at::ScalarType in, const void* src, at::ScalarType acc, void* dst, int64_t len);
 // Converts len values of Acc at src to `out` at dst; returns whether any result is NaN or ±Inf.
 bool convert_out(at::ScalarType acc, const void* src, at::ScalarType out, void* dst, int64_t len);
+
+// The last pass of every streamed method: body(chunk, start, len, xs, res) fills res[0, len) with
+// the output in Acc (xs: the inputs in Acc); each chunk is then converted to the sink's dtype and
+// written. Returns whether any output is NaN or ±Inf. Per-thread buffers are reused, except after
+// a chunk over 4·kChunk (a long DELLA or nuslerp row).
+template <typename Acc, typename Body>
+bool stream_out(const ChunkSource& src, at::ScalarType compute, const ChunkSink& sink, const Body& body,
+                int64_t chunk = kChunk) {
+  std::atomic<bool> bad{false};
+  const at::ScalarType out = sink.dtype();
+  src.chunks(compute, [&](int64_t ch, int64_t start, int64_t len, const void* const* xs) {
+    thread_local std::vector<Acc> res;
+    thread_local std::vector<double> obuf;  // aligned for any output dtype
+    if (res.size() < static_cast<size_t>(len)) res.resize(static_cast<size_t>(len)), obuf.resize(static_cast<size_t>(len));
+    body(ch, start, len, reinterpret_cast<const Acc* const*>(xs), res.data());
+    if (convert_out(compute, res.data(), out, obuf.data(), len)) bad = true;
+    sink.write(start, len, obuf.data());
+    if (len > 4 * kChunk) std::vector<Acc>().swap(res), std::vector<double>().swap(obuf);
+  }, chunk);
+  return bad;
+}
 
 // The pieces stream methods use: the Gram of the inputs (method.h) in one pass, and the exact
 // rank boundaries of |τ_k|.

@@ -5,20 +5,25 @@
 
 namespace tangent {
 namespace merge {
+
+// θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k: no τ materialized. With normalize, Σ w_k
+// divides the weights first (mergekit's normalize; a sum below 1e-8 in magnitude divides by 1).
+std::vector<double> task_arithmetic_coefficients(const MergeSpec& spec, size_t models) {
+  double wsum = 0;
+  for (size_t k = 0; k < models; ++k) wsum += spec.weights.empty() ? 1.0 : spec.weights[k];
+  const double div = spec.normalize && std::abs(wsum) >= 1e-8 ? wsum : 1.0;
+  std::vector<double> c{1.0 - spec.lambda * wsum / div};
+  for (size_t k = 0; k < models; ++k) c.push_back(spec.lambda * (spec.weights.empty() ? 1.0 : spec.weights[k]) / div);
+  return c;
+}
+
 namespace {
 
-// θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k: no τ materialized, the conversion to
-// the compute dtype fused into the pass (the inputs come in their own dtype). With normalize, Σ w_k
-// divides the weights first (mergekit's normalize; a sum below 1e-8 in magnitude divides by 1).
+// The combine over the raw inputs, the conversion to the compute dtype fused into the pass.
 at::Tensor run_task_arithmetic(const Context& c) {
-  double wsum = 0;
-  for (size_t k = 0; k < c.count(); ++k) wsum += c.weight(k);
-  const double div = c.spec.normalize && std::abs(wsum) >= 1e-8 ? wsum : 1.0;
-  std::vector<double> coef{1.0 - c.spec.lambda * wsum / div};
-  for (size_t k = 0; k < c.count(); ++k) coef.push_back(c.spec.lambda * c.weight(k) / div);
   std::vector<at::Tensor> all{c.base};
   all.insert(all.end(), c.models.begin(), c.models.end());
-  return combine(at::Tensor(), all, coef, c.spec.compute, c.spec.out);
+  return combine(at::Tensor(), all, task_arithmetic_coefficients(c.spec, c.count()), c.spec.compute, c.spec.out);
 }
 
 }  // namespace

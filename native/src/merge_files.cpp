@@ -385,17 +385,6 @@ bool generic_file(const std::vector<OpenFile>& files, const OpenFile& out, const
   return bad;
 }
 
-// θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k, as merge_tensor computes it
-// (native/merge/task_arithmetic.cpp; with normalize the weights divided by their sum first).
-std::vector<double> task_arithmetic_coefficients(const MergeSpec& spec, size_t models) {
-  double wsum = 0;
-  for (size_t k = 0; k < models; ++k) wsum += spec.weights.empty() ? 1.0 : spec.weights[k];
-  const double div = spec.normalize && std::abs(wsum) >= 1e-8 ? wsum : 1.0;
-  std::vector<double> c{1.0 - spec.lambda * wsum / div};
-  for (size_t k = 0; k < models; ++k) c.push_back(spec.lambda * (spec.weights.empty() ? 1.0 : spec.weights[k]) / div);
-  return c;
-}
-
 }  // namespace
 
 // TANGENT_MERGE_MMAP=0 reads with positioned reads instead (the bench's "before", or a filesystem
@@ -411,17 +400,14 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
                                             const std::vector<MergeSpec>& specs, bool check_finite,
                                             const at::Device& device) {
   const bool on_cpu = device.is_cpu();
-  bool any_fused = false;
   for (const MergeSpec& spec : specs) {
     check(spec.compute == at::kFloat || spec.compute == at::kDouble, ErrorKind::DType,
           "merge: compute dtype must be float32 or float64, got ", c10::toString(spec.compute));
     merge_method(spec.method);  // an unknown name is refused before any tensor is read
-    any_fused = any_fused || spec.method == "task_arithmetic" || merge::find(spec.method).coefficients != nullptr ||
-                merge::find(spec.method).stream != nullptr;
   }
   std::vector<std::string> non_finite;
-  // Task arithmetic and the streamed methods read through the maps (the others read whole tensors).
-  const Mappings maps(files, any_fused && on_cpu && merge_files_use_mmap);
+  // The fused and streamed passes read through the maps (a whole-tensor merge reads with pread).
+  const Mappings maps(files, on_cpu && merge_files_use_mmap);
   for (const FileMergeItem& it : items) {
     check(it.spec < specs.size(), ErrorKind::Argument, "merge: tensor '", it.name, "' names spec ", it.spec, " of ",
           specs.size());
@@ -472,11 +458,11 @@ std::vector<std::string> merge_file_tensors(const std::vector<OpenFile>& files, 
       // from its own dtype).
       const FileChunks src(files, maps, it, n);
       const FileSink sink(out, it);
-      bad = merge::stream_combine_coefficients(src, task_arithmetic_coefficients(spec, models), spec.compute, sink) && check_finite;
+      bad = merge::stream_combine_coefficients(src, merge::task_arithmetic_coefficients(spec, models), spec.compute, sink) && check_finite;
     } else if (is_float && spec.method == "task_arithmetic") {
       // θ0 + λ Σ w_k (θ_k − θ0) = (1 − λ Σ w_k) θ0 + Σ λ w_k θ_k, as merge_tensor computes it
       // (native/merge/task_arithmetic.cpp; with normalize the weights divided by their sum first).
-      const std::vector<double> c = task_arithmetic_coefficients(spec, models);
+      const std::vector<double> c = merge::task_arithmetic_coefficients(spec, models);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, it.dtype, "merge_files_in", [&] {
         using In = scalar_t;
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, it.out, "merge_files_out", [&] {
