@@ -21,6 +21,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { parseByteSize } from '../lib/merge';
 import type { BenchContext } from './run';
 import { medianOf, peerPython } from './stats';
 
@@ -58,14 +59,6 @@ const METHODS = {
 } as const;
 type Method = keyof typeof METHODS;
 
-function parseBytes(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/i.exec(s.trim());
-  const u: Record<string, number> = { b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30 };
-  const n = m ? Math.round(Number(m[1]) * u[(m[2] ?? 'b').toLowerCase()]!) : NaN;
-  if (!(n > 0)) throw new Error(`TANGENT_BENCH_LLM_SHARD must be a size like 512MiB, got ${JSON.stringify(s)}`);
-  return n;
-}
-
 function layoutFromEnv(): { name: string; dims: [number, number, number, number] } {
   const v = process.env['TANGENT_BENCH_LLM'] ?? '0.48b';
   if (LAYOUTS[v]) return { name: v, dims: LAYOUTS[v]! };
@@ -88,8 +81,8 @@ function readAll(files: string[], buf: Buffer): void {
   }
 }
 
-/** Reading every input byte, then writing + fsync'ing `bytes` (the output's size) in 1 GiB files. */
-function ioFloor(inputs: string[], outDir: string, bytes: number): number {
+/** The I/O floor: reading every input byte, then writing + fsync'ing `bytes` (the output's size) in files of `shardBytes`. */
+export function ioFloor(inputs: string[], outDir: string, bytes: number, shardBytes = OUTPUT_SHARD): number {
   const buf = Buffer.allocUnsafe(1 << 24);
   fs.rmSync(outDir, { recursive: true, force: true });
   fs.mkdirSync(outDir);
@@ -97,10 +90,10 @@ function ioFloor(inputs: string[], outDir: string, bytes: number): number {
   readAll(inputs, buf);
   for (let i = 0, left = bytes; left > 0; i++) {
     const fd = fs.openSync(path.join(outDir, `shard-${i}.bin`), 'w');
-    for (let n = Math.min(left, OUTPUT_SHARD); n > 0; n -= buf.length) fs.writeSync(fd, buf, 0, Math.min(n, buf.length));
+    for (let n = Math.min(left, shardBytes); n > 0; n -= buf.length) fs.writeSync(fd, buf, 0, Math.min(n, buf.length));
     fs.fsyncSync(fd);
     fs.closeSync(fd);
-    left -= Math.min(left, OUTPUT_SHARD);
+    left -= Math.min(left, shardBytes);
   }
   const ms = performance.now() - s;
   fs.rmSync(outDir, { recursive: true, force: true });
@@ -129,7 +122,9 @@ export async function benchMergeIoLlm(ctx: BenchContext, tmp: string): Promise<R
   }
   const { name: layoutName, dims } = layoutFromEnv();
   const [vocab, hidden, intermediate, layers] = dims;
-  const inputShard = parseBytes(process.env['TANGENT_BENCH_LLM_SHARD'] ?? '512MiB');
+  const shardEnv = process.env['TANGENT_BENCH_LLM_SHARD'] ?? '512MiB';
+  const inputShard = parseByteSize(shardEnv);
+  if (Number.isNaN(inputShard)) throw new Error(`TANGENT_BENCH_LLM_SHARD must be a size like 512MiB, got ${JSON.stringify(shardEnv)}`);
   const reps = ctx.quick ? 1 : 3;
   const gnuTime = spawnSync(GNU_TIME, ['-f', '%M', '-o', path.join(tmp, 'probe.rss'), 'true'], { stdio: 'ignore' }).status === 0;
   const root = path.join(tmp, 'llm');

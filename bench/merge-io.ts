@@ -14,27 +14,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadStateDict, mergeCheckpoints, parseMergeConfig, saveStateDict, setNumThreads, Tensor, type StateDict } from '../lib';
 import type { BenchContext } from './run';
-import { benchMergeIoLlm } from './merge-io-llm';
+import { benchMergeIoLlm, ioFloor } from './merge-io-llm';
 import { vitB32Shapes } from './safetensors-load';
 import { fmt, medianOf, peerPython } from './stats';
 
 const PY = peerPython();
 const SCRIPT = path.resolve(__dirname, '..', '..', 'bench', 'merge_reference.py');
-
-function ioFloor(inputs: string[], output: string, bytes: number): number {
-  const s = performance.now();
-  const buf = Buffer.allocUnsafe(1 << 24);
-  for (const f of inputs) {
-    const fd = fs.openSync(f, 'r');
-    while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
-    fs.closeSync(fd);
-  }
-  const fd = fs.openSync(output, 'w');
-  for (let left = bytes; left > 0; left -= buf.length) fs.writeSync(fd, buf, 0, Math.min(left, buf.length));
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
-  return performance.now() - s;
-}
 
 export async function benchMergeIo(ctx: BenchContext): Promise<Record<string, unknown>> {
   setNumThreads(ctx.threads);
@@ -84,7 +69,7 @@ export async function benchMergeIo(ctx: BenchContext): Promise<Record<string, un
         peer.push(j.ms);
         peerImport.push(j.importMs);
       }
-      floor.push(ioFloor(inputs, path.join(dir, 'floor.bin'), bytes));
+      floor.push(ioFloor(inputs, path.join(dir, 'floor'), bytes, Infinity));
     }
     let maxDiff: number | null = null;
     if (hasTorch) {
@@ -103,7 +88,7 @@ export async function benchMergeIo(ctx: BenchContext): Promise<Record<string, un
     if (med.peer !== null)
       ctx.log(`  PyTorch loop over memory-mapped inputs (fair: OMP_WAIT_POLICY=PASSIVE; after import torch ${fmt(medianOf(peerImport))})  ${fmt(med.peer)}  → ours ${(med.ours / med.peer).toFixed(2)}× its time (target ≤ 1.0×); outputs differ by at most ${maxDiff!.toExponential(1)}`);
     ctx.log(`  I/O floor: read ${K + 1} inputs, write + fsync the output  ${fmt(med.floor)}`);
-    for (const f of [...inputs, 'ours.safetensors', 'peer.safetensors', 'floor.bin']) fs.rmSync(path.resolve(dir, f), { force: true });
+    for (const f of [...inputs, 'ours.safetensors', 'peer.safetensors']) fs.rmSync(path.resolve(dir, f), { force: true });
     ctx.log('');
     const llm = await benchMergeIoLlm(ctx, dir);
     return { models: K, lambda, modelBytes: bytes, reps, runsMs: { ours, peer, peerImport, floor }, medianMs: med, oursOverPeer: med.peer ? med.ours / med.peer : null, oursOverFloor: med.ours / med.floor, maxAbsDiff: maxDiff, llm };

@@ -35,13 +35,18 @@ export { MERGE_METHODS, METHODS, type MergeMethod } from './merge-methods';
 const floatDType = z.enum(['float32', 'float64', 'float16', 'bfloat16']);
 const SIZE_EXPECTED = 'expected a positive whole number of bytes or a size such as 500MB, 2GB or 1GiB';
 const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30 };
+/** Bytes from a positive integer or a size with a unit (500MB, 2GB, 1GiB); NaN for anything else. */
+export function parseByteSize(v: number | string): number {
+  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/i.exec(v.trim()) : null;
+  const n = typeof v === 'number' ? v : m ? Math.round(Number(m[1]) * SIZE_UNITS[(m[2] ?? '').toUpperCase()]!) : NaN;
+  return Number.isSafeInteger(n) && n >= 1 ? n : NaN;
+}
 /** A byte count: a positive integer, or a string with a unit. Every wrong value gets one message naming what is expected. */
 const byteSize = z
   .union([z.number(), z.string()], { errorMap: (_issue, ctx) => ({ message: `${SIZE_EXPECTED}, got ${JSON.stringify(ctx.data) ?? String(ctx.data)}` }) })
   .transform((v, ctx) => {
-    const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/i.exec(v.trim()) : null;
-    const n = typeof v === 'number' ? v : m ? Math.round(Number(m[1]) * SIZE_UNITS[(m[2] ?? '').toUpperCase()]!) : NaN;
-    if (!Number.isSafeInteger(n) || n < 1) {
+    const n = parseByteSize(v);
+    if (Number.isNaN(n)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${SIZE_EXPECTED}, got ${JSON.stringify(v)}` });
       return z.NEVER;
     }
@@ -461,12 +466,12 @@ export async function mergeCheckpoints(cfg: MergeConfig | import('./mergekit').M
       const read = await Promise.all(it.inputs.map((i) => readTensor(readers[i.reader]!, i.tensor)));
       // Mixed float dtypes: every input in the compute dtype, the output in the first input's unless out_dtype says.
       const mixed = mixedDtypes(it);
-      const cast = mixed ? await Promise.all(read.map((t) => t.to({ dtype: it.options.compute ?? 'float32', device }))) : read;
-      const inputs = device === 'cpu' || mixed ? cast : await Promise.all(cast.map((t) => t.to(device)));
+      const target = mixed ? { dtype: it.options.compute ?? 'float32', device } : { device };
+      const inputs = mixed || device !== 'cpu' ? await Promise.all(read.map((t) => t.to(target))) : read;
       if (mixed) it = { ...it, options: { ...it.options, outDtype: it.options.outDtype ?? layoutOfItem(it).dtype } };
       let merged = await mergeTensor(it.name, it.base ? inputs[0]! : null, it.base ? inputs.slice(1) : inputs, it.options);
       it.inputs.forEach((i, k) => 'readAsync' in readers[i.reader]! && read[k]!.dispose());
-      if (device !== 'cpu' || mixed) inputs.forEach((t) => t.dispose());  // copies of ours (cast, or on the device)
+      if (inputs !== read) inputs.forEach((t) => t.dispose());  // our copies (cast, or on the device)
       if (device !== 'cpu') {
         const onDevice = merged;
         merged = await onDevice.to('cpu');
